@@ -1,0 +1,53 @@
+# inferd — the two commands a newcomer needs are `make run` and `make test`.
+GO      ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X github.com/inferd/inferd/internal/buildinfo.version=$(VERSION)
+ORT_DIR := build/onnxruntime
+ORT_LIB := $(ORT_DIR)/libonnxruntime.so.1
+CONFIG  ?= configs/inferd.toml
+LISTEN  ?= 127.0.0.1:8080
+
+# Tests find the library through this variable (and fall back to build/onnxruntime/).
+export INFERD_ONNXRUNTIME_LIBRARY := $(abspath $(ORT_LIB))
+export CGO_ENABLED := 1
+
+.PHONY: all deps build run test test-short vet e2e bench models clean
+
+all: build
+
+## deps: fetch ONNX Runtime 1.29.0 (CPU) into build/onnxruntime, checked against its sha256
+deps: $(ORT_LIB)
+
+$(ORT_LIB): scripts/fetch-ort.sh
+	./scripts/fetch-ort.sh $(ORT_DIR)
+
+## build: build bin/inferd
+build: deps
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/inferd ./cmd/inferd
+
+## run: serve the demo model repository (configs/) on 127.0.0.1:8080, no root, no GPU
+run: build
+	@echo
+	@echo "inferd is starting on http://$(LISTEN) with the demo models in configs/models."
+	@echo "Once it logs \"ready\", in another terminal:"
+	@echo
+	@echo "  curl -s http://$(LISTEN)/v2/models/mlp/infer -H 'Content-Type: application/json' -d @configs/demo-request.json"
+	@echo
+	INFERD_SERVER_LISTEN=$(LISTEN) ./bin/inferd serve --config $(CONFIG)
+
+## test: vet and run every test with the race detector (real ONNX Runtime on generated models)
+test: deps
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 10m ./...
+
+## e2e: system-level suites (real binary on the PaddleOCR models)
+e2e: deps
+	./scripts/fetch-ocr-models.sh build/ocr-models
+	$(GO) test -count=1 -timeout 20m -tags e2e ./e2e/...
+
+## models: regenerate the committed demo model repository from internal/testmodels
+models:
+	$(GO) run ./internal/testmodels/cmd/gendemo configs/models
+
+clean:
+	rm -rf bin build dist

@@ -1,0 +1,169 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/inferd/inferd/kserve"
+	"github.com/inferd/inferd/models"
+	"github.com/inferd/inferd/scheduler"
+	"github.com/inferd/inferd/tensor"
+)
+
+// Repository is what the API needs of the model repository.
+type Repository interface {
+	Resolve(name, version string) (*models.Version, error)
+	Lookup(name string) (*models.Model, error)
+	ReadyVersions(m *models.Model) []string
+	Index() []models.IndexEntry
+	Ready() bool
+}
+
+// Inferer runs a validated request on a model version.
+type Inferer interface {
+	Infer(ctx context.Context, t scheduler.Target, inputs []tensor.Tensor, names []string) ([]tensor.Tensor, error)
+}
+
+// Component is one part of the daemon as /health and /ready report it.
+type Component struct {
+	// State is "ok", "degraded", "starting", "unavailable" or "none".
+	State  string `json:"state"`
+	Detail any    `json:"detail,omitempty"`
+}
+
+// Phase is the server's lifecycle phase.
+type Phase int32
+
+// Phases, in order.
+const (
+	PhaseStarting Phase = iota
+	PhaseServing
+	PhaseStopping
+)
+
+func (p Phase) String() string {
+	switch p {
+	case PhaseServing:
+		return "serving"
+	case PhaseStopping:
+		return "stopping"
+	default:
+		return "starting"
+	}
+}
+
+// Options configure a Server.
+type Options struct {
+	// Name and Version are reported by server metadata.
+	Name, Version string
+	// MaxRequestBytes bounds request bodies (413 above it).
+	MaxRequestBytes int64
+	// Components adds the daemon's other components (engine, GPUs, reload) to /health.
+	Components func() map[string]Component
+}
+
+// Server is the HTTP handler.
+type Server struct {
+	repo    Repository
+	infer   Inferer
+	opts    Options
+	log     *slog.Logger
+	started time.Time
+	phase   atomic.Int32
+	mux     *http.ServeMux
+}
+
+// New returns a Server; it starts in PhaseStarting.
+func New(repo Repository, infer Inferer, opts Options, log *slog.Logger) *Server {
+	s := &Server{repo: repo, infer: infer, opts: opts, log: log, started: time.Now(), mux: http.NewServeMux()}
+	s.routes()
+	return s
+}
+
+// SetPhase moves the server to another lifecycle phase.
+func (s *Server) SetPhase(p Phase) { s.phase.Store(int32(p)) }
+
+// Phase is the current lifecycle phase.
+func (s *Server) Phase() Phase { return Phase(s.phase.Load()) }
+
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+func (s *Server) routes() {
+	m := s.mux
+	m.HandleFunc("GET /v2", s.serverMetadata)
+	m.HandleFunc("GET /v2/{$}", s.serverMetadata)
+	m.HandleFunc("GET /v2/health/live", s.live)
+	m.HandleFunc("GET /v2/health/ready", s.ready)
+	m.HandleFunc("GET /health", s.health)
+	m.HandleFunc("GET /ready", s.readiness)
+	for _, prefix := range []string{"/v2/models/{model}", "/v2/models/{model}/versions/{version}"} {
+		m.HandleFunc("GET "+prefix, s.modelMetadata)
+		m.HandleFunc("GET "+prefix+"/ready", s.modelReady)
+		m.HandleFunc("GET "+prefix+"/config", s.modelConfig)
+		m.HandleFunc("POST "+prefix+"/infer", s.inferHandler)
+	}
+	m.HandleFunc("/", s.notFound)
+}
+
+// Extensions lists the protocol extensions this server implements.
+var extensions = []string{"model_configuration"}
+
+func (s *Server) serverMetadata(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, kserve.ServerMetadata{Name: s.opts.Name, Version: s.opts.Version, Extensions: extensions})
+}
+
+func (s *Server) live(w http.ResponseWriter, _ *http.Request) {
+	w.WriteHeader(http.StatusOK)
+}
+
+func (s *Server) isReady() bool { return s.Phase() == PhaseServing && s.repo.Ready() }
+
+func (s *Server) ready(w http.ResponseWriter, _ *http.Request) {
+	if s.isReady() {
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	w.WriteHeader(http.StatusServiceUnavailable)
+}
+
+func (s *Server) notFound(w http.ResponseWriter, r *http.Request) {
+	writeError(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path)
+}
+
+// writeJSON writes v as a JSON body.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "encoding response: "+err.Error())
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}
+
+// writeError writes a KServe error body.
+func writeError(w http.ResponseWriter, status int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(kserve.EncodeError(msg))
+}
+
+// statusOf maps an error from the repository, the scheduler or the engine to an HTTP status.
+func statusOf(err error) int {
+	switch {
+	case errors.Is(err, kserve.ErrInvalidRequest), errors.Is(err, models.ErrInvalidInput):
+		return http.StatusBadRequest
+	case errors.Is(err, models.ErrModelNotFound), errors.Is(err, models.ErrVersionNotFound):
+		return http.StatusNotFound
+	case errors.Is(err, models.ErrUnavailable), errors.Is(err, scheduler.ErrStopped):
+		return http.StatusServiceUnavailable
+	default:
+		return http.StatusInternalServerError
+	}
+}

@@ -1,0 +1,154 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os/signal"
+	"runtime"
+	"strings"
+	"syscall"
+
+	sdaemon "github.com/coreos/go-systemd/v22/daemon"
+	"github.com/spf13/cobra"
+
+	"github.com/inferd/inferd/api"
+	"github.com/inferd/inferd/config"
+	"github.com/inferd/inferd/daemon"
+	"github.com/inferd/inferd/engine/ort"
+	"github.com/inferd/inferd/internal/buildinfo"
+)
+
+// defaultConfigPath is where the packages install the configuration.
+const defaultConfigPath = "/etc/inferd/inferd.toml"
+
+func newRootCommand(stdout, stderr io.Writer, env []string) *cobra.Command {
+	root := &cobra.Command{
+		Use:           "inferd",
+		Short:         "Serve ONNX models over the KServe v2 / Open Inference Protocol",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.AddCommand(serveCommand(env), validateCommand(env), versionCommand(env))
+	return root
+}
+
+func serveCommand(env []string) *cobra.Command {
+	var path string
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the daemon",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := config.Load(path, env)
+			if err != nil {
+				return err
+			}
+			log := newLogger(cmd.ErrOrStderr(), cfg.Log)
+			slog.SetDefault(log)
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			return serve(ctx, cfg, env, log)
+		},
+	}
+	cmd.Flags().StringVarP(&path, "config", "c", defaultConfigPath, "configuration file")
+	return cmd
+}
+
+func serve(ctx context.Context, cfg *config.Config, env []string, log *slog.Logger) error {
+	rt, err := ort.New(ort.RuntimeOptions{LibraryPath: cfg.Engine.OnnxRuntimeLibrary, Getenv: lookup(env)}, log.With("component", "engine"))
+	if err != nil {
+		return err
+	}
+	defer rt.Close()
+	engineState := api.Component{State: "ok", Detail: map[string]string{
+		"runtime": "onnxruntime " + rt.Version(), "library": rt.LibraryPath(), "providers": "CPUExecutionProvider",
+	}}
+	d, err := daemon.New(cfg, daemon.Options{
+		Version: buildinfo.Version(),
+		Runtime: rt,
+		Components: func() map[string]api.Component {
+			return map[string]api.Component{
+				"engine": engineState,
+				"gpus":   {State: "none", Detail: "GPU discovery is not built into this version; models run on the CPU execution provider"},
+			}
+		},
+		Notify: notifySystemd,
+	}, log)
+	if err != nil {
+		return err
+	}
+	return d.Run(ctx)
+}
+
+// notifySystemd sends state to $NOTIFY_SOCKET; without one (not under systemd) it does nothing.
+func notifySystemd(state string) error {
+	_, err := sdaemon.SdNotify(false, state)
+	return err
+}
+
+func newLogger(w io.Writer, c config.Log) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level)) // validated by config
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func validateCommand(env []string) *cobra.Command {
+	return &cobra.Command{
+		Use:   "validate FILE",
+		Short: "Check a configuration file and list every problem with file:line",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := config.Load(args[0], env)
+			var problems *config.Problems
+			if errors.As(err, &problems) {
+				fmt.Fprintln(cmd.ErrOrStderr(), problems.Error())
+				return fmt.Errorf("%s: %d problem(s)", args[0], len(problems.List))
+			}
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: ok (listen %s, repository %s)\n", args[0], cfg.Server.Listen, cfg.Models.Repository)
+			return nil
+		},
+	}
+}
+
+func versionCommand(env []string) *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version of inferd and where its ONNX Runtime library is",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "inferd %s (%s, %s/%s)\n", buildinfo.Version(), buildinfo.GoVersion(), runtime.GOOS, runtime.GOARCH)
+			lib, tried, err := ort.FindLibrary("", lookup(env))
+			if err != nil {
+				fmt.Fprintf(out, "onnxruntime: not found (looked in %s)\n", strings.Join(tried, ", "))
+				return nil
+			}
+			fmt.Fprintf(out, "onnxruntime: %s\n", lib)
+			return nil
+		},
+	}
+}
+
+// lookup turns an environment list into a getenv function.
+func lookup(env []string) func(string) string {
+	return func(key string) string {
+		for _, kv := range env {
+			if k, v, ok := strings.Cut(kv, "="); ok && k == key {
+				return v
+			}
+		}
+		return ""
+	}
+}

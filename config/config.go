@@ -1,0 +1,119 @@
+// Package config owns inferd's TOML configuration: the schema (the Config
+// struct), its documented defaults, INFERD_<SECTION>_<KEY> environment
+// overrides, and strict validation that reports every problem at once with
+// the file and line it came from.
+//
+// Everything that is generic about a key is derived by reflection from the
+// struct that declares it, so adding a key or a section (a later [server.tls],
+// [cluster], [gpu], ...) means adding a struct field with these tags:
+//
+//	toml:"name"    the TOML key; nested structs are tables ([server.tls]).
+//	doc:"..."      one line for operators, shown by Keys (and the CLI).
+//	check:"..."    comma-separated rules checked by Validate:
+//	                 nonempty        the string (or list) must not be empty
+//	                 oneof=a|b|c     the string must be one of these
+//	                 min=X           the number or duration must be >= X
+//	                                 (X written like the value: 0, 1, 1ms)
+//	                 hostport        the string must be host:port with a
+//	                                 numeric port (host may be empty)
+//	path:"file"    the string is a filesystem path; a relative value set in
+//	               the config file is resolved against the directory of
+//	               that file (so configs/inferd.toml can say
+//	               repository = "models"). A relative value from the
+//	               environment stays relative to the working directory.
+//
+// The env var of a key is INFERD_ followed by its dotted key upper-cased with
+// dots (and dashes) turned into underscores: server.listen is
+// INFERD_SERVER_LISTEN, server.tls.cert_file would be
+// INFERD_SERVER_TLS_CERT_FILE. Supported field types are string, bool,
+// int/int64 (and the other signed ints), float64, time.Duration (a Go
+// duration string such as "30s" in TOML and env) and []string (a TOML array
+// of strings; comma-separated in env). An environment variable whose name
+// starts with a known table's prefix but names no key (INFERD_SERVER_LISTN)
+// is a problem; other INFERD_* variables, such as INFERD_ONNXRUNTIME_LIBRARY
+// that the engine reads itself, are ignored. An empty env value is applied as
+// is (an empty string, an empty list, or a malformed number).
+//
+// Loading is strict: unknown keys and tables, wrong TOML types, malformed
+// durations, out-of-range integers and values that fail their checks are all
+// collected into one *Problems error, so an operator fixes a file in one
+// round. Cross-field rules that a tag cannot express belong in crossChecks.
+//
+// This package reads files and nothing else: it imports no other inferd
+// package, keeps no package-level state, and never reads the process
+// environment itself (callers pass os.Environ()).
+package config
+
+import "time"
+
+// Config is the whole daemon configuration, as read from inferd.toml.
+type Config struct {
+	Server    Server    `toml:"server"`
+	Models    Models    `toml:"models"`
+	Log       Log       `toml:"log"`
+	Engine    Engine    `toml:"engine"`
+	Scheduler Scheduler `toml:"scheduler"`
+}
+
+// Server configures the HTTP listener. Timeouts map onto net/http.Server;
+// there, as here, zero means no limit.
+type Server struct {
+	Listen            string        `toml:"listen" check:"hostport" doc:"host:port of the HTTP listener (empty host = all interfaces)"`
+	MaxRequestBytes   int64         `toml:"max_request_bytes" check:"min=1" doc:"largest request body in bytes; larger bodies get 413"`
+	ReadHeaderTimeout time.Duration `toml:"read_header_timeout" check:"min=1ms" doc:"time allowed to read request headers"`
+	ReadTimeout       time.Duration `toml:"read_timeout" check:"min=0" doc:"time allowed to read a whole request; 0 = no limit"`
+	WriteTimeout      time.Duration `toml:"write_timeout" check:"min=0" doc:"time allowed to write a response; 0 = no limit"`
+	IdleTimeout       time.Duration `toml:"idle_timeout" check:"min=0" doc:"how long an idle keep-alive connection is kept; 0 = read_timeout"`
+	ShutdownTimeout   time.Duration `toml:"shutdown_timeout" check:"min=1ms" doc:"bound on the graceful drain after SIGTERM"`
+}
+
+// Models locates the model repository.
+type Models struct {
+	Repository string `toml:"repository" path:"file" check:"nonempty" doc:"model repository directory; relative paths are relative to this file's directory"`
+}
+
+// Log configures the daemon's slog output.
+type Log struct {
+	Level  string `toml:"level" check:"oneof=debug|info|warn|error" doc:"least severe level logged: debug, info, warn or error"`
+	Format string `toml:"format" check:"oneof=text|json" doc:"log line format: text or json"`
+}
+
+// Engine configures ONNX Runtime.
+type Engine struct {
+	OnnxRuntimeLibrary string `toml:"onnxruntime_library" path:"file" doc:"path of libonnxruntime.so; empty = search env INFERD_ONNXRUNTIME_LIBRARY, /usr/lib/inferd/, next to the binary, build/onnxruntime/"`
+	IntraOpThreads     int    `toml:"intra_op_threads" check:"min=0" doc:"threads inside one operator, per ORT session; 0 = usable cores / instances"`
+	InterOpThreads     int    `toml:"inter_op_threads" check:"min=0" doc:"threads across independent operators, per ORT session; 0 = ORT's default"`
+}
+
+// Scheduler holds the defaults for models whose model.toml does not say.
+type Scheduler struct {
+	DefaultInstances    int `toml:"default_instances" check:"min=1" doc:"instances (ORT sessions) per model version when model.toml says nothing"`
+	DefaultMaxBatchSize int `toml:"default_max_batch_size" check:"min=0" doc:"largest dynamic batch in rows when model.toml says nothing; 0 = no batching"`
+}
+
+// Default returns the configuration used for every key that neither the file
+// nor the environment sets.
+func Default() Config {
+	return Config{
+		Server: Server{
+			// Loopback only: exposing the daemon on the LAN is a decision
+			// the operator makes in the file.
+			Listen:            "127.0.0.1:8080",
+			MaxRequestBytes:   64 << 20,
+			ReadHeaderTimeout: 10 * time.Second,
+			ReadTimeout:       60 * time.Second,
+			WriteTimeout:      60 * time.Second,
+			IdleTimeout:       120 * time.Second,
+			// Well under systemd's default TimeoutStopSec of 90s.
+			ShutdownTimeout: 30 * time.Second,
+		},
+		Models: Models{Repository: "/var/lib/inferd/models"},
+		Log:    Log{Level: "info", Format: "text"},
+		Engine: Engine{
+			OnnxRuntimeLibrary: "",
+			IntraOpThreads:     0,
+			InterOpThreads:     1,
+		},
+		Scheduler: Scheduler{DefaultInstances: 1, DefaultMaxBatchSize: 0},
+	}
+}

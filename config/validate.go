@@ -1,0 +1,127 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// rule is one parsed entry of a field's check tag.
+type rule struct {
+	name  string        // nonempty, oneof, min, hostport
+	oneof []string      // for oneof
+	min   reflect.Value // for min, of the field's type
+}
+
+func parseRules(f *field, tag string) []rule {
+	if tag == "" {
+		return nil
+	}
+	var rules []rule
+	for part := range strings.SplitSeq(tag, ",") {
+		name, arg, _ := strings.Cut(strings.TrimSpace(part), "=")
+		r := rule{name: name}
+		ok := false
+		switch name {
+		case "nonempty":
+			ok = arg == "" && (f.kind == kindString || f.kind == kindStrings)
+		case "hostport":
+			ok = arg == "" && f.kind == kindString
+		case "oneof":
+			r.oneof = strings.Split(arg, "|")
+			ok = arg != "" && f.kind == kindString
+		case "min":
+			if f.kind == kindInt || f.kind == kindFloat || f.kind == kindDuration {
+				v, err := parseText(f, arg)
+				r.min, ok = v, err == nil
+			}
+		}
+		if !ok {
+			panic(fmt.Sprintf("config: %s: bad check %q for a %s", f.key, part, f.kind))
+		}
+		rules = append(rules, r)
+	}
+	return rules
+}
+
+// check returns what is wrong with v under r, or nil.
+func (r rule) check(f *field, v reflect.Value) error {
+	switch r.name {
+	case "nonempty":
+		if v.Len() == 0 {
+			return fmt.Errorf("%w: must not be empty", ErrInvalid)
+		}
+	case "oneof":
+		if !slices.Contains(r.oneof, v.String()) {
+			return fmt.Errorf("%w %s: want one of %s", ErrInvalid, formatValue(f, v), strings.Join(r.oneof, ", "))
+		}
+	case "min":
+		less := false
+		if f.kind == kindFloat {
+			less = v.Float() < r.min.Float()
+		} else {
+			less = v.Int() < r.min.Int()
+		}
+		if less {
+			return fmt.Errorf("%w %s: must be at least %s", ErrInvalid, formatValue(f, v), formatValue(f, r.min))
+		}
+	case "hostport":
+		return checkHostPort(v.String())
+	}
+	return nil
+}
+
+func checkHostPort(s string) error {
+	_, port, err := net.SplitHostPort(s)
+	if err == nil {
+		if _, perr := strconv.ParseUint(port, 10, 16); perr != nil {
+			err = fmt.Errorf("port %q is not a number from 0 to 65535", port)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("%w %q: want host:port such as \"127.0.0.1:8080\" or \":8080\": %w", ErrInvalid, s, err)
+	}
+	return nil
+}
+
+// Validate checks the values of c (not where they came from): every check tag
+// of the schema, then crossChecks. It returns nil or a *Problems whose
+// entries carry the key but no file or line; Load and LoadBytes run the same
+// checks and add the location of each value.
+func (c *Config) Validate() error {
+	return asError(validate(schemaOf(reflect.TypeFor[Config]()), reflect.ValueOf(c).Elem()))
+}
+
+func validate(root *field, v reflect.Value) []Problem {
+	var out []Problem
+	for _, f := range root.leaves() {
+		fv := v.FieldByIndex(f.index)
+		for _, r := range f.rules {
+			if err := r.check(f, fv); err != nil {
+				out = append(out, Problem{Key: f.key, Err: err})
+				break // one complaint per key is enough
+			}
+		}
+	}
+	if c, ok := v.Addr().Interface().(*Config); ok {
+		out = append(out, crossChecks(c)...)
+	}
+	return out
+}
+
+// crossChecks holds the rules that involve more than one key and so cannot be
+// a check tag. Give each problem the Key the operator should edit.
+func crossChecks(c *Config) []Problem {
+	// None yet; e.g. a later [server.tls] needs cert_file and key_file together.
+	return nil
+}
+
+func asError(ps []Problem) error {
+	if len(ps) == 0 {
+		return nil
+	}
+	return &Problems{List: ps}
+}

@@ -1,0 +1,227 @@
+// Package ort runs models on ONNX Runtime: it is the only package of inferd that imports
+// github.com/yalue/onnxruntime_go, and it turns that binding into the engine.Runtime and
+// engine.Session contract so that no ORT type leaves it.
+//
+// It owns finding and loading libonnxruntime.so (FindLibrary, New), the process-wide ORT
+// environment, reading a model's signature (Inspect), opening sessions on the CPU or CUDA
+// execution provider (Open), and converting tensor.Tensor to and from ORT values (Session.Run).
+// It must not validate requests against a model's signature (the caller does that, and this
+// package only re-checks what would crash or corrupt the process), batch, schedule, or choose a
+// fallback provider: a session that cannot get the provider it asked for fails to open.
+//
+// # Shortcomings of onnxruntime_go v1.27.0 this package works around
+//
+//   - A Tensor refuses an empty shape, so rank-0 inputs are fed as Scalar values, and rank-0
+//     outputs are pre-allocated with NewEmptyScalar (letting Run allocate one fails the whole
+//     run and leaks the outputs after it).
+//   - Run copies outputs it allocates into Go memory, but for element types without a Go
+//     counterpart (FP16, BF16) it copies one byte per element instead of two, and the run fails.
+//     FP16/BF16 outputs are therefore pre-allocated, which needs their shape before the run: an
+//     FP16/BF16 output with a dynamic dimension is refused when the model is inspected or opened.
+//   - String tensors go through C strings, so a BYTES element containing a NUL byte would be
+//     truncated silently; such inputs are refused instead. FP16, BF16 and BYTES have no scalar
+//     form in the binding, so a rank-0 input or output of those types is refused as well.
+//   - ORT status codes do not survive the binding, only message text: errors wrap
+//     engine.ErrInvalidModel or engine.ErrRun (and a sentinel of this package where it helps)
+//     with that text, and nothing here matches on it.
+//   - ORT aborts the process on some kernels fed a tensor with zero elements, so Run refuses
+//     such inputs before calling ORT.
+package ort
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync"
+	"unsafe"
+
+	onnx "github.com/yalue/onnxruntime_go"
+
+	"github.com/inferd/inferd/engine"
+)
+
+// SupportedVersion is the ONNX Runtime release (major.minor) this package is built and tested
+// against; New refuses a library that reports another one.
+const SupportedVersion = "1.29"
+
+// Errors of this package, wrapped with detail; match them with errors.Is.
+var (
+	// ErrLibrary: the ONNX Runtime shared library was not found, did not load, is not
+	// SupportedVersion, or differs from the one this process already loaded.
+	ErrLibrary = errors.New("onnxruntime library")
+	// ErrProviderUnavailable: a session asked for an execution provider (CUDA) that the library
+	// or the machine cannot give it. Nothing falls back by itself: the caller decides.
+	ErrProviderUnavailable = errors.New("execution provider unavailable")
+	// ErrUnsupportedInput: an input this engine refuses to hand to ORT (zero elements, a NUL
+	// byte in a BYTES element, or one that does not match the model). Run wraps it together
+	// with engine.ErrRun.
+	ErrUnsupportedInput = errors.New("unsupported input")
+)
+
+// RuntimeOptions configure New.
+type RuntimeOptions struct {
+	// LibraryPath is the explicit path to libonnxruntime.so (config
+	// engine.onnxruntime_library); empty means search (see FindLibrary).
+	LibraryPath string
+	// Getenv reads the environment (INFERD_ONNXRUNTIME_LIBRARY); nil means os.Getenv.
+	Getenv func(string) string
+	// LogLevel chooses how much ORT itself writes to stderr (ORT's own logger, uncoloured
+	// only at the levels below, so kept quiet): slog.LevelDebug or lower lets ORT warnings
+	// through, anything higher only ORT errors. ORT never writes to stdout. The first Runtime
+	// of the process sets it.
+	LogLevel slog.Level
+}
+
+// Runtime is an engine.Runtime on ONNX Runtime. Its methods are safe for concurrent use. Close
+// it when done; sessions it opened stay valid until they are closed themselves.
+type Runtime struct {
+	logger  *slog.Logger
+	path    string
+	version string
+
+	mu     sync.Mutex
+	closed bool
+}
+
+var _ engine.Runtime = (*Runtime)(nil)
+
+// process is the one piece of package-level mutable state in inferd, and it has to be:
+// onnxruntime_go keeps a single ORT environment and a single loaded library in its own package
+// globals, so two Runtimes in one process (tests, or a reload that builds the new generation
+// before closing the old) must share them. Every Runtime and every open Session holds one
+// reference; the last release destroys the environment and unloads the library.
+//
+// Lock order: Runtime.mu, then process.mu. Session.mu is never held while taking either.
+var process struct {
+	mu      sync.Mutex
+	refs    int
+	path    string // canonical path of the loaded library
+	version string
+}
+
+// New loads the ONNX Runtime library (opts.LibraryPath, or the first found by FindLibrary),
+// checks that it is SupportedVersion and creates (or joins) the process's ORT environment.
+func New(opts RuntimeOptions, logger *slog.Logger) (*Runtime, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if !littleEndian() {
+		return nil, fmt.Errorf("%w: tensor bytes are little-endian and this machine is not", ErrLibrary)
+	}
+	path, _, err := FindLibrary(opts.LibraryPath, opts.Getenv)
+	if err != nil {
+		return nil, err
+	}
+	version, first, err := acquireEnv(path, opts.LogLevel)
+	if err != nil {
+		return nil, err
+	}
+	if first {
+		logger.Info("onnxruntime loaded", "path", path, "version", version)
+	} else {
+		logger.Debug("onnxruntime already loaded", "path", path, "version", version)
+	}
+	return &Runtime{logger: logger, path: path, version: version}, nil
+}
+
+// LibraryPath is the shared library this runtime uses.
+func (r *Runtime) LibraryPath() string { return r.path }
+
+// Version is the ONNX Runtime version the library reports.
+func (r *Runtime) Version() string { return r.version }
+
+// Close releases the runtime's hold on the ORT environment. Sessions still open keep it alive.
+// It is safe to call more than once.
+func (r *Runtime) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return nil
+	}
+	r.closed = true
+	return releaseEnv()
+}
+
+// hold takes one more reference on the environment for an operation or a session of r.
+func (r *Runtime) hold() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return fmt.Errorf("ort: runtime is closed: %w", engine.ErrClosed)
+	}
+	process.mu.Lock()
+	process.refs++ // r's own reference keeps the environment alive, so this cannot revive it
+	process.mu.Unlock()
+	return nil
+}
+
+// acquireEnv takes a reference on the process environment, creating it from the library at
+// path if there is none. first reports whether this call created it.
+func acquireEnv(path string, level slog.Level) (version string, first bool, err error) {
+	canon := canonicalPath(path)
+	process.mu.Lock()
+	defer process.mu.Unlock()
+	if process.refs > 0 {
+		if canon != process.path {
+			return "", false, fmt.Errorf("%w: %s requested, but this process already loaded %s",
+				ErrLibrary, path, process.path)
+		}
+		process.refs++
+		return process.version, false, nil
+	}
+	onnx.SetSharedLibraryPath(path)
+	if err := onnx.InitializeEnvironment(envLogLevel(level)); err != nil {
+		return "", false, fmt.Errorf("%w: loading %s: %w", ErrLibrary, path, err)
+	}
+	version = onnx.GetVersion()
+	if !strings.HasPrefix(version, SupportedVersion+".") {
+		_ = onnx.DestroyEnvironment()
+		return "", false, fmt.Errorf("%w: %s is version %q, need %s.x", ErrLibrary, path, version, SupportedVersion)
+	}
+	process.refs, process.path, process.version = 1, canon, version
+	return version, true, nil
+}
+
+// releaseEnv drops one reference and destroys the environment with the last one.
+func releaseEnv() error {
+	process.mu.Lock()
+	defer process.mu.Unlock()
+	if process.refs <= 0 {
+		return nil
+	}
+	process.refs--
+	if process.refs > 0 {
+		return nil
+	}
+	process.path, process.version = "", ""
+	if err := onnx.DestroyEnvironment(); err != nil {
+		return fmt.Errorf("%w: destroying the environment: %w", ErrLibrary, err)
+	}
+	return nil
+}
+
+func envLogLevel(level slog.Level) onnx.EnvironmentOption {
+	if level <= slog.LevelDebug {
+		return onnx.WithLogLevelWarning()
+	}
+	return onnx.WithLogLevelError()
+}
+
+// canonicalPath makes two spellings of one library file compare equal (libonnxruntime.so is
+// usually a symlink to libonnxruntime.so.1).
+func canonicalPath(path string) string {
+	if p, err := filepath.EvalSymlinks(path); err == nil {
+		path = p
+	}
+	if p, err := filepath.Abs(path); err == nil {
+		path = p
+	}
+	return path
+}
+
+func littleEndian() bool {
+	x := uint16(1)
+	return *(*byte)(unsafe.Pointer(&x)) == 1
+}

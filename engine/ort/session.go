@@ -1,0 +1,339 @@
+package ort
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"runtime"
+	"strconv"
+	"sync"
+
+	onnx "github.com/yalue/onnxruntime_go"
+
+	"github.com/inferd/inferd/engine"
+	"github.com/inferd/inferd/tensor"
+)
+
+// Session is one ORT session of a model: an engine.Session.
+//
+// It is created with every output of the model, because onnxruntime_go fixes a session's
+// output names when it is created: each Run computes all outputs and returns those asked for.
+// (One session per output set would load the weights once per set; models whose extra outputs
+// cost much are better served by a model that only has the outputs wanted.)
+//
+// Run is meant for one goroutine at a time, as engine.Session says; a mutex serializes callers
+// that break that rule so they cannot corrupt the session, and Close waits for a Run in
+// progress.
+type Session struct {
+	sig      engine.Signature
+	io       modelIO
+	provider string
+
+	mu      sync.Mutex
+	sess    *onnx.DynamicAdvancedSession // nil once closed
+	runOpts *onnx.RunOptions
+}
+
+var _ engine.Session = (*Session)(nil)
+
+// Open loads the model at path into a new session with graph optimizations on, the thread
+// counts of opts when they are above zero (inter-op threads above one also switch ORT to
+// parallel execution of independent nodes, without which they are unused), and the execution
+// provider of opts. A CUDA provider that cannot be had is an error wrapping
+// ErrProviderUnavailable; a model that does not load wraps engine.ErrInvalidModel.
+func (r *Runtime) Open(ctx context.Context, path string, opts engine.Options) (engine.Session, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := r.hold(); err != nil {
+		return nil, err
+	}
+	s, err := open(path, opts)
+	if err != nil {
+		releaseEnv()
+		return nil, err
+	}
+	r.logger.Debug("onnxruntime session opened", "path", path, "provider", s.provider,
+		"intra_op_threads", opts.IntraOpThreads, "inter_op_threads", opts.InterOpThreads)
+	return s, nil
+}
+
+func open(path string, opts engine.Options) (*Session, error) {
+	provider := opts.Provider
+	if provider == "" {
+		provider = engine.ProviderCPU
+	}
+	if provider != engine.ProviderCPU && provider != engine.ProviderCUDA {
+		return nil, fmt.Errorf("%w: unknown provider %q", ErrProviderUnavailable, provider)
+	}
+	// The signature comes from a separate CPU session: the binding reads names and types only
+	// from a file, and a model that does not load on the CPU is the model's fault, not the GPU's.
+	sig, io, err := inspect(path)
+	if err != nil {
+		return nil, err
+	}
+	so, err := sessionOptions(opts, provider)
+	if err != nil {
+		return nil, err
+	}
+	defer so.Destroy()
+	sess, err := onnx.NewDynamicAdvancedSession(path, io.inputNames, io.outputNames, so)
+	if err != nil {
+		if provider == engine.ProviderCUDA {
+			return nil, fmt.Errorf("%w: %s on CUDA device %d: %w", ErrProviderUnavailable, path, opts.DeviceID, err)
+		}
+		return nil, fmt.Errorf("%w: %s: %w", engine.ErrInvalidModel, path, err)
+	}
+	runOpts, err := onnx.NewRunOptions()
+	if err != nil {
+		sess.Destroy()
+		return nil, fmt.Errorf("ort: run options: %w", err)
+	}
+	return &Session{sig: sig, io: io, provider: provider, sess: sess, runOpts: runOpts}, nil
+}
+
+func sessionOptions(opts engine.Options, provider string) (*onnx.SessionOptions, error) {
+	so, err := onnx.NewSessionOptions()
+	if err != nil {
+		return nil, fmt.Errorf("ort: session options: %w", err)
+	}
+	fail := func(err error) (*onnx.SessionOptions, error) {
+		so.Destroy()
+		return nil, fmt.Errorf("ort: session options: %w", err)
+	}
+	if err := so.SetGraphOptimizationLevel(onnx.GraphOptimizationLevelEnableAll); err != nil {
+		return fail(err)
+	}
+	if opts.IntraOpThreads > 0 {
+		if err := so.SetIntraOpNumThreads(opts.IntraOpThreads); err != nil {
+			return fail(err)
+		}
+	}
+	if opts.InterOpThreads > 0 {
+		if err := so.SetInterOpNumThreads(opts.InterOpThreads); err != nil {
+			return fail(err)
+		}
+		if opts.InterOpThreads > 1 {
+			if err := so.SetExecutionMode(onnx.ExecutionModeParallel); err != nil {
+				return fail(err)
+			}
+		}
+	}
+	if provider == engine.ProviderCUDA {
+		if err := appendCUDA(so, opts.DeviceID); err != nil {
+			so.Destroy()
+			return nil, err
+		}
+	}
+	return so, nil
+}
+
+func appendCUDA(so *onnx.SessionOptions, device int) error {
+	cuda, err := onnx.NewCUDAProviderOptions()
+	if err != nil {
+		return fmt.Errorf("%w: CUDA: %w", ErrProviderUnavailable, err)
+	}
+	defer cuda.Destroy()
+	if err := cuda.Update(map[string]string{"device_id": strconv.Itoa(device)}); err != nil {
+		return fmt.Errorf("%w: CUDA device %d: %w", ErrProviderUnavailable, device, err)
+	}
+	if err := so.AppendExecutionProviderCUDA(cuda); err != nil {
+		return fmt.Errorf("%w: CUDA device %d: %w", ErrProviderUnavailable, device, err)
+	}
+	return nil
+}
+
+// Signature is the model's declared inputs and outputs.
+func (s *Session) Signature() engine.Signature { return s.sig }
+
+// Provider is the execution provider the session was opened with (engine.ProviderCPU or
+// engine.ProviderCUDA); it is never a silent substitute for the one asked for.
+func (s *Session) Provider() string { return s.provider }
+
+// Close releases the session and its hold on the ORT environment, waiting for a Run in
+// progress. It is safe to call more than once.
+func (s *Session) Close() error {
+	s.mu.Lock()
+	if s.sess == nil {
+		s.mu.Unlock()
+		return nil
+	}
+	s.sess.Destroy()
+	s.runOpts.Destroy()
+	s.sess, s.runOpts = nil, nil
+	s.mu.Unlock()
+	return releaseEnv()
+}
+
+// Run feeds inputs to the model and returns the outputs named (all, in signature order, when
+// names is empty). Although the caller validates inputs against the signature, Run checks again
+// what would otherwise reach ORT as a crash or a silent corruption: every model input exactly
+// once, matching datatype and rank, data that fits the shape, and no tensor without elements.
+// Those errors wrap both engine.ErrRun and ErrUnsupportedInput. Fixed-size input data is handed
+// to ORT without copying (unless misaligned, or BOOL bytes other than 0 and 1); outputs are in
+// Go memory owned by the caller. Cancelling ctx stops a run in progress between two nodes.
+func (s *Session) Run(ctx context.Context, inputs []tensor.Tensor, names []string) (out []tensor.Tensor, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sess == nil {
+		return nil, engine.ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	picked, err := s.pickOutputs(names)
+	if err != nil {
+		return nil, err
+	}
+	ordered, err := s.orderInputs(inputs)
+	if err != nil {
+		return nil, err
+	}
+
+	// Every ORT value made below is destroyed on the way out, whatever happens; Run fills the
+	// nil entries of outs with values it allocated, even when it fails part way. A panic in the
+	// binding becomes an error rather than taking the daemon down.
+	in := make([]onnx.Value, len(ordered))
+	outs := make([]onnx.Value, len(s.sig.Outputs))
+	defer func() {
+		for _, v := range append(in, outs...) {
+			destroy(v)
+		}
+		if p := recover(); p != nil {
+			out, err = nil, fmt.Errorf("%w: onnxruntime_go panicked: %v", engine.ErrRun, p)
+		}
+	}()
+	for i, t := range ordered {
+		if in[i], err = inputValue(t); err != nil {
+			return nil, fmt.Errorf("%w: %w", engine.ErrRun, err)
+		}
+	}
+	for i, spec := range s.sig.Outputs {
+		if outs[i], err = preallocate(spec); err != nil {
+			return nil, fmt.Errorf("%w: output %q: %w", engine.ErrRun, spec.Name, err)
+		}
+	}
+	runErr := s.runLocked(ctx, in, outs)
+	// The inputs' Go memory is read by ORT during the run; keep it reachable until here.
+	runtime.KeepAlive(ordered)
+	if runErr != nil {
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			return nil, fmt.Errorf("ort: run stopped: %w", ctxErr)
+		}
+		return nil, fmt.Errorf("%w: %w", engine.ErrRun, runErr)
+	}
+	out = make([]tensor.Tensor, len(picked))
+	for i, idx := range picked {
+		t, err := outputTensor(s.sig.Outputs[idx], outs[idx])
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", engine.ErrRun, err)
+		}
+		out[i] = t
+	}
+	return out, nil
+}
+
+// destroy releases v, which may be nil or, when the binding failed to convert an output, a
+// typed nil pointer.
+func destroy(v onnx.Value) {
+	if v == nil {
+		return
+	}
+	if rv := reflect.ValueOf(v); rv.Kind() == reflect.Pointer && rv.IsNil() {
+		return
+	}
+	v.Destroy()
+}
+
+// runLocked runs the session with a terminate flag raised when ctx ends.
+func (s *Session) runLocked(ctx context.Context, in, outs []onnx.Value) error {
+	if ctx.Done() == nil {
+		return s.sess.RunWithOptions(in, outs, s.runOpts)
+	}
+	terminated := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(terminated)
+		s.runOpts.Terminate()
+	})
+	err := s.sess.RunWithOptions(in, outs, s.runOpts)
+	if !stop() {
+		// The flag was (or is being) raised: lower it for the next run once it is up.
+		<-terminated
+		s.runOpts.UnsetTerminate()
+	}
+	return err
+}
+
+// pickOutputs maps names to indices of s.sig.Outputs.
+func (s *Session) pickOutputs(names []string) ([]int, error) {
+	if len(names) == 0 {
+		all := make([]int, len(s.sig.Outputs))
+		for i := range all {
+			all[i] = i
+		}
+		return all, nil
+	}
+	picked := make([]int, len(names))
+	for i, name := range names {
+		idx := -1
+		for j, spec := range s.sig.Outputs {
+			if spec.Name == name {
+				idx = j
+				break
+			}
+		}
+		if idx < 0 {
+			return nil, fmt.Errorf("%w: %w: model has no output %q", engine.ErrRun, ErrUnsupportedInput, name)
+		}
+		for _, prev := range picked[:i] {
+			if prev == idx {
+				return nil, fmt.Errorf("%w: %w: output %q requested twice", engine.ErrRun, ErrUnsupportedInput, name)
+			}
+		}
+		picked[i] = idx
+	}
+	return picked, nil
+}
+
+// orderInputs returns inputs in the session's input order after the defensive checks.
+func (s *Session) orderInputs(inputs []tensor.Tensor) ([]*tensor.Tensor, error) {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %w: %s", engine.ErrRun, ErrUnsupportedInput, fmt.Sprintf(format, args...))
+	}
+	ordered := make([]*tensor.Tensor, len(s.sig.Inputs))
+	for i := range inputs {
+		t := &inputs[i]
+		idx := -1
+		for j, spec := range s.sig.Inputs {
+			if spec.Name == t.Name {
+				idx = j
+				break
+			}
+		}
+		switch {
+		case idx < 0:
+			return nil, bad("model has no input %q", t.Name)
+		case ordered[idx] != nil:
+			return nil, bad("input %q given twice", t.Name)
+		}
+		spec := s.sig.Inputs[idx]
+		if t.DataType != spec.DataType || len(t.Shape) != len(spec.Shape) {
+			return nil, bad("input %q is %s %s, model expects %s %s", t.Name,
+				t.DataType, tensor.FormatShape(t.Shape), spec.DataType, tensor.FormatShape(spec.Shape))
+		}
+		if err := t.Check(); err != nil {
+			return nil, bad("%v", err)
+		}
+		if t.NumElements() == 0 {
+			// Some ORT 1.29 kernels abort the process on an empty batch.
+			return nil, bad("input %q has no elements (shape %s)", t.Name, tensor.FormatShape(t.Shape))
+		}
+		ordered[idx] = t
+	}
+	for i, t := range ordered {
+		if t == nil {
+			return nil, bad("input %q is missing", s.sig.Inputs[i].Name)
+		}
+	}
+	return ordered, nil
+}

@@ -1,0 +1,216 @@
+// Package daemontest starts the real inferd binary for tests: it builds it once per test binary,
+// runs `inferd serve` on a free loopback port with a NOTIFY_SOCKET the test reads, and tells the
+// test the address it serves on. It only ever listens on and talks to 127.0.0.1.
+package daemontest
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// ModuleRoot walks up from the working directory to the directory holding go.mod.
+func ModuleRoot(t testing.TB) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("no go.mod above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// Build compiles ./cmd/inferd into dir and returns the binary's path.
+func Build(t testing.TB, dir string) string {
+	t.Helper()
+	bin := filepath.Join(dir, "inferd")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/inferd")
+	cmd.Dir = ModuleRoot(t)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// Daemon is a running inferd process.
+type Daemon struct {
+	URL    string
+	cmd    *exec.Cmd
+	notify *net.UnixConn
+	done   chan struct{}
+	err    error
+
+	mu     sync.Mutex
+	states []string
+	logs   strings.Builder
+}
+
+var listeningRE = regexp.MustCompile(`msg=listening addr=(\S+)`)
+
+// Start runs `bin serve --config config` with INFERD_SERVER_LISTEN=127.0.0.1:0 plus env, and
+// returns once the daemon has said where it listens. The process is killed at test cleanup if it
+// is still running.
+func Start(t testing.TB, bin, config string, env ...string) *Daemon {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "notify.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &Daemon{notify: conn, done: make(chan struct{})}
+	go d.readNotify()
+
+	cmd := exec.Command(bin, "serve", "--config", config)
+	cmd.Env = append(os.Environ(), "INFERD_SERVER_LISTEN=127.0.0.1:0", "NOTIFY_SOCKET="+sock)
+	cmd.Env = append(cmd.Env, env...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	d.cmd = cmd
+	addr := make(chan string, 1)
+	go d.readLogs(stderr, addr)
+	go func() { d.err = cmd.Wait(); close(d.done) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-d.done
+		_ = conn.Close()
+		if t.Failed() {
+			t.Logf("inferd log:\n%s", d.Logs())
+		}
+	})
+	select {
+	case a := <-addr:
+		d.URL = "http://" + a
+	case <-d.done:
+		t.Fatalf("inferd exited before listening: %v\n%s", d.err, d.Logs())
+	case <-time.After(60 * time.Second):
+		t.Fatalf("inferd did not listen within 60s\n%s", d.Logs())
+	}
+	return d
+}
+
+func (d *Daemon) readLogs(r io.Reader, addr chan<- string) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	sent := false
+	for sc.Scan() {
+		line := sc.Text()
+		d.mu.Lock()
+		d.logs.WriteString(line + "\n")
+		d.mu.Unlock()
+		if m := listeningRE.FindStringSubmatch(line); m != nil && !sent {
+			addr <- m[1]
+			sent = true
+		}
+	}
+}
+
+func (d *Daemon) readNotify() {
+	buf := make([]byte, 4096)
+	for {
+		n, err := d.notify.Read(buf)
+		if err != nil {
+			return
+		}
+		d.mu.Lock()
+		d.states = append(d.states, strings.Split(string(buf[:n]), "\n")...)
+		d.mu.Unlock()
+	}
+}
+
+// Logs returns everything the daemon wrote to stderr so far.
+func (d *Daemon) Logs() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.logs.String()
+}
+
+// Notified returns the sd_notify assignments received so far (READY=1, STATUS=..., ...).
+func (d *Daemon) Notified() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]string(nil), d.states...)
+}
+
+// WaitNotified polls until the daemon has sent state (e.g. "READY=1") or the timeout passes.
+func (d *Daemon) WaitNotified(t testing.TB, state string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		for _, s := range d.Notified() {
+			if s == state {
+				return
+			}
+		}
+		select {
+		case <-d.done:
+			t.Fatalf("inferd exited while waiting for %s: %v", state, d.err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	t.Fatalf("inferd did not send %s within %s; sent %q", state, timeout, d.Notified())
+}
+
+// WaitReady waits for READY=1 and a 200 from /ready.
+func (d *Daemon) WaitReady(t testing.TB) {
+	t.Helper()
+	d.WaitNotified(t, "READY=1", 60*time.Second)
+	resp, err := http.Get(d.URL + "/ready")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("/ready answered %d after READY=1", resp.StatusCode)
+	}
+}
+
+// Signal sends sig to the daemon.
+func (d *Daemon) Signal(t testing.TB, sig syscall.Signal) {
+	t.Helper()
+	if err := d.cmd.Process.Signal(sig); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Wait waits for the process to exit and returns its exit code.
+func (d *Daemon) Wait(ctx context.Context) (int, error) {
+	select {
+	case <-d.done:
+	case <-ctx.Done():
+		return -1, ctx.Err()
+	}
+	var exit *exec.ExitError
+	if errors.As(d.err, &exit) {
+		return exit.ExitCode(), nil
+	}
+	if d.err != nil {
+		return -1, fmt.Errorf("inferd: %w", d.err)
+	}
+	return 0, nil
+}

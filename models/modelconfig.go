@@ -1,0 +1,248 @@
+package models
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+
+	"github.com/pelletier/go-toml/v2"
+
+	"github.com/inferd/inferd/tensor"
+)
+
+// ConfigFile is the name of the optional per-model settings file.
+const ConfigFile = "model.toml"
+
+// ModelFile is the name of the model inside a version directory.
+const ModelFile = "model.onnx"
+
+// Devices a model may ask for.
+const (
+	DeviceCPU  = "cpu"
+	DeviceGPU  = "gpu"
+	DeviceAuto = "auto"
+)
+
+// Config is a model's settings: model.toml over the daemon's defaults.
+type Config struct {
+	// MaxBatchSize > 0 declares that dimension 0 of every input and output is the batch
+	// dimension and bounds the rows one request (and later one batch) may carry; 0 means the
+	// model is run exactly as its shapes say.
+	MaxBatchSize int `toml:"max_batch_size" json:"max_batch_size"`
+	// Instance says how many sessions each loaded version gets and where they run.
+	Instance InstanceConfig `toml:"instance" json:"instance"`
+	// VersionPolicy picks which numeric versions on disk are loaded.
+	VersionPolicy VersionPolicy `toml:"version_policy" json:"version_policy"`
+	// Inputs override dimensions the model leaves variable (for example a fixed image size).
+	Inputs []TensorOverride `toml:"inputs" json:"inputs,omitempty"`
+}
+
+// InstanceConfig is the instance group of a model.
+type InstanceConfig struct {
+	// Count is the number of sessions per loaded version (0 = daemon default).
+	Count int `toml:"count" json:"count"`
+	// Device is "cpu", "gpu" or "auto". This build runs every model on the CPU execution
+	// provider; "gpu" fails to load with a clear reason rather than falling back silently.
+	Device string `toml:"device" json:"device"`
+	// IntraOpThreads per session (0 = the daemon's setting, or an even share of the cores).
+	IntraOpThreads int `toml:"intra_op_threads" json:"intra_op_threads"`
+}
+
+// VersionPolicy is one of: the newest Latest versions (default 1), All versions, or the
+// Specific versions listed.
+type VersionPolicy struct {
+	Latest   int     `toml:"latest" json:"latest,omitempty"`
+	All      bool    `toml:"all" json:"all,omitempty"`
+	Specific []int64 `toml:"specific" json:"specific,omitempty"`
+}
+
+// TensorOverride fixes the shape of one input; every dimension must agree with the model's
+// (equal, or variable in the model).
+type TensorOverride struct {
+	Name  string  `toml:"name" json:"name"`
+	Shape []int64 `toml:"shape" json:"shape"`
+}
+
+// Defaults are the daemon-wide settings a model.toml may override.
+type Defaults struct {
+	Instances      int
+	MaxBatchSize   int
+	IntraOpThreads int
+	InterOpThreads int
+	// Cores is the number of CPUs the process may use, to share threads among instances.
+	Cores int
+}
+
+// ErrConfig marks an invalid model.toml.
+var ErrConfig = errors.New("invalid model configuration")
+
+// readConfig reads dir/model.toml (if any) over the defaults.
+func readConfig(dir string, d Defaults) (Config, error) {
+	c := Config{MaxBatchSize: d.MaxBatchSize, Instance: InstanceConfig{Count: d.Instances, Device: DeviceCPU}}
+	path := dir + "/" + ConfigFile
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return c.withPolicyDefault(), nil
+	}
+	if err != nil {
+		return c, fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	dec := toml.NewDecoder(bytes.NewReader(data)).DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		return c, fmt.Errorf("%w: %s", ErrConfig, describeTOMLError(path, err))
+	}
+	if c.Instance.Count == 0 {
+		c.Instance.Count = d.Instances
+	}
+	if c.Instance.Device == "" {
+		c.Instance.Device = DeviceCPU
+	}
+	if err := c.validate(); err != nil {
+		return c, fmt.Errorf("%w: %s: %v", ErrConfig, path, err)
+	}
+	return c.withPolicyDefault(), nil
+}
+
+func (c Config) withPolicyDefault() Config {
+	if !c.VersionPolicy.All && c.VersionPolicy.Specific == nil && c.VersionPolicy.Latest == 0 {
+		c.VersionPolicy.Latest = 1
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	var errs []error
+	if c.MaxBatchSize < 0 {
+		errs = append(errs, fmt.Errorf("max_batch_size %d must be >= 0", c.MaxBatchSize))
+	}
+	if c.Instance.Count < 1 {
+		errs = append(errs, fmt.Errorf("instance.count %d must be >= 1", c.Instance.Count))
+	}
+	if !slices.Contains([]string{DeviceCPU, DeviceGPU, DeviceAuto}, c.Instance.Device) {
+		errs = append(errs, fmt.Errorf("instance.device %q must be cpu, gpu or auto", c.Instance.Device))
+	}
+	if c.Instance.IntraOpThreads < 0 {
+		errs = append(errs, fmt.Errorf("instance.intra_op_threads %d must be >= 0", c.Instance.IntraOpThreads))
+	}
+	p := c.VersionPolicy
+	set := 0
+	if p.Latest != 0 {
+		set++
+	}
+	if p.All {
+		set++
+	}
+	if p.Specific != nil {
+		set++
+	}
+	if set > 1 {
+		errs = append(errs, errors.New("version_policy: set only one of latest, all, specific"))
+	}
+	if p.Latest < 0 {
+		errs = append(errs, fmt.Errorf("version_policy.latest %d must be >= 1", p.Latest))
+	}
+	for _, v := range p.Specific {
+		if v < 1 {
+			errs = append(errs, fmt.Errorf("version_policy.specific: version %d must be >= 1", v))
+		}
+	}
+	for _, o := range c.Inputs {
+		if o.Name == "" {
+			errs = append(errs, errors.New("inputs: an override needs a name"))
+		}
+		for _, d := range o.Shape {
+			if d < -1 || d == 0 {
+				errs = append(errs, fmt.Errorf("inputs %q: dimension %d must be positive or -1", o.Name, d))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// describeTOMLError renders go-toml's errors as file:line: message, one per problem.
+func describeTOMLError(path string, err error) string {
+	var strict *toml.StrictMissingError
+	if errors.As(err, &strict) {
+		lines := make([]string, 0, len(strict.Errors))
+		for _, e := range strict.Errors {
+			row, _ := e.Position()
+			lines = append(lines, fmt.Sprintf("%s:%d: unknown key %q", path, row, strings.Join(e.Key(), ".")))
+		}
+		return strings.Join(lines, "; ")
+	}
+	var de *toml.DecodeError
+	if errors.As(err, &de) {
+		row, _ := de.Position()
+		return fmt.Sprintf("%s:%d: %s", path, row, de.Error())
+	}
+	return fmt.Sprintf("%s: %v", path, err)
+}
+
+// selectVersions applies the policy to the versions found on disk (sorted ascending) and
+// returns the ones to load, ascending.
+func (p VersionPolicy) selectVersions(onDisk []int64) []int64 {
+	switch {
+	case p.All:
+		return onDisk
+	case p.Specific != nil:
+		var out []int64
+		for _, v := range onDisk {
+			if slices.Contains(p.Specific, v) {
+				out = append(out, v)
+			}
+		}
+		return out
+	default:
+		n := max(p.Latest, 1)
+		if len(onDisk) <= n {
+			return onDisk
+		}
+		return onDisk[len(onDisk)-n:]
+	}
+}
+
+// effectiveSignature applies max_batch_size and the input overrides to the model's own
+// signature. With batching on, dimension 0 of every input and output must be variable: it
+// becomes the batch dimension (-1).
+func (c Config) effectiveInputs(inputs []tensor.Spec) ([]tensor.Spec, error) {
+	out := make([]tensor.Spec, len(inputs))
+	for i, in := range inputs {
+		in.Shape = slices.Clone(in.Shape)
+		out[i] = in
+	}
+	for _, o := range c.Inputs {
+		i := slices.IndexFunc(out, func(s tensor.Spec) bool { return s.Name == o.Name })
+		if i < 0 {
+			return nil, fmt.Errorf("%w: inputs override %q: the model has no such input", ErrConfig, o.Name)
+		}
+		if len(o.Shape) != len(out[i].Shape) {
+			return nil, fmt.Errorf("%w: inputs override %q: shape %s has rank %d, the model's %s has rank %d",
+				ErrConfig, o.Name, tensor.FormatShape(o.Shape), len(o.Shape), tensor.FormatShape(out[i].Shape), len(out[i].Shape))
+		}
+		for d, want := range o.Shape {
+			have := out[i].Shape[d]
+			if have >= 0 && want != have {
+				return nil, fmt.Errorf("%w: inputs override %q: dimension %d is %d in the model, not %d",
+					ErrConfig, o.Name, d, have, want)
+			}
+			out[i].Shape[d] = want
+		}
+	}
+	return out, nil
+}
+
+func checkBatchDims(maxBatch int, specs []tensor.Spec, kind string) error {
+	if maxBatch == 0 {
+		return nil
+	}
+	for _, s := range specs {
+		if len(s.Shape) == 0 || s.Shape[0] >= 0 {
+			return fmt.Errorf("%w: max_batch_size %d needs a variable first (batch) dimension, but %s %q has shape %s",
+				ErrConfig, maxBatch, kind, s.Name, tensor.FormatShape(s.Shape))
+		}
+	}
+	return nil
+}
