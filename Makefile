@@ -33,7 +33,7 @@ run: build
 	@echo
 	@echo "  curl -s http://$(LISTEN)/v2/models/mlp/infer -H 'Content-Type: application/json' -d @configs/demo-request.json"
 	@echo
-	INFERD_SERVER_LISTEN=$(LISTEN) ./bin/inferd serve --config $(CONFIG)
+	exec env INFERD_SERVER_LISTEN=$(LISTEN) ./bin/inferd serve --config $(CONFIG)
 
 ## test: vet and run every test with the race detector (real ONNX Runtime on generated models)
 test: deps

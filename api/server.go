@@ -94,20 +94,32 @@ func (s *Server) Phase() Phase { return Phase(s.phase.Load()) }
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 
 func (s *Server) routes() {
-	m := s.mux
-	m.HandleFunc("GET /v2", s.serverMetadata)
-	m.HandleFunc("GET /v2/{$}", s.serverMetadata)
-	m.HandleFunc("GET /v2/health/live", s.live)
-	m.HandleFunc("GET /v2/health/ready", s.ready)
-	m.HandleFunc("GET /health", s.health)
-	m.HandleFunc("GET /ready", s.readiness)
+	s.handle("GET", "/v2", s.serverMetadata)
+	s.handle("GET", "/v2/{$}", s.serverMetadata)
+	s.handle("GET", "/v2/health/live", s.live)
+	s.handle("GET", "/v2/health/ready", s.ready)
+	s.handle("GET", "/health", s.health)
+	s.handle("GET", "/ready", s.readiness)
 	for _, prefix := range []string{"/v2/models/{model}", "/v2/models/{model}/versions/{version}"} {
-		m.HandleFunc("GET "+prefix, s.modelMetadata)
-		m.HandleFunc("GET "+prefix+"/ready", s.modelReady)
-		m.HandleFunc("GET "+prefix+"/config", s.modelConfig)
-		m.HandleFunc("POST "+prefix+"/infer", s.inferHandler)
+		s.handle("GET", prefix, s.modelMetadata)
+		s.handle("GET", prefix+"/ready", s.modelReady)
+		s.handle("GET", prefix+"/config", s.modelConfig)
+		s.handle("POST", prefix+"/infer", s.inferHandler)
 	}
-	m.HandleFunc("/", s.notFound)
+	s.mux.HandleFunc("/", s.notFound)
+}
+
+// handle registers h for one method on pattern and answers other methods with a KServe 405
+// (net/http's own 405 would be plain text, and the catch-all 404 would hide it).
+func (s *Server) handle(method, pattern string, h http.HandlerFunc) {
+	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != method && !(method == http.MethodGet && r.Method == http.MethodHead) {
+			w.Header().Set("Allow", method)
+			writeError(w, http.StatusMethodNotAllowed, r.Method+" is not allowed on "+r.URL.Path+"; use "+method)
+			return
+		}
+		h(w, r)
+	})
 }
 
 // Extensions lists the protocol extensions this server implements.

@@ -54,8 +54,8 @@ func (d *decoder) input(i int) (in Input, size int64, err error) {
 	var seen fieldSet
 	t := &s.in.Tensor
 	err = d.object(func(key string) error {
-		if err := seen.add(s.label(), key); err != nil {
-			return err
+		if !seen.add(key) {
+			return invalidf("%s: duplicate field %q", s.label(), key)
 		}
 		var err error
 		switch key {
@@ -81,7 +81,7 @@ func (d *decoder) input(i int) (in Input, size int64, err error) {
 			t.Shape, err = d.shape(s)
 			s.hasShape = true
 		case "parameters":
-			s.in.Parameters, err = d.parameters(s.label())
+			s.in.Parameters, err = d.parameters(s.label() + ": ")
 		case "data":
 			s.hasData = true
 			if s.hasName && s.hasType {
@@ -119,13 +119,14 @@ func (d *decoder) shape(s *inputState) ([]int64, error) {
 		if c != '-' && !isDigit(c) {
 			return invalidf("%s: \"shape\"[%d] must be an integer, found %s", s.label(), i, describe(c))
 		}
-		end, integer, ok := d.number()
+		n, ok := d.number()
 		if !ok {
-			d.pos = end
+			d.pos = n.end
 			return d.expected("a digit (malformed number)")
 		}
+		end := n.end
 		v, err := strconv.ParseInt(string(d.buf[d.pos:end]), 10, 64)
-		if !integer || err != nil {
+		if !n.integer || err != nil {
 			return invalidf("%s: \"shape\"[%d] = %s is not a 64-bit integer", s.label(), i, d.buf[d.pos:end])
 		}
 		d.pos = end
@@ -181,7 +182,7 @@ func (s *inputState) binarySize(v any, n int64) (int64, error) {
 	}
 	f, ok := v.(float64)
 	if !ok || f < 0 || f != math.Trunc(f) || f > 1<<53 {
-		return -1, invalidf("%s: parameters.binary_data_size must be a non-negative integer, found %v", s.label(), v)
+		return -1, invalidf("%s: parameters.binary_data_size must be a non-negative integer, found %#v", s.label(), v)
 	}
 	size := int64(f)
 	if es := int64(t.DataType.Size()); es > 0 && size != n*es {
@@ -356,16 +357,20 @@ func (d *decoder) float(s *inputState, bits int) (float64, error) {
 	if c != '-' && !isDigit(c) {
 		return 0, s.elemErr(d, "expected a number for %s, found %s", s.in.Tensor.DataType, describe(c))
 	}
-	end, _, ok := d.number()
+	n, ok := d.number()
 	if !ok {
-		return 0, s.elemErr(d, "malformed number (offending byte at offset %d)", end)
+		return 0, s.elemErr(d, "malformed number (offending byte at offset %d)", n.end)
+	}
+	if f, ok := n.fastFloat(bits); ok {
+		d.pos = n.end
+		return f, nil
 	}
 	// ParseFloat does not keep its argument unless it fails, so the conversion does not allocate.
-	f, err := strconv.ParseFloat(string(d.buf[d.pos:end]), bits)
+	f, err := strconv.ParseFloat(string(d.buf[d.pos:n.end]), bits)
 	if err != nil {
-		return 0, s.elemErr(d, "%s is out of range for %s", d.buf[d.pos:end], s.in.Tensor.DataType)
+		return 0, s.elemErr(d, "%s is out of range for %s", d.buf[d.pos:n.end], s.in.Tensor.DataType)
 	}
-	d.pos = end
+	d.pos = n.end
 	return f, nil
 }
 
@@ -377,12 +382,13 @@ func (d *decoder) integer(s *inputState) error {
 	if c != '-' && !isDigit(c) {
 		return s.elemErr(d, "expected an integer for %s, found %s", dt, describe(c))
 	}
-	end, integer, ok := d.number()
+	n, ok := d.number()
 	if !ok {
-		return s.elemErr(d, "malformed number (offending byte at offset %d)", end)
+		return s.elemErr(d, "malformed number (offending byte at offset %d)", n.end)
 	}
+	end := n.end
 	tok := d.buf[d.pos:end]
-	if !integer {
+	if !n.integer {
 		return s.elemErr(d, "%s is not an integer (%s data must be integers without fraction or exponent)", tok, dt)
 	}
 	neg := tok[0] == '-'

@@ -43,7 +43,7 @@ func decodeHeader(body []byte) (*InferRequest, []binaryInput, error) {
 		return nil, nil, err
 	}
 	if d.skipWS(); d.pos < len(d.buf) {
-		return nil, nil, invalidf("malformed JSON at offset %d: unexpected %s after the request object",
+		return nil, nil, invalidf("malformed JSON at offset %d: found %s after the request object",
 			d.pos, describe(d.buf[d.pos]))
 	}
 	return req, pending, nil
@@ -323,49 +323,16 @@ func (d *decoder) literal(word string) bool {
 	return false
 }
 
-// number scans the JSON number at pos and returns its end; integer is false when it has a
-// fraction or an exponent. When the number is malformed, ok is false and end is the offset of
-// the offending byte. pos is left unchanged.
-func (d *decoder) number() (end int, integer, ok bool) {
-	b, i := d.buf, d.pos
-	if i < len(b) && b[i] == '-' {
-		i++
+// null consumes a null at pos. It fails on a malformed literal that starts like null, so that
+// callers can report any other value as having the wrong type.
+func (d *decoder) null() (bool, error) {
+	if d.peek() != 'n' {
+		return false, nil
 	}
-	switch {
-	case i < len(b) && b[i] == '0':
-		i++
-	case i < len(b) && b[i] >= '1' && b[i] <= '9':
-		for i < len(b) && isDigit(b[i]) {
-			i++
-		}
-	default:
-		return i, false, false
+	if !d.literal("null") {
+		return false, d.expected("a JSON value")
 	}
-	integer = true
-	if i < len(b) && b[i] == '.' {
-		integer = false
-		i++
-		if i >= len(b) || !isDigit(b[i]) {
-			return i, false, false
-		}
-		for i < len(b) && isDigit(b[i]) {
-			i++
-		}
-	}
-	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
-		integer = false
-		i++
-		if i < len(b) && (b[i] == '+' || b[i] == '-') {
-			i++
-		}
-		if i >= len(b) || !isDigit(b[i]) {
-			return i, false, false
-		}
-		for i < len(b) && isDigit(b[i]) {
-			i++
-		}
-	}
-	return i, integer, true
+	return true, nil
 }
 
 // value reads any JSON value the way encoding/json decodes into an any.
@@ -393,11 +360,12 @@ func (d *decoder) value() (any, error) {
 	case c == '"':
 		return d.string()
 	case c == '-' || isDigit(c):
-		end, _, ok := d.number()
+		n, ok := d.number()
 		if !ok {
-			d.pos = end
+			d.pos = n.end
 			return nil, d.expected("a digit (malformed number)")
 		}
+		end := n.end
 		f, err := strconv.ParseFloat(string(d.buf[d.pos:end]), 64)
 		if err != nil {
 			return nil, invalidf("number %s at offset %d is out of range", d.buf[d.pos:end], d.pos)
@@ -415,21 +383,19 @@ func (d *decoder) value() (any, error) {
 	}
 }
 
-// parameters reads a parameters object; null is no parameters.
+// parameters reads a parameters object; null is no parameters. owner prefixes errors.
 func (d *decoder) parameters(owner string) (map[string]any, error) {
-	switch d.peek() {
-	case '{':
+	if d.peek() == '{' {
 		v, err := d.value()
 		if err != nil {
 			return nil, err
 		}
 		return v.(map[string]any), nil
-	case 'n':
-		if d.literal("null") {
-			return nil, nil
-		}
 	}
-	return nil, invalidf("%s: \"parameters\" must be an object, found %s", owner, describe(d.peek()))
+	if null, err := d.null(); null || err != nil {
+		return nil, err
+	}
+	return nil, invalidf("%s\"parameters\" must be an object, found %s", owner, describe(d.peek()))
 }
 
 // request reads the top-level object.
@@ -443,25 +409,23 @@ func (d *decoder) request() (*InferRequest, []binaryInput, error) {
 	names := map[string]bool{}
 	sawInputs := false
 	err := d.object(func(key string) error {
-		if err := seen.add("request", key); err != nil {
-			return err
+		if !seen.add(key) {
+			return invalidf("duplicate field %q in the request", key)
 		}
 		switch key {
 		case "id":
-			switch d.peek() {
-			case '"':
+			if d.peek() == '"' {
 				var err error
 				req.ID, err = d.string()
 				return err
-			case 'n':
-				if d.literal("null") {
-					return nil
-				}
+			}
+			if null, err := d.null(); null || err != nil {
+				return err
 			}
 			return invalidf("\"id\" must be a string, found %s", describe(d.peek()))
 		case "parameters":
 			var err error
-			req.Parameters, err = d.parameters("request")
+			req.Parameters, err = d.parameters("")
 			return err
 		case "inputs":
 			if d.peek() != '[' {
@@ -501,25 +465,22 @@ func (d *decoder) request() (*InferRequest, []binaryInput, error) {
 // fieldSet detects duplicate keys in an object whose keys are a small fixed set.
 type fieldSet []string
 
-func (s *fieldSet) add(where, key string) error {
+// add records key and reports false if it was already there.
+func (s *fieldSet) add(key string) bool {
 	for _, k := range *s {
 		if k == key {
-			return invalidf("duplicate field %q in the %s", key, where)
+			return false
 		}
 	}
 	*s = append(*s, key)
-	return nil
+	return true
 }
 
 func (d *decoder) outputs(req *InferRequest) error {
-	switch d.peek() {
-	case '[':
-	case 'n':
-		if d.literal("null") {
-			return nil
+	if d.peek() != '[' {
+		if null, err := d.null(); null || err != nil {
+			return err
 		}
-		fallthrough
-	default:
 		return invalidf("\"outputs\" must be an array, found %s", describe(d.peek()))
 	}
 	names := map[string]bool{}
@@ -530,18 +491,20 @@ func (d *decoder) outputs(req *InferRequest) error {
 		var out RequestedOutput
 		var seen fieldSet
 		hasName := false
-		err := d.object(func(key string) error {
-			label := fmt.Sprintf("outputs[%d]", i)
+		label := func() string {
 			if hasName {
-				label = fmt.Sprintf("output %q", out.Name)
+				return fmt.Sprintf("output %q", out.Name)
 			}
-			if err := seen.add(label, key); err != nil {
-				return err
+			return fmt.Sprintf("outputs[%d]", i)
+		}
+		err := d.object(func(key string) error {
+			if !seen.add(key) {
+				return invalidf("%s: duplicate field %q", label(), key)
 			}
 			switch key {
 			case "name":
 				if d.peek() != '"' {
-					return invalidf("%s: \"name\" must be a string, found %s", label, describe(d.peek()))
+					return invalidf("%s: \"name\" must be a string, found %s", label(), describe(d.peek()))
 				}
 				hasName = true
 				var err error
@@ -549,10 +512,10 @@ func (d *decoder) outputs(req *InferRequest) error {
 				return err
 			case "parameters":
 				var err error
-				out.Parameters, err = d.parameters(label)
+				out.Parameters, err = d.parameters(label() + ": ")
 				return err
 			default:
-				return invalidf("%s: unknown field %q (allowed: name, parameters)", label, key)
+				return invalidf("%s: unknown field %q (allowed: name, parameters)", label(), key)
 			}
 		})
 		if err != nil {

@@ -267,7 +267,8 @@ func TestDecodeErrors(t *testing.T) {
 		{"raw control char", "{\"id\":\"a\nb\",\"inputs\":[]}", []string{"control character", "offset 8"}, nil},
 		{"invalid utf-8", "{\"id\":\"a\xffb\",\"inputs\":[]}", []string{"invalid UTF-8", "offset 8"}, nil},
 		{"unterminated string", `{"id":"abc`, []string{"unterminated string", "offset 6"}, nil},
-		{"bad literal", `{"id":nul,"inputs":[]}`, []string{"\"id\" must be a string"}, nil},
+		{"bad literal", `{"id":nul,"inputs":[]}`, []string{"offset 6", "expected a JSON value"}, nil},
+		{"bad literal in params", `{"parameters":{"a":tru},"inputs":[]}`, []string{"offset 19", "expected a JSON value"}, nil},
 		{"bad number in params", `{"parameters":{"a":01},"inputs":[]}`, []string{"offset 20"}, nil},
 		{"number out of range in params", `{"parameters":{"a":1e999},"inputs":[]}`, []string{"out of range"}, nil},
 		{"deep data", oneInput("x", "FP32", "[1]", deep), []string{"nesting deeper than 64"}, nil},
@@ -300,7 +301,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"unknown datatype", oneInput("x", "FLOAT", "[1]", "[1]"), []string{`input "x"`, `unknown datatype "FLOAT"`}, tensor.ErrUnknownDataType},
 		{"datatype lowercase", oneInput("x", "fp32", "[1]", "[1]"), []string{`unknown datatype "fp32"`}, tensor.ErrUnknownDataType},
 		{"unknown input field", `{"inputs":[{"name":"x","datatyp":"FP32"}]}`, []string{`input "x"`, `unknown field "datatyp"`}, nil},
-		{"duplicate input field", `{"inputs":[{"name":"x","shape":[1],"shape":[1]}]}`, []string{`duplicate field "shape"`, `input "x"`}, nil},
+		{"duplicate input field", `{"inputs":[{"name":"x","shape":[1],"shape":[1]}]}`, []string{`input "x": duplicate field "shape"`}, nil},
 		{"duplicate input name", `{"inputs":[` + `{"name":"x","datatype":"FP32","shape":[1],"data":[1]},` +
 			`{"name":"x","datatype":"FP32","shape":[1],"data":[2]}]}`, []string{`input "x" appears more than once`}, nil},
 

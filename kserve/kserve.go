@@ -19,8 +19,10 @@
 //   - Integers (UINT*, INT*) must be JSON integer literals: 1.0, 1.5 and 1e2 are rejected (Triton
 //     rejects them too, its parser reads them as doubles). Values are range-checked for the
 //     datatype; a negative value for an unsigned type is rejected.
-//   - Floats. FP32 is parsed with strconv.ParseFloat(s, 32), correctly rounded; a finite literal
-//     beyond the datatype's range is rejected. The non-JSON tokens NaN, Infinity, -Infinity (and
+//   - Floats are correctly rounded to the datatype: the result is exactly what
+//     strconv.ParseFloat(s, 32) (or 64) gives, which the decoder calls unless an exact fast path
+//     applies (up to 19 significant digits and small exponents, see number.go). A finite literal
+//     beyond the datatype's range is rejected; one below it becomes zero. The non-JSON tokens NaN, Infinity, -Infinity (and
 //     Inf, -Inf) are accepted in FP32 and FP64 data, and responses write non-finite values as
 //     the bare tokens NaN, Infinity and -Infinity. This is what Triton does since its rapidjson
 //     NaN/Inf support (server PR #3870, 2022) and what Triton's users already parse: Python's

@@ -16,8 +16,12 @@
 //     run and leaks the outputs after it).
 //   - Run copies outputs it allocates into Go memory, but for element types without a Go
 //     counterpart (FP16, BF16) it copies one byte per element instead of two, and the run fails.
-//     FP16/BF16 outputs are therefore pre-allocated, which needs their shape before the run: an
-//     FP16/BF16 output with a dynamic dimension is refused when the model is inspected or opened.
+//     FP16/BF16 outputs are therefore pre-allocated, which needs their shape before the run: a
+//     fixed dimension is taken as declared, and a symbolic one ("batch") from the input
+//     dimension of the same name, read from the ONNX file because the binding reports symbolic
+//     dimensions as -1 without their names. A model with an FP16/BF16 output dimension that no
+//     input names is refused when inspected or opened; a model whose names lie gets a clean
+//     run error from ORT, which checks pre-allocated shapes.
 //   - String tensors go through C strings, so a BYTES element containing a NUL byte would be
 //     truncated silently; such inputs are refused instead. FP16, BF16 and BYTES have no scalar
 //     form in the binding, so a rank-0 input or output of those types is refused as well.
@@ -67,10 +71,10 @@ type RuntimeOptions struct {
 	LibraryPath string
 	// Getenv reads the environment (INFERD_ONNXRUNTIME_LIBRARY); nil means os.Getenv.
 	Getenv func(string) string
-	// LogLevel chooses how much ORT itself writes to stderr (ORT's own logger, uncoloured
-	// only at the levels below, so kept quiet): slog.LevelDebug or lower lets ORT warnings
-	// through, anything higher only ORT errors. ORT never writes to stdout. The first Runtime
-	// of the process sets it.
+	// LogLevel chooses what ORT's own logger writes to stderr, where it colours every line with
+	// terminal escape codes: at slog.LevelDebug or lower, ORT warnings and errors; otherwise
+	// only fatal messages, since every ORT error that matters also comes back as the error of
+	// the call that failed. ORT never writes to stdout. The first Runtime of the process sets it.
 	LogLevel slog.Level
 }
 
@@ -206,7 +210,7 @@ func envLogLevel(level slog.Level) onnx.EnvironmentOption {
 	if level <= slog.LevelDebug {
 		return onnx.WithLogLevelWarning()
 	}
-	return onnx.WithLogLevelError()
+	return onnx.WithLogLevelFatal()
 }
 
 // canonicalPath makes two spellings of one library file compare equal (libonnxruntime.so is

@@ -209,7 +209,7 @@ func (s *Session) Run(ctx context.Context, inputs []tensor.Tensor, names []strin
 		}
 	}
 	for i, spec := range s.sig.Outputs {
-		if outs[i], err = preallocate(spec); err != nil {
+		if outs[i], err = preallocate(spec, s.io.outputShapes[i], ordered); err != nil {
 			return nil, fmt.Errorf("%w: output %q: %w", engine.ErrRun, spec.Name, err)
 		}
 	}

@@ -50,9 +50,18 @@ func (r *Runtime) Inspect(path string) (engine.Signature, error) {
 	return sig, err
 }
 
-// modelIO is what inspect learns beyond the signature: the ORT names in session order.
+// modelIO is what inspect learns beyond the signature: the ORT names in session order, and for
+// each FP16/BF16 output with symbolic dimensions, where its shape comes from (nil otherwise).
 type modelIO struct {
 	inputNames, outputNames []string
+	outputShapes            [][]dimSource
+}
+
+// dimSource is one dimension of a pre-allocated output: size when input < 0, else the size of
+// dimension dim of input number input (in session order).
+type dimSource struct {
+	size       int64
+	input, dim int
 }
 
 func inspect(path string) (engine.Signature, modelIO, error) {
@@ -92,6 +101,9 @@ func inspect(path string) (engine.Signature, modelIO, error) {
 		sig.Outputs = append(sig.Outputs, spec)
 		io.outputNames = append(io.outputNames, out.Name)
 	}
+	if io.outputShapes, err = halfOutputShapes(path, sig); err != nil {
+		return engine.Signature{}, modelIO{}, fmt.Errorf("%w: %s: %w", engine.ErrInvalidModel, path, err)
+	}
 	if len(sig.Inputs) == 0 || len(sig.Outputs) == 0 {
 		return engine.Signature{}, modelIO{}, fmt.Errorf("%w: %s: a model needs at least one input and one output",
 			engine.ErrInvalidModel, path)
@@ -114,21 +126,71 @@ func specOf(info onnx.InputOutputInfo, input bool) (tensor.Spec, error) {
 		return tensor.Spec{}, fmt.Errorf("%s %q has unsupported element type %s", kind, info.Name, info.DataType)
 	}
 	shape := make([]int64, len(info.Dimensions))
-	static := true
 	for i, d := range info.Dimensions {
-		if d < 0 {
-			d, static = -1, false
-		}
-		shape[i] = d
+		shape[i] = max(d, -1)
 	}
 	spec := tensor.Spec{Name: info.Name, DataType: dt, Shape: shape}
 	noGoType := dt == tensor.FP16 || dt == tensor.BF16 || dt == tensor.Bytes
 	switch {
 	case len(shape) == 0 && noGoType:
 		return tensor.Spec{}, fmt.Errorf("%s %q: rank-0 %s is not supported by onnxruntime_go", kind, info.Name, dt)
-	case !input && !static && (dt == tensor.FP16 || dt == tensor.BF16):
-		return tensor.Spec{}, fmt.Errorf("output %q: %s with dynamic shape %s is not supported by onnxruntime_go "+
-			"(it truncates outputs it allocates for 16-bit floats)", info.Name, dt, tensor.FormatShape(shape))
 	}
 	return spec, nil
+}
+
+// halfOutputShapes plans the shapes of FP16 and BF16 outputs, which Run pre-allocates because
+// onnxruntime_go truncates the ones it allocates. A symbolic dimension takes the size of an
+// input dimension of the same name; an output with a dimension that no input names cannot be
+// served.
+func halfOutputShapes(path string, sig engine.Signature) ([][]dimSource, error) {
+	plans := make([][]dimSource, len(sig.Outputs))
+	var gd *graphDims
+	for i, out := range sig.Outputs {
+		if out.DataType != tensor.FP16 && out.DataType != tensor.BF16 {
+			continue
+		}
+		plan := make([]dimSource, len(out.Shape))
+		for d, size := range out.Shape {
+			plan[d] = dimSource{size: size, input: -1}
+			if size >= 0 {
+				continue
+			}
+			if gd == nil {
+				g, err := readGraphDims(path)
+				if err != nil {
+					return nil, fmt.Errorf("reading dimension names: %w", err)
+				}
+				gd = &g
+			}
+			src, ok := namedInputDim(sig, *gd, gd.outputs[out.Name], d)
+			if !ok {
+				return nil, fmt.Errorf("output %q: %s with dimension %d of %s not named after an input dimension "+
+					"is not supported by onnxruntime_go (it truncates 16-bit float outputs it allocates)",
+					out.Name, out.DataType, d, tensor.FormatShape(out.Shape))
+			}
+			plan[d] = src
+		}
+		plans[i] = plan
+	}
+	return plans, nil
+}
+
+// namedInputDim finds the input dimension named like dimension d of an output whose dimension
+// names are names.
+func namedInputDim(sig engine.Signature, gd graphDims, names []string, d int) (dimSource, bool) {
+	if d >= len(names) || names[d] == "" {
+		return dimSource{}, false
+	}
+	for i, in := range sig.Inputs {
+		inNames := gd.inputs[in.Name]
+		if len(inNames) != len(in.Shape) {
+			continue
+		}
+		for j, name := range inNames {
+			if name == names[d] && in.Shape[j] < 0 {
+				return dimSource{input: i, dim: j}, true
+			}
+		}
+	}
+	return dimSource{}, false
 }

@@ -98,10 +98,11 @@ func scalarOf[T onnx.TensorData](b []byte) (onnx.Value, error) {
 	return s, nil
 }
 
-// preallocate returns the output value Run must not allocate itself (nil for the others, whose
-// shape is only known after the run): rank-0 outputs, which the binding cannot build, and
-// FP16/BF16 outputs, which it truncates. inspect refused the cases neither can handle.
-func preallocate(spec tensor.Spec) (onnx.Value, error) {
+// preallocate returns the output value Run must not allocate itself, or nil for the others
+// (whose shape is only known after the run): rank-0 outputs, which the binding cannot build,
+// and FP16/BF16 outputs, which it truncates. plan gives the latter's shape from the inputs'.
+// inspect refused the cases neither can handle.
+func preallocate(spec tensor.Spec, plan []dimSource, inputs []*tensor.Tensor) (onnx.Value, error) {
 	if len(spec.Shape) == 0 {
 		switch spec.DataType {
 		case tensor.FP32:
@@ -129,14 +130,21 @@ func preallocate(spec tensor.Spec) (onnx.Value, error) {
 		}
 		return nil, fmt.Errorf("rank-0 %s is not supported", spec.DataType)
 	}
-	if spec.DataType != tensor.FP16 && spec.DataType != tensor.BF16 {
+	if plan == nil {
 		return nil, nil
 	}
-	n, err := tensor.Elements(spec.Shape) // static: inspect refused dynamic FP16/BF16 outputs
-	if err != nil || n == 0 {
-		return nil, fmt.Errorf("%s output of shape %s cannot be pre-allocated", spec.DataType, tensor.FormatShape(spec.Shape))
+	shape := make([]int64, len(plan))
+	for i, src := range plan {
+		shape[i] = src.size
+		if src.input >= 0 {
+			shape[i] = inputs[src.input].Shape[src.dim]
+		}
 	}
-	v, err := onnx.NewCustomDataTensor(onnx.Shape(spec.Shape), alignedBytes(int(n)*spec.DataType.Size()),
+	n, err := tensor.Elements(shape)
+	if err != nil || n == 0 {
+		return nil, fmt.Errorf("cannot pre-allocate %s %s", spec.DataType, tensor.FormatShape(shape))
+	}
+	v, err := onnx.NewCustomDataTensor(onnx.Shape(shape), alignedBytes(int(n)*spec.DataType.Size()),
 		onnx.TensorElementDataType(ortTypes[spec.DataType]))
 	if err != nil {
 		return nil, err

@@ -1,0 +1,167 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"math"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/inferd/inferd/internal/daemontest"
+	"github.com/inferd/inferd/internal/spectest"
+	"github.com/inferd/inferd/internal/testmodels"
+)
+
+// TestServeDemoRepository runs the real binary on the demo repository exactly as `make run`
+// does, sends the request that the README's curl line sends, and stops it with SIGTERM.
+func TestServeDemoRepository(t *testing.T) {
+	root := daemontest.ModuleRoot(t)
+	bin := daemontest.Build(t, t.TempDir())
+	d := daemontest.Start(t, bin, filepath.Join(root, "configs", "inferd.toml"))
+	d.WaitReady(t)
+
+	body, err := os.ReadFile(filepath.Join(root, "configs", "demo-request.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp := post(t, d.URL+"/v2/models/mlp/infer", body)
+	if resp.status != http.StatusOK {
+		t.Fatalf("demo request: %d %s", resp.status, resp.body)
+	}
+	spectest.Validate(t, "inference_response", resp.body)
+	var got struct {
+		ModelName, ModelVersion, ID string `json:"-"`
+		Outputs                     []struct {
+			Name     string    `json:"name"`
+			Datatype string    `json:"datatype"`
+			Shape    []int64   `json:"shape"`
+			Data     []float32 `json:"data"`
+		} `json:"outputs"`
+	}
+	if err := json.Unmarshal(resp.body, &got); err != nil {
+		t.Fatal(err)
+	}
+	want := testmodels.MLPForward([]float32{1, 2, 3, 4, 0.5, -1, 0, 2})
+	if len(got.Outputs) != 1 || !slices.Equal(got.Outputs[0].Shape, []int64{2, 3}) || got.Outputs[0].Datatype != "FP32" {
+		t.Fatalf("outputs = %+v, want one FP32 [2,3]", got.Outputs)
+	}
+	for i, w := range want {
+		if math.Abs(float64(got.Outputs[0].Data[i]-w)) > 1e-4 {
+			t.Fatalf("output[%d] = %v, want %v (all: %v vs %v)", i, got.Outputs[0].Data[i], w, got.Outputs[0].Data, want)
+		}
+	}
+	if !strings.Contains(string(resp.body), `"id":"demo-1"`) {
+		t.Errorf("id not echoed: %s", resp.body)
+	}
+
+	meta := get(t, d.URL+"/v2")
+	spectest.Validate(t, "metadata_server_response", meta.body)
+	bad := post(t, d.URL+"/v2/models/mlp/infer", []byte(`{"inputs": [`))
+	if bad.status != http.StatusBadRequest {
+		t.Errorf("malformed JSON: %d %s", bad.status, bad.body)
+	}
+	spectest.Validate(t, "inference_error_response", bad.body)
+
+	d.Signal(t, syscall.SIGTERM)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	code, err := d.Wait(ctx)
+	if err != nil || code != 0 {
+		t.Fatalf("exit after SIGTERM: code %d, err %v\n%s", code, err, d.Logs())
+	}
+	states := d.Notified()
+	if !slices.Contains(states, "READY=1") || !slices.Contains(states, "STOPPING=1") {
+		t.Errorf("sd_notify states %q: want READY=1 and STOPPING=1", states)
+	}
+	if i, j := slices.Index(states, "READY=1"), slices.Index(states, "STOPPING=1"); i > j {
+		t.Errorf("STOPPING=1 came before READY=1: %q", states)
+	}
+}
+
+type response struct {
+	status int
+	body   []byte
+}
+
+func post(t *testing.T, url string, body []byte) response {
+	t.Helper()
+	resp, err := http.Post(url, "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return read(t, resp)
+}
+
+func get(t *testing.T, url string) response {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return read(t, resp)
+}
+
+func read(t *testing.T, resp *http.Response) response {
+	t.Helper()
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return response{resp.StatusCode, b}
+}
+
+func runCLI(t *testing.T, env []string, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	cmd := newRootCommand(&out, &errOut, env)
+	cmd.SetArgs(args)
+	err = cmd.Execute()
+	return out.String(), errOut.String(), err
+}
+
+func TestValidateCommand(t *testing.T) {
+	root := daemontest.ModuleRoot(t)
+	out, _, err := runCLI(t, nil, "validate", filepath.Join(root, "configs", "inferd.toml"))
+	if err != nil || !strings.Contains(out, "ok") {
+		t.Fatalf("validate of the shipped config: %v, %q", err, out)
+	}
+
+	bad := filepath.Join(t.TempDir(), "bad.toml")
+	content := "[server]\nlisten = 8080\nmax_request_bytes = -1\n\n[log]\nlevel = \"loud\"\ncolour = true\n"
+	if err := os.WriteFile(bad, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, errOut, err := runCLI(t, nil, "validate", bad)
+	if err == nil {
+		t.Fatal("validate accepted a bad file")
+	}
+	for _, want := range []string{bad + ":2:", bad + ":3:", bad + ":6:", bad + ":7:"} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("validate output lacks %q:\n%s", want, errOut)
+		}
+	}
+
+	_, errOut, err = runCLI(t, []string{"INFERD_SERVER_LISTEN=nonsense"}, "validate", filepath.Join(root, "configs", "inferd.toml"))
+	if err == nil || !strings.Contains(errOut, "INFERD_SERVER_LISTEN") {
+		t.Errorf("a bad env override was not reported: %v %q", err, errOut)
+	}
+}
+
+func TestVersionCommand(t *testing.T) {
+	out, _, err := runCLI(t, []string{"INFERD_ONNXRUNTIME_LIBRARY=" + filepath.Join(t.TempDir(), "missing.so")}, "version")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(out, "inferd dev") {
+		t.Errorf("version output %q", out)
+	}
+}

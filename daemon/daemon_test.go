@@ -1,0 +1,219 @@
+package daemon_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/inferd/inferd/config"
+	"github.com/inferd/inferd/daemon"
+	"github.com/inferd/inferd/engine"
+	"github.com/inferd/inferd/engine/enginetest"
+	"github.com/inferd/inferd/tensor"
+)
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+var doubleSig = engine.Signature{
+	Inputs:  []tensor.Spec{{Name: "x", DataType: tensor.FP32, Shape: []int64{-1}}},
+	Outputs: []tensor.Spec{{Name: "y", DataType: tensor.FP32, Shape: []int64{-1}}},
+}
+
+func double(in []tensor.Tensor) ([]tensor.Tensor, error) {
+	v := in[0].Float32s()
+	for i := range v {
+		v[i] *= 2
+	}
+	return []tensor.Tensor{tensor.FromFloat32s("y", in[0].Shape, v)}, nil
+}
+
+type harness struct {
+	rt     *enginetest.Runtime
+	url    string
+	states chan string
+	done   chan struct{} // closed when Run returns
+	err    error         // what Run returned
+	cancel context.CancelFunc
+}
+
+// start runs a daemon in-process on a loopback port, over a fake engine serving model "double".
+func start(t *testing.T, shutdownTimeout time.Duration) *harness {
+	t.Helper()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "double", "1", "model.onnx")
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte("fake"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rt := enginetest.New()
+	rt.Register(path, doubleSig, double)
+
+	cfg := config.Default()
+	cfg.Models.Repository = dir
+	cfg.Server.ShutdownTimeout = shutdownTimeout
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{rt: rt, url: "http://" + ln.Addr().String(), states: make(chan string, 64), done: make(chan struct{})}
+	d, err := daemon.New(&cfg, daemon.Options{
+		Version:  "test",
+		Runtime:  rt,
+		Listener: ln,
+		Notify: func(s string) error {
+			for _, line := range strings.Split(s, "\n") {
+				h.states <- line
+			}
+			return nil
+		},
+	}, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	h.cancel = cancel
+	go func() { h.err = d.Run(ctx); close(h.done) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-h.done:
+		case <-time.After(30 * time.Second):
+			t.Error("daemon did not stop")
+		}
+	})
+	h.waitState(t, "READY=1")
+	return h
+}
+
+// wait returns what Run returned once it has.
+func (h *harness) wait() error {
+	<-h.done
+	return h.err
+}
+
+func (h *harness) waitState(t *testing.T, want string) {
+	t.Helper()
+	var seen []string
+	timeout := time.After(30 * time.Second)
+	for {
+		select {
+		case s := <-h.states:
+			if s == want {
+				return
+			}
+			seen = append(seen, s)
+		case <-timeout:
+			t.Fatalf("no %s; saw %q", want, seen)
+		}
+	}
+}
+
+const body = `{"inputs":[{"name":"x","shape":[3],"datatype":"FP32","data":[1,2,3]}]}`
+
+func post(url string) (int, string, error) {
+	resp, err := http.Post(url+"/v2/models/double/infer", "application/json", strings.NewReader(body))
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
+
+func TestServesThenDrainsInFlight(t *testing.T) {
+	h := start(t, 30*time.Second)
+	if code, b, err := post(h.url); err != nil || code != 200 || !strings.Contains(b, `"data":[2,4,6]`) {
+		t.Fatalf("infer: %d %s %v", code, b, err)
+	}
+
+	gate := h.rt.Hold()
+	type result struct {
+		code int
+		body string
+		err  error
+	}
+	inflight := make(chan result, 1)
+	go func() {
+		code, b, err := post(h.url)
+		inflight <- result{code, b, err}
+	}()
+	<-gate.Entered() // the request is inside the engine
+
+	h.cancel()
+	h.waitState(t, "STOPPING=1")
+	// New connections are refused once the listener closes; the held request is still running.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, _, err := post(h.url); err != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("still accepting requests while stopping")
+		}
+	}
+	select {
+	case r := <-inflight:
+		t.Fatalf("in-flight request finished before release: %+v", r)
+	default:
+	}
+	gate.Release()
+	r := <-inflight
+	if r.err != nil || r.code != 200 || !strings.Contains(r.body, `"data":[2,4,6]`) {
+		t.Fatalf("in-flight request during drain: %d %s %v", r.code, r.body, r.err)
+	}
+	if err := h.wait(); err != nil {
+		t.Fatalf("Run after a clean drain: %v", err)
+	}
+	if h.rt.Closes() != h.rt.Opens() {
+		t.Errorf("sessions opened %d, closed %d", h.rt.Opens(), h.rt.Closes())
+	}
+}
+
+func TestDrainTimeout(t *testing.T) {
+	h := start(t, 200*time.Millisecond)
+	gate := h.rt.Hold()
+	defer gate.Release()
+	go func() { _, _, _ = post(h.url) }()
+	<-gate.Entered()
+	h.cancel()
+	err := h.wait()
+	if err == nil || !strings.Contains(err.Error(), "did not finish within 200ms") {
+		t.Fatalf("Run with a stuck request: %v", err)
+	}
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("drain error does not wrap the deadline: %v", err)
+	}
+}
+
+func TestReadyAndStatusNotifications(t *testing.T) {
+	h := start(t, time.Second)
+	resp, err := http.Get(h.url + "/ready")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(b), `"name":"double"`) {
+		t.Fatalf("/ready: %d %s", resp.StatusCode, b)
+	}
+	h.cancel()
+	_ = h.wait()
+	var rest []string
+	for len(h.states) > 0 {
+		rest = append(rest, <-h.states)
+	}
+	if !slices.Contains(rest, "STOPPING=1") {
+		t.Errorf("no STOPPING=1 in %q", rest)
+	}
+}
