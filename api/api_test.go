@@ -10,7 +10,6 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -21,6 +20,7 @@ import (
 	"github.com/inferd/inferd/engine/ort"
 	"github.com/inferd/inferd/internal/spectest"
 	"github.com/inferd/inferd/internal/testmodels"
+	"github.com/inferd/inferd/internal/testutil"
 	"github.com/inferd/inferd/models"
 	"github.com/inferd/inferd/scheduler"
 	"github.com/inferd/inferd/tensor"
@@ -30,34 +30,23 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 const maxBody = 4096
 
-func writeFile(t *testing.T, dir, rel string, data []byte) {
-	t.Helper()
-	p := filepath.Join(dir, rel)
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(p, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // newServer serves a repository of generated models through the real engine and scheduler.
 func newServer(t *testing.T) *httptest.Server {
 	t.Helper()
 	dir := t.TempDir()
-	writeFile(t, dir, "mlp/1/model.onnx", testmodels.MLP())
-	writeFile(t, dir, "mlp/2/model.onnx", testmodels.MLP())
-	writeFile(t, dir, "mlp/model.toml", []byte("max_batch_size = 8\n[version_policy]\nall = true\n"))
-	writeFile(t, dir, "multi/1/model.onnx", testmodels.MultiIO())
-	writeFile(t, dir, "strings/1/model.onnx", testmodels.Strings())
-	writeFile(t, dir, "scalar/1/model.onnx", testmodels.Scalar())
-	writeFile(t, dir, "broken/1/model.onnx", []byte("not onnx"))
+	testutil.WriteFile(t, dir, "mlp/1/model.onnx", testmodels.MLP())
+	testutil.WriteFile(t, dir, "mlp/2/model.onnx", testmodels.MLP())
+	testutil.WriteFile(t, dir, "mlp/model.toml", []byte("max_batch_size = 8\n[version_policy]\nall = true\n"))
+	testutil.WriteFile(t, dir, "multi/1/model.onnx", testmodels.MultiIO())
+	testutil.WriteFile(t, dir, "strings/1/model.onnx", testmodels.Strings())
+	testutil.WriteFile(t, dir, "scalar/1/model.onnx", testmodels.Scalar())
+	testutil.WriteFile(t, dir, "broken/1/model.onnx", []byte("not onnx"))
 	for _, dt := range testmodels.IdentityDataTypes() {
 		m, err := testmodels.Identity(dt)
 		if err != nil {
 			t.Fatal(err)
 		}
-		writeFile(t, dir, "id_"+strings.ToLower(string(dt))+"/1/model.onnx", m)
+		testutil.WriteFile(t, dir, "id_"+strings.ToLower(string(dt))+"/1/model.onnx", m)
 	}
 	rt, err := ort.New(ort.RuntimeOptions{}, quiet)
 	if err != nil {
@@ -471,7 +460,7 @@ func TestMetadataAndHealth(t *testing.T) {
 func TestPhases(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "m", "1", "model.onnx")
-	writeFile(t, dir, "m/1/model.onnx", []byte("fake"))
+	testutil.WriteFile(t, dir, "m/1/model.onnx", []byte("fake"))
 	rt := enginetest.New()
 	sig := engine.Signature{
 		Inputs:  []tensor.Spec{{Name: "x", DataType: tensor.FP32, Shape: []int64{1}}},

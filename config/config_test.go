@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/inferd/inferd/internal/testutil"
 )
 
 // kinds exercises every supported field kind, a nested table and a path
@@ -600,7 +602,7 @@ func TestSchemaRejectsBadStructs(t *testing.T) {
 // schema: it must load cleanly, set every key, and name each key's env var
 // and default in its comments.
 func TestDemoConfigDocumentsEveryKey(t *testing.T) {
-	path := filepath.Join(moduleRoot(t), "configs", "inferd.toml")
+	path := filepath.Join(testutil.ModuleRoot(t), "configs", "inferd.toml")
 	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
@@ -627,23 +629,5 @@ func TestDemoConfigDocumentsEveryKey(t *testing.T) {
 	}
 	if want := filepath.Join(filepath.Dir(path), "models"); c.Models.Repository != want {
 		t.Errorf("demo repository = %q, want %q", c.Models.Repository, want)
-	}
-}
-
-func moduleRoot(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.mod above the test's directory")
-		}
-		dir = parent
 	}
 }

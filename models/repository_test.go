@@ -13,6 +13,7 @@ import (
 	"github.com/inferd/inferd/engine"
 	"github.com/inferd/inferd/engine/ort"
 	"github.com/inferd/inferd/internal/testmodels"
+	"github.com/inferd/inferd/internal/testutil"
 	"github.com/inferd/inferd/models"
 	"github.com/inferd/inferd/tensor"
 )
@@ -29,43 +30,31 @@ func newRuntime(t *testing.T) engine.Runtime {
 	return rt
 }
 
-// writeFile writes data at dir/rel, creating directories.
-func writeFile(t *testing.T, dir, rel string, data []byte) {
-	t.Helper()
-	p := filepath.Join(dir, rel)
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(p, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // fixture builds a repository with models that load and models that fail in each way.
 func fixture(t *testing.T) *models.Repository {
 	t.Helper()
 	dir := t.TempDir()
 	mlp := testmodels.MLP()
-	writeFile(t, dir, "mlp/1/model.onnx", mlp)
-	writeFile(t, dir, "mlp/model.toml", []byte("max_batch_size = 4\n[instance]\ncount = 2\n"))
-	writeFile(t, dir, "multi/1/model.onnx", testmodels.MultiIO())
-	writeFile(t, dir, "strings/1/model.onnx", testmodels.Strings())
+	testutil.WriteFile(t, dir, "mlp/1/model.onnx", mlp)
+	testutil.WriteFile(t, dir, "mlp/model.toml", []byte("max_batch_size = 4\n[instance]\ncount = 2\n"))
+	testutil.WriteFile(t, dir, "multi/1/model.onnx", testmodels.MultiIO())
+	testutil.WriteFile(t, dir, "strings/1/model.onnx", testmodels.Strings())
 	for _, v := range []string{"1", "2", "3"} {
-		writeFile(t, dir, "versioned/"+v+"/model.onnx", mlp)
+		testutil.WriteFile(t, dir, "versioned/"+v+"/model.onnx", mlp)
 	}
-	writeFile(t, dir, "versioned/notaversion/README", []byte("ignored"))
-	writeFile(t, dir, "versioned/model.toml", []byte("[version_policy]\nlatest = 2\n"))
-	writeFile(t, dir, "corrupt/1/model.onnx", []byte("this is not an onnx model"))
-	writeFile(t, dir, "badtoml/1/model.onnx", mlp)
-	writeFile(t, dir, "badtoml/model.toml", []byte("max_batch = 4\n"))
-	writeFile(t, dir, "empty/README", []byte("no versions"))
-	writeFile(t, dir, "nofile/1/other.onnx", mlp)
-	writeFile(t, dir, "scalarbatch/1/model.onnx", testmodels.Scalar())
-	writeFile(t, dir, "scalarbatch/model.toml", []byte("max_batch_size = 4\n"))
-	writeFile(t, dir, "gpu/1/model.onnx", mlp)
-	writeFile(t, dir, "gpu/model.toml", []byte("[instance]\ndevice = \"gpu\"\n"))
-	writeFile(t, dir, "override/1/model.onnx", mlp)
-	writeFile(t, dir, "override/model.toml", []byte("[[inputs]]\nname = \"input\"\nshape = [2, 4]\n"))
+	testutil.WriteFile(t, dir, "versioned/notaversion/README", []byte("ignored"))
+	testutil.WriteFile(t, dir, "versioned/model.toml", []byte("[version_policy]\nlatest = 2\n"))
+	testutil.WriteFile(t, dir, "corrupt/1/model.onnx", []byte("this is not an onnx model"))
+	testutil.WriteFile(t, dir, "badtoml/1/model.onnx", mlp)
+	testutil.WriteFile(t, dir, "badtoml/model.toml", []byte("max_batch = 4\n"))
+	testutil.WriteFile(t, dir, "empty/README", []byte("no versions"))
+	testutil.WriteFile(t, dir, "nofile/1/other.onnx", mlp)
+	testutil.WriteFile(t, dir, "scalarbatch/1/model.onnx", testmodels.Scalar())
+	testutil.WriteFile(t, dir, "scalarbatch/model.toml", []byte("max_batch_size = 4\n"))
+	testutil.WriteFile(t, dir, "gpu/1/model.onnx", mlp)
+	testutil.WriteFile(t, dir, "gpu/model.toml", []byte("[instance]\ndevice = \"gpu\"\n"))
+	testutil.WriteFile(t, dir, "override/1/model.onnx", mlp)
+	testutil.WriteFile(t, dir, "override/model.toml", []byte("[[inputs]]\nname = \"input\"\nshape = [2, 4]\n"))
 
 	r := models.New(dir, newRuntime(t), models.Defaults{Instances: 1, Cores: 2}, quiet)
 	if err := r.Load(context.Background()); err != nil {
@@ -214,8 +203,8 @@ func TestCheckRequest(t *testing.T) {
 
 func TestCheckRequestMismatchedBatch(t *testing.T) {
 	dir := t.TempDir()
-	writeFile(t, dir, "multi/1/model.onnx", testmodels.MultiIO())
-	writeFile(t, dir, "multi/model.toml", []byte("max_batch_size = 8\n"))
+	testutil.WriteFile(t, dir, "multi/1/model.onnx", testmodels.MultiIO())
+	testutil.WriteFile(t, dir, "multi/model.toml", []byte("max_batch_size = 8\n"))
 	r := models.New(dir, newRuntime(t), models.Defaults{}, quiet)
 	if err := r.Load(context.Background()); err != nil {
 		t.Fatal(err)

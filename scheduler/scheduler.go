@@ -19,7 +19,8 @@ import (
 )
 
 // Target is a loaded model version: the sessions the scheduler may run its requests on.
-// Implementations return the same sessions for as long as the target lives.
+// Implementations return the same sessions for as long as the target lives, and must be
+// comparable (a pointer), since the scheduler keys its pools by target.
 type Target interface {
 	Instances() []engine.Session
 }

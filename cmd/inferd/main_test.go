@@ -18,12 +18,13 @@ import (
 	"github.com/inferd/inferd/internal/daemontest"
 	"github.com/inferd/inferd/internal/spectest"
 	"github.com/inferd/inferd/internal/testmodels"
+	"github.com/inferd/inferd/internal/testutil"
 )
 
 // TestServeDemoRepository runs the real binary on the demo repository exactly as `make run`
 // does, sends the request that the README's curl line sends, and stops it with SIGTERM.
 func TestServeDemoRepository(t *testing.T) {
-	root := daemontest.ModuleRoot(t)
+	root := testutil.ModuleRoot(t)
 	bin := daemontest.Build(t, t.TempDir())
 	d := daemontest.Start(t, bin, filepath.Join(root, "configs", "inferd.toml"))
 	d.WaitReady(t)
@@ -129,7 +130,7 @@ func runCLI(t *testing.T, env []string, args ...string) (stdout, stderr string, 
 }
 
 func TestValidateCommand(t *testing.T) {
-	root := daemontest.ModuleRoot(t)
+	root := testutil.ModuleRoot(t)
 	out, _, err := runCLI(t, nil, "validate", filepath.Join(root, "configs", "inferd.toml"))
 	if err != nil || !strings.Contains(out, "ok") {
 		t.Fatalf("validate of the shipped config: %v, %q", err, out)

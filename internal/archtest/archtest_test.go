@@ -1,0 +1,100 @@
+// Package archtest enforces the package map of DESIGN.md: dependencies point down the list,
+// and each cgo binding is imported by exactly one package.
+package archtest
+
+import (
+	"go/parser"
+	"go/token"
+	"io/fs"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/inferd/inferd/internal/testutil"
+)
+
+const module = "github.com/inferd/inferd"
+
+// allowed lists, for each package of ours, the packages of ours its non-test files may import.
+// A package missing from this table fails the test, so a new package needs a decision here.
+var allowed = map[string][]string{
+	"tensor":                          {},
+	"config":                          {},
+	"engine":                          {"tensor"},
+	"engine/ort":                      {"engine", "tensor"},
+	"engine/enginetest":               {"engine", "tensor"},
+	"kserve":                          {"tensor"},
+	"models":                          {"engine", "tensor"},
+	"scheduler":                       {"engine", "tensor"},
+	"api":                             {"engine", "kserve", "models", "scheduler", "tensor"},
+	"daemon":                          {"api", "config", "engine", "models", "scheduler", "tensor"},
+	"cmd/inferd":                      {"api", "config", "daemon", "engine", "engine/ort", "internal/buildinfo"},
+	"internal/buildinfo":              {},
+	"internal/onnxgen":                {},
+	"internal/testmodels":             {"internal/onnxgen", "tensor"},
+	"internal/testmodels/cmd/gendemo": {"internal/testmodels"},
+	"internal/spectest":               {},
+	"internal/daemontest":             {"internal/testutil"},
+	"internal/archtest":               {},
+	"internal/testutil":               {},
+	"e2e":                             {},
+}
+
+// exclusive names third-party modules that only one package may import.
+var exclusive = map[string]string{
+	"github.com/yalue/onnxruntime_go": "engine/ort",
+	"github.com/NVIDIA/go-nvml":       "gpu",
+}
+
+func TestImports(t *testing.T) {
+	root := testutil.ModuleRoot(t)
+	fset := token.NewFileSet()
+	seen := map[string]bool{}
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (d.Name() == "build" || d.Name() == "testdata" || strings.HasPrefix(d.Name(), ".")) && path != root {
+			return filepath.SkipDir
+		}
+		if d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+			return nil
+		}
+		rel, _ := filepath.Rel(root, filepath.Dir(path))
+		pkg := filepath.ToSlash(rel)
+		seen[pkg] = true
+		mine, ok := allowed[pkg]
+		if !ok {
+			t.Errorf("package %s is not in archtest's table: decide what it may import", pkg)
+			return nil
+		}
+		f, err := parser.ParseFile(fset, path, nil, parser.ImportsOnly)
+		if err != nil {
+			return err
+		}
+		for _, imp := range f.Imports {
+			p, _ := strconv.Unquote(imp.Path.Value)
+			if ours, ok := strings.CutPrefix(p, module+"/"); ok {
+				if !slices.Contains(mine, ours) {
+					t.Errorf("%s imports %s, which the package map does not allow", rel+"/"+filepath.Base(path), ours)
+				}
+			}
+			for mod, owner := range exclusive {
+				if (p == mod || strings.HasPrefix(p, mod+"/")) && pkg != owner {
+					t.Errorf("%s imports %s; only %s may", rel+"/"+filepath.Base(path), p, owner)
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, must := range []string{"engine/ort", "api", "daemon", "models", "scheduler", "config"} {
+		if !seen[must] {
+			t.Errorf("package %s not found: is the walk broken?", must)
+		}
+	}
+}
