@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/inferd/inferd/api"
 	"github.com/inferd/inferd/engine"
@@ -355,7 +356,7 @@ func TestBadInput(t *testing.T) {
 		{"unknown output", "POST", "/v2/models/mlp/infer", `{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}],"outputs":[{"name":"nope"}]}`, 400, "nope"},
 		{"unknown field", "POST", "/v2/models/mlp/infer", `{"inputz":[],"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]}`, 400, "inputz"},
 		{"body too large", "POST", "/v2/models/mlp/infer", `{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}],"id":"` + strings.Repeat("x", maxBody) + `"}`, 413, "max_request_bytes"},
-		{"binary header", "POST", "/v2/models/mlp/infer", "", 400, "binary"},
+		{"binary header", "POST", "/v2/models/mlp/infer", "", 400, "Inference-Header-Content-Length"},
 		{"unknown path", "GET", "/v2/nothing/here", "", 404, "no such endpoint"},
 		{"metadata of unknown model", "GET", "/v2/models/nosuch", "", 404, "nosuch"},
 		{"wrong method", "GET", "/v2/models/mlp/infer", "", 405, "use POST"},
@@ -458,22 +459,7 @@ func TestMetadataAndHealth(t *testing.T) {
 }
 
 func TestPhases(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "m", "1", "model.onnx")
-	testutil.WriteFile(t, dir, "m/1/model.onnx", []byte("fake"))
-	rt := enginetest.New()
-	sig := engine.Signature{
-		Inputs:  []tensor.Spec{{Name: "x", DataType: tensor.FP32, Shape: []int64{1}}},
-		Outputs: []tensor.Spec{{Name: "x", DataType: tensor.FP32, Shape: []int64{1}}},
-	}
-	rt.Register(path, sig, func(in []tensor.Tensor) ([]tensor.Tensor, error) { return in, nil })
-	repo := models.New(dir, rt, models.Defaults{}, quiet)
-	if err := repo.Load(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	srv := api.New(repo, scheduler.New(quiet), api.Options{Name: "inferd", MaxRequestBytes: maxBody}, quiet)
-	hs := httptest.NewServer(srv)
-	defer hs.Close()
+	hs, _, srv := fakeServer(t, "")
 	const req = `{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[7]}]}`
 
 	cases := []struct {
@@ -499,6 +485,132 @@ func TestPhases(t *testing.T) {
 		}
 		if r := do(t, "POST", hs.URL+"/v2/models/m/infer", req); r.status != c.infer {
 			t.Errorf("%s: infer %d %s", c.phase, r.status, r.body)
+		}
+	}
+}
+
+func TestStatsAndSchedulingParameters(t *testing.T) {
+	hs := newServer(t)
+	for n := 1; n <= 3; n++ {
+		data := strings.TrimSuffix(strings.Repeat("1,", 4*n), ",")
+		infer(t, hs.URL+"/v2/models/mlp/infer", fmt.Sprintf(`{"inputs":[{"name":"input","shape":[%d,4],"datatype":"FP32","data":[%s]}],"parameters":{"priority":1,"timeout":1000000}}`, n, data))
+	}
+	var st struct {
+		ModelStats []struct {
+			Name           string `json:"name"`
+			Version        string `json:"version"`
+			LastInference  int64  `json:"last_inference"`
+			InferenceCount uint64 `json:"inference_count"`
+			ExecutionCount uint64 `json:"execution_count"`
+			InferenceStats map[string]struct {
+				Count uint64 `json:"count"`
+				Ns    uint64 `json:"ns"`
+			} `json:"inference_stats"`
+			BatchStats []struct {
+				BatchSize    int `json:"batch_size"`
+				ComputeInfer struct {
+					Count uint64 `json:"count"`
+				} `json:"compute_infer"`
+			} `json:"batch_stats"`
+		} `json:"model_stats"`
+	}
+	r := do(t, "GET", hs.URL+"/v2/models/mlp/versions/2/stats", "")
+	if err := json.Unmarshal(r.body, &st); err != nil || r.status != 200 || len(st.ModelStats) != 1 {
+		t.Fatalf("stats: %d %s", r.status, r.body)
+	}
+	m := st.ModelStats[0]
+	if m.Name != "mlp" || m.Version != "2" || m.InferenceCount != 6 || m.ExecutionCount != 3 || m.LastInference == 0 {
+		t.Errorf("stats %+v", m)
+	}
+	for _, k := range []string{"success", "fail", "queue", "compute_input", "compute_infer", "compute_output"} {
+		if _, ok := m.InferenceStats[k]; !ok {
+			t.Errorf("inference_stats lacks %s", k)
+		}
+	}
+	if m.InferenceStats["success"].Count != 3 || m.InferenceStats["compute_infer"].Ns == 0 || len(m.BatchStats) != 3 {
+		t.Errorf("inference stats %+v, batch stats %+v", m.InferenceStats, m.BatchStats)
+	}
+
+	r = do(t, "GET", hs.URL+"/v2/models/mlp/stats", "")
+	if err := json.Unmarshal(r.body, &st); err != nil || len(st.ModelStats) != 2 {
+		t.Errorf("stats of both versions: %s", r.body)
+	}
+	r = do(t, "GET", hs.URL+"/v2/models/stats", "")
+	if err := json.Unmarshal(r.body, &st); err != nil || len(st.ModelStats) < 5 {
+		t.Errorf("stats of every model: %s", r.body)
+	}
+	if r := do(t, "GET", hs.URL+"/v2/models/nosuch/stats", ""); r.status != 404 {
+		t.Errorf("stats of unknown model: %d", r.status)
+	}
+
+	bad := []struct{ params, msg string }{
+		{`{"priority":"high"}`, "priority"},
+		{`{"priority":1.5}`, "priority"},
+		{`{"priority":2}`, "priority 2"},
+		{`{"timeout":-5}`, "timeout"},
+	}
+	for _, b := range bad {
+		r := do(t, "POST", hs.URL+"/v2/models/mlp/infer", `{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}],"parameters":`+b.params+`}`)
+		if r.status != 400 || !strings.Contains(string(r.body), b.msg) {
+			t.Errorf("parameters %s: %d %s", b.params, r.status, r.body)
+		}
+	}
+}
+
+// fakeServer serves one fake model "m" (FP32 [1] identity) whose runs can be held.
+func fakeServer(t *testing.T, modelTOML string) (*httptest.Server, *enginetest.Runtime, *api.Server) {
+	t.Helper()
+	dir := t.TempDir()
+	testutil.WriteFile(t, dir, "m/1/model.onnx", []byte("fake"))
+	if modelTOML != "" {
+		testutil.WriteFile(t, dir, "m/model.toml", []byte(modelTOML))
+	}
+	rt := enginetest.New()
+	sig := engine.Signature{
+		Inputs:  []tensor.Spec{{Name: "x", DataType: tensor.FP32, Shape: []int64{1}}},
+		Outputs: []tensor.Spec{{Name: "x", DataType: tensor.FP32, Shape: []int64{1}}},
+	}
+	rt.Register(filepath.Join(dir, "m", "1", "model.onnx"), sig, func(in []tensor.Tensor) ([]tensor.Tensor, error) { return in, nil })
+	repo := models.New(dir, rt, models.Defaults{MaxQueueSize: 16}, quiet)
+	if err := repo.Load(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	sched := scheduler.New(quiet)
+	srv := api.New(repo, sched, api.Options{Name: "inferd", MaxRequestBytes: maxBody}, quiet)
+	hs := httptest.NewServer(srv)
+	t.Cleanup(func() {
+		hs.Close()
+		_ = sched.Close(context.Background())
+	})
+	return hs, rt, srv
+}
+
+const fakeRequest = `{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[7]}]}`
+
+func TestQueueFullAnswersRetryAfter(t *testing.T) {
+	hs, rt, srv := fakeServer(t, "[dynamic_batching]\nmax_queue_size = 1\n")
+	srv.SetPhase(api.PhaseServing)
+	gate := rt.Hold()
+	done := make(chan result, 2)
+	go func() { done <- do(t, "POST", hs.URL+"/v2/models/m/infer", fakeRequest) }()
+	<-gate.Entered() // the instance is busy
+	go func() { done <- do(t, "POST", hs.URL+"/v2/models/m/infer", fakeRequest) }()
+	// Wait until the second request waits in the queue: then a third is one too many.
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(string(do(t, "GET", hs.URL+"/v2/models/m/stats", "").body), `"pending_request_count":1`) {
+		if time.Now().After(deadline) {
+			t.Fatal("the second request never queued")
+		}
+	}
+	r := do(t, "POST", hs.URL+"/v2/models/m/infer", fakeRequest)
+	gate.Release()
+	if r.status != 503 || r.header.Get("Retry-After") == "" || !strings.Contains(string(r.body), "exceeds maximum queue size") {
+		t.Fatalf("request over max_queue_size: %d %v %s", r.status, r.header, r.body)
+	}
+	spectest.Validate(t, "inference_error_response", r.body)
+	for range 2 {
+		if got := <-done; got.status != 200 {
+			t.Errorf("queued request: %d %s", got.status, got.body)
 		}
 	}
 }

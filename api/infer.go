@@ -1,13 +1,17 @@
 package api
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
+	"strconv"
+	"time"
 
 	"github.com/inferd/inferd/kserve"
+	"github.com/inferd/inferd/models"
+	"github.com/inferd/inferd/scheduler"
 	"github.com/inferd/inferd/tensor"
 )
 
@@ -21,11 +25,14 @@ func (s *Server) inferHandler(w http.ResponseWriter, r *http.Request) {
 		writeError(w, status, err.Error())
 		return
 	}
-	if r.Header.Get("Inference-Header-Content-Length") != "" {
-		writeError(w, http.StatusBadRequest, "binary tensor data (Inference-Header-Content-Length) is not supported by this server yet; send JSON data")
+	headerLength, err := kserve.ParseHeaderLength(r.Header.Get(kserve.HeaderContentLength))
+	if err != nil {
+		writeError(w, statusOf(err), err.Error())
 		return
 	}
-	req, err := kserve.DecodeRequest(body)
+	// The request's tensors alias body (binary data is not copied); body lives until the
+	// response is written.
+	req, err := kserve.Decode(body, headerLength)
 	if err != nil {
 		writeError(w, statusOf(err), err.Error())
 		return
@@ -35,21 +42,18 @@ func (s *Server) inferHandler(w http.ResponseWriter, r *http.Request) {
 		writeError(w, statusOf(err), err.Error())
 		return
 	}
-	inputs := make([]tensor.Tensor, len(req.Inputs))
-	for i := range req.Inputs {
-		inputs[i] = req.Inputs[i].Tensor
-	}
-	names := make([]string, len(req.Outputs))
-	for i, o := range req.Outputs {
-		names[i] = o.Name
-	}
-	if err := v.CheckRequest(inputs, names); err != nil {
+	sreq, err := schedulingRequest(req)
+	if err != nil {
 		writeError(w, statusOf(err), err.Error())
 		return
 	}
-	outputs, err := s.infer.Infer(r.Context(), v, inputs, names)
+	if err := v.CheckRequest(sreq.Inputs, sreq.Outputs); err != nil {
+		writeError(w, statusOf(err), err.Error())
+		return
+	}
+	outputs, err := s.infer.Infer(r.Context(), target{v}, sreq)
 	if err != nil {
-		if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+		if r.Context().Err() != nil {
 			// The client went away; there is nobody to answer.
 			s.log.Debug("client left before its inference finished", "model", v.Model, "version", v.Number)
 			return
@@ -58,15 +62,92 @@ func (s *Server) inferHandler(w http.ResponseWriter, r *http.Request) {
 		if status >= 500 {
 			s.log.Error("inference failed", "model", v.Model, "version", v.Number, "err", err)
 		}
+		if errors.Is(err, scheduler.ErrQueueFull) {
+			w.Header().Set("Retry-After", "1")
+		}
 		writeError(w, status, err.Error())
 		return
 	}
-	resp := kserve.InferResponse{ModelName: v.Model, ModelVersion: v.Label(), ID: req.ID, Outputs: outputs}
-	out := kserve.EncodeResponse(make([]byte, 0, 256), &resp)
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Content-Length", fmt.Sprint(len(out)))
+	resp := kserve.InferResponse{ModelName: v.Model, ModelVersion: v.Label(), ID: req.ID, Outputs: outputs, Binary: req.BinaryOutputs(outputs)}
+	out, jsonLength := kserve.EncodeResponse(make([]byte, 0, responseSizeHint(outputs)), &resp)
+	h := w.Header()
+	if jsonLength >= 0 {
+		h.Set("Content-Type", "application/octet-stream")
+		h.Set(kserve.HeaderContentLength, strconv.Itoa(jsonLength))
+	} else {
+		h.Set("Content-Type", "application/json")
+	}
+	h.Set("Content-Length", strconv.Itoa(len(out)))
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(out)
+}
+
+// responseSizeHint guesses the encoded size of the outputs, so the response is encoded into
+// one allocation in the common case (binary: the bytes; JSON: ~12 characters an element).
+func responseSizeHint(outputs []tensor.Tensor) int {
+	n := 256
+	for i := range outputs {
+		n += 3*len(outputs[i].Data) + 16*len(outputs[i].Strings) + 64
+	}
+	return n
+}
+
+// target adapts a model version to the scheduler. Targets of the same version compare equal,
+// so the scheduler finds the version's queue whichever request made the target.
+type target struct{ *models.Version }
+
+// Policy maps the version's settings onto the scheduler's policy.
+func (t target) Policy() scheduler.Policy {
+	b := t.Config.DynamicBatching
+	return scheduler.Policy{
+		MaxBatchSize:        t.Config.MaxBatchSize,
+		PreferredBatchSizes: b.PreferredBatchSizes,
+		MaxQueueDelay:       time.Duration(b.MaxQueueDelay),
+		MaxQueueSize:        b.MaxQueueSize,
+		PriorityLevels:      b.PriorityLevels,
+		DefaultPriority:     b.DefaultPriority,
+		DefaultTimeout:      time.Duration(b.DefaultTimeout),
+	}
+}
+
+var errInvalidParameter = errors.New("invalid request parameter")
+
+// schedulingRequest takes the tensors and the reserved parameters (priority, timeout in
+// microseconds, as Triton) out of a decoded request.
+func schedulingRequest(req *kserve.InferRequest) (*scheduler.Request, error) {
+	sreq := &scheduler.Request{
+		Inputs:  make([]tensor.Tensor, len(req.Inputs)),
+		Outputs: make([]string, len(req.Outputs)),
+	}
+	for i := range req.Inputs {
+		sreq.Inputs[i] = req.Inputs[i].Tensor
+	}
+	for i, o := range req.Outputs {
+		sreq.Outputs[i] = o.Name
+	}
+	if v, ok := req.Parameters["priority"]; ok {
+		n, err := nonNegativeInt("priority", v)
+		if err != nil {
+			return nil, err
+		}
+		sreq.Priority = int(min(n, 1<<30))
+	}
+	if v, ok := req.Parameters["timeout"]; ok {
+		n, err := nonNegativeInt("timeout", v)
+		if err != nil {
+			return nil, err
+		}
+		sreq.Timeout = time.Duration(min(n, int64(time.Duration(1<<62)/time.Microsecond))) * time.Microsecond
+	}
+	return sreq, nil
+}
+
+func nonNegativeInt(name string, v any) (int64, error) {
+	f, ok := v.(float64)
+	if !ok || f < 0 || f != math.Trunc(f) || f > 1<<53 {
+		return 0, fmt.Errorf("%w: %q must be a non-negative integer, got %v", errInvalidParameter, name, v)
+	}
+	return int64(f), nil
 }
 
 // readBody reads a request body bounded by MaxRequestBytes; a larger body is a 413.

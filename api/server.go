@@ -24,9 +24,10 @@ type Repository interface {
 	Ready() bool
 }
 
-// Inferer runs a validated request on a model version.
+// Inferer queues and runs validated requests on model versions, and keeps their statistics.
 type Inferer interface {
-	Infer(ctx context.Context, t scheduler.Target, inputs []tensor.Tensor, names []string) ([]tensor.Tensor, error)
+	Infer(ctx context.Context, t scheduler.Target, req *scheduler.Request) ([]tensor.Tensor, error)
+	Stats(t scheduler.Target) scheduler.Snapshot
 }
 
 // Component is one part of the daemon as /health and /ready report it.
@@ -105,7 +106,10 @@ func (s *Server) routes() {
 		s.handle("GET", prefix+"/ready", s.modelReady)
 		s.handle("GET", prefix+"/config", s.modelConfig)
 		s.handle("POST", prefix+"/infer", s.inferHandler)
+		s.handle("GET", prefix+"/stats", s.stats)
 	}
+	// A model named "stats" would be shadowed here, as in Triton.
+	s.handle("GET", "/v2/models/stats", s.stats)
 	s.mux.HandleFunc("/", s.notFound)
 }
 
@@ -123,7 +127,7 @@ func (s *Server) handle(method, pattern string, h http.HandlerFunc) {
 }
 
 // Extensions lists the protocol extensions this server implements.
-var extensions = []string{"model_configuration"}
+var extensions = []string{"binary_tensor_data", "model_configuration", "statistics"}
 
 func (s *Server) serverMetadata(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, kserve.ServerMetadata{Name: s.opts.Name, Version: s.opts.Version, Extensions: extensions})
@@ -169,11 +173,13 @@ func writeError(w http.ResponseWriter, status int, msg string) {
 // statusOf maps an error from the repository, the scheduler or the engine to an HTTP status.
 func statusOf(err error) int {
 	switch {
-	case errors.Is(err, kserve.ErrInvalidRequest), errors.Is(err, models.ErrInvalidInput):
+	case errors.Is(err, kserve.ErrInvalidRequest), errors.Is(err, models.ErrInvalidInput),
+		errors.Is(err, scheduler.ErrInvalidRequest), errors.Is(err, errInvalidParameter):
 		return http.StatusBadRequest
 	case errors.Is(err, models.ErrModelNotFound), errors.Is(err, models.ErrVersionNotFound):
 		return http.StatusNotFound
-	case errors.Is(err, models.ErrUnavailable), errors.Is(err, scheduler.ErrStopped):
+	case errors.Is(err, models.ErrUnavailable), errors.Is(err, scheduler.ErrStopped),
+		errors.Is(err, scheduler.ErrQueueFull), errors.Is(err, scheduler.ErrTimeout):
 		return http.StatusServiceUnavailable
 	default:
 		return http.StatusInternalServerError

@@ -87,8 +87,11 @@ type Engine struct {
 
 // Scheduler holds the defaults for models whose model.toml does not say.
 type Scheduler struct {
-	DefaultInstances    int `toml:"default_instances" check:"min=1" doc:"instances (ORT sessions) per model version when model.toml says nothing"`
-	DefaultMaxBatchSize int `toml:"default_max_batch_size" check:"min=0" doc:"largest dynamic batch in rows when model.toml says nothing; 0 = no batching"`
+	DefaultInstances    int           `toml:"default_instances" check:"min=1" doc:"instances (ORT sessions) per model version when model.toml says nothing"`
+	DefaultMaxBatchSize int           `toml:"default_max_batch_size" check:"min=0" doc:"largest dynamic batch in rows when model.toml says nothing; 0 = no batching"`
+	MaxQueueDelay       time.Duration `toml:"max_queue_delay" check:"min=0" doc:"how long the oldest request of a forming batch may wait for others to join"`
+	MaxQueueSize        int           `toml:"max_queue_size" check:"min=1" doc:"requests that may wait per model version; more are refused with 503 and Retry-After"`
+	DefaultTimeout      time.Duration `toml:"default_timeout" check:"min=0" doc:"longest a request may wait in the queue before it fails with 503; 0 = no limit"`
 }
 
 // Default returns the configuration used for every key that neither the file
@@ -114,6 +117,14 @@ func Default() Config {
 			IntraOpThreads:     0,
 			InterOpThreads:     1,
 		},
-		Scheduler: Scheduler{DefaultInstances: 1, DefaultMaxBatchSize: 0},
+		Scheduler: Scheduler{
+			DefaultInstances:    1,
+			DefaultMaxBatchSize: 0,
+			// 2 ms lets a burst of concurrent clients fill a batch while adding little to the
+			// latency of a lone request.
+			MaxQueueDelay:  2 * time.Millisecond,
+			MaxQueueSize:   1024,
+			DefaultTimeout: 0,
+		},
 	}
 }

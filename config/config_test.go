@@ -95,7 +95,8 @@ default_max_batch_size = 0x40
 	want.Models.Repository = "/srv/models"
 	want.Log = Log{Level: "debug", Format: "json"}
 	want.Engine = Engine{OnnxRuntimeLibrary: "/opt/ort/libonnxruntime.so", IntraOpThreads: 4, InterOpThreads: 0}
-	want.Scheduler = Scheduler{DefaultInstances: 2, DefaultMaxBatchSize: 64}
+	want.Scheduler.DefaultInstances = 2
+	want.Scheduler.DefaultMaxBatchSize = 64
 
 	c, err := LoadBytes("inferd.toml", []byte(doc), nil)
 	if err != nil {
@@ -533,8 +534,8 @@ func TestKeys(t *testing.T) {
 	for k := range want {
 		t.Errorf("key %s missing from Keys()", k)
 	}
-	if len(keys) != 15 {
-		t.Errorf("len(Keys()) = %d, want 15", len(keys))
+	if len(keys) != 18 {
+		t.Errorf("len(Keys()) = %d, want 18", len(keys))
 	}
 }
 

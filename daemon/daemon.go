@@ -65,6 +65,9 @@ func New(cfg *config.Config, opts Options, log *slog.Logger) (*Daemon, error) {
 		IntraOpThreads: cfg.Engine.IntraOpThreads,
 		InterOpThreads: cfg.Engine.InterOpThreads,
 		Cores:          runtime.GOMAXPROCS(0),
+		MaxQueueDelay:  cfg.Scheduler.MaxQueueDelay,
+		MaxQueueSize:   cfg.Scheduler.MaxQueueSize,
+		DefaultTimeout: cfg.Scheduler.DefaultTimeout,
 	}, log.With("component", "models"))
 	sched := scheduler.New(log.With("component", "scheduler"))
 	srv := api.New(repo, sched, api.Options{

@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/pelletier/go-toml/v2"
 
@@ -36,9 +37,45 @@ type Config struct {
 	Instance InstanceConfig `toml:"instance" json:"instance"`
 	// VersionPolicy picks which numeric versions on disk are loaded.
 	VersionPolicy VersionPolicy `toml:"version_policy" json:"version_policy"`
+	// DynamicBatching tunes the batcher and the queue (with max_batch_size > 0 for batching;
+	// the queue settings apply to every model).
+	DynamicBatching BatchingConfig `toml:"dynamic_batching" json:"dynamic_batching"`
 	// Inputs override dimensions the model leaves variable (for example a fixed image size).
 	Inputs []TensorOverride `toml:"inputs" json:"inputs,omitempty"`
 }
+
+// BatchingConfig is a model's [dynamic_batching] table; zero values take the daemon's
+// [scheduler] defaults.
+type BatchingConfig struct {
+	// PreferredBatchSizes run at once when reached, without waiting for MaxQueueDelay.
+	PreferredBatchSizes []int `toml:"preferred_batch_sizes" json:"preferred_batch_size,omitempty"`
+	// MaxQueueDelay is how long the oldest request of a forming batch may wait ("2ms").
+	MaxQueueDelay Duration `toml:"max_queue_delay" json:"max_queue_delay"`
+	// MaxQueueSize bounds the waiting requests; more get 503 at once.
+	MaxQueueSize int `toml:"max_queue_size" json:"max_queue_size"`
+	// PriorityLevels is the number of request priority levels (1 = highest).
+	PriorityLevels int `toml:"priority_levels" json:"priority_levels"`
+	// DefaultPriority is the level of requests that ask for none.
+	DefaultPriority int `toml:"default_priority" json:"default_priority_level"`
+	// DefaultTimeout bounds the wait in the queue of requests that set no timeout.
+	DefaultTimeout Duration `toml:"default_timeout" json:"default_timeout"`
+}
+
+// Duration is a time.Duration written as a Go duration string ("2ms") in model.toml.
+type Duration time.Duration
+
+// UnmarshalText parses a Go duration string.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalText writes the duration as a Go duration string.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
 
 // InstanceConfig is the instance group of a model.
 type InstanceConfig struct {
@@ -74,6 +111,10 @@ type Defaults struct {
 	InterOpThreads int
 	// Cores is the number of CPUs the process may use, to share threads among instances.
 	Cores int
+	// MaxQueueDelay, MaxQueueSize and DefaultTimeout are the queue defaults.
+	MaxQueueDelay  time.Duration
+	MaxQueueSize   int
+	DefaultTimeout time.Duration
 }
 
 // ErrConfig marks an invalid model.toml.
@@ -82,6 +123,7 @@ var ErrConfig = errors.New("invalid model configuration")
 // readConfig reads dir/model.toml (if any) over the defaults.
 func readConfig(dir string, d Defaults) (Config, error) {
 	c := Config{MaxBatchSize: d.MaxBatchSize, Instance: InstanceConfig{Count: d.Instances, Device: DeviceCPU}}
+	defer func() { c.DynamicBatching = c.DynamicBatching.withDefaults(d) }()
 	path := dir + "/" + ConfigFile
 	data, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
@@ -104,6 +146,25 @@ func readConfig(dir string, d Defaults) (Config, error) {
 		return c, fmt.Errorf("%w: %s: %v", ErrConfig, path, err)
 	}
 	return c.withPolicyDefault(), nil
+}
+
+func (b BatchingConfig) withDefaults(d Defaults) BatchingConfig {
+	if b.MaxQueueDelay == 0 {
+		b.MaxQueueDelay = Duration(d.MaxQueueDelay)
+	}
+	if b.MaxQueueSize == 0 {
+		b.MaxQueueSize = d.MaxQueueSize
+	}
+	if b.DefaultTimeout == 0 {
+		b.DefaultTimeout = Duration(d.DefaultTimeout)
+	}
+	if b.PriorityLevels == 0 {
+		b.PriorityLevels = 1
+	}
+	if b.DefaultPriority == 0 {
+		b.DefaultPriority = (b.PriorityLevels + 1) / 2
+	}
+	return b
 }
 
 func (c Config) withPolicyDefault() Config {
@@ -148,6 +209,21 @@ func (c Config) validate() error {
 		if v < 1 {
 			errs = append(errs, fmt.Errorf("version_policy.specific: version %d must be >= 1", v))
 		}
+	}
+	b := c.DynamicBatching
+	for _, p := range b.PreferredBatchSizes {
+		if p < 1 || (c.MaxBatchSize > 0 && p > c.MaxBatchSize) {
+			errs = append(errs, fmt.Errorf("dynamic_batching.preferred_batch_sizes: %d must be between 1 and max_batch_size %d", p, c.MaxBatchSize))
+		}
+	}
+	if len(b.PreferredBatchSizes) > 0 && c.MaxBatchSize == 0 {
+		errs = append(errs, errors.New("dynamic_batching.preferred_batch_sizes needs max_batch_size > 0"))
+	}
+	if b.MaxQueueDelay < 0 || b.DefaultTimeout < 0 || b.MaxQueueSize < 0 || b.PriorityLevels < 0 {
+		errs = append(errs, errors.New("dynamic_batching: max_queue_delay, default_timeout, max_queue_size and priority_levels must not be negative"))
+	}
+	if b.DefaultPriority < 0 || (b.PriorityLevels > 0 && b.DefaultPriority > b.PriorityLevels) {
+		errs = append(errs, fmt.Errorf("dynamic_batching.default_priority %d must be between 1 and priority_levels %d", b.DefaultPriority, max(b.PriorityLevels, 1)))
 	}
 	for _, o := range c.Inputs {
 		if o.Name == "" {

@@ -1,10 +1,11 @@
-// Package scheduler sits between the HTTP API and the engine: it decides when and on which
-// instance (session) of a model version a request runs. It owns the per-version instance pools
-// and, in later work, the queues, the dynamic batcher, priorities and timeouts. It does not
-// decode wire formats, read the model repository or import ONNX Runtime.
+// Package scheduler sits between the HTTP API and the engine: it decides when, with which other
+// requests and on which instance (session) of a model version a request runs. Per model version
+// it owns a bounded queue with priority levels, one worker per instance, and the dynamic
+// batcher that concatenates compatible requests along dimension 0, runs them once and hands each
+// request exactly its rows. It also keeps the statistics of the statistics extension. It does
+// not decode wire formats, read the model repository or import ONNX Runtime.
 //
-// Today every request runs on its own on the first idle instance of its model version; callers
-// block (honouring their context) while every instance is busy.
+// Lock order: Scheduler.mu, then queue.mu, then Stats.mu; none is held while a session runs.
 package scheduler
 
 import (
@@ -13,101 +14,153 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/inferd/inferd/engine"
 	"github.com/inferd/inferd/tensor"
 )
 
-// Target is a loaded model version: the sessions the scheduler may run its requests on.
-// Implementations return the same sessions for as long as the target lives, and must be
-// comparable (a pointer), since the scheduler keys its pools by target.
+// Target is a loaded model version: the sessions the scheduler may run its requests on and the
+// policy it batches them by. Implementations return the same sessions and policy for as long as
+// the target lives, and must be comparable (a pointer): the scheduler keys its queues by target.
 type Target interface {
 	Instances() []engine.Session
+	Policy() Policy
 }
 
-// ErrStopped is returned for requests that arrive after Close.
-var ErrStopped = errors.New("scheduler stopped")
+// Policy is how one model version is queued and batched.
+type Policy struct {
+	// MaxBatchSize > 0 lets the batcher combine requests up to that many rows (dimension 0);
+	// 0 runs every request on its own.
+	MaxBatchSize int
+	// PreferredBatchSizes are batch sizes that run at once, without waiting for MaxQueueDelay.
+	PreferredBatchSizes []int
+	// MaxQueueDelay is how long the oldest request of a batch may wait for others to join.
+	MaxQueueDelay time.Duration
+	// MaxQueueSize bounds the requests waiting (not running); over it requests fail at once
+	// with ErrQueueFull. It must be positive: no queue is unbounded.
+	MaxQueueSize int
+	// PriorityLevels is the number of priority levels (1 is the highest); at least 1.
+	PriorityLevels int
+	// DefaultPriority is the level of requests that ask for none (priority 0).
+	DefaultPriority int
+	// DefaultTimeout bounds the time a request may wait in the queue when it sets none;
+	// 0 means no bound.
+	DefaultTimeout time.Duration
+}
+
+// Request is one inference request, validated against the target's signature.
+type Request struct {
+	Inputs []tensor.Tensor
+	// Outputs names the outputs wanted, in order; empty means all in signature order.
+	Outputs []string
+	// Priority is the level, 1 = highest; 0 = the policy's default.
+	Priority int
+	// Timeout bounds the time in the queue; 0 = the policy's default.
+	Timeout time.Duration
+}
+
+// Errors of Infer; the API maps them to statuses with errors.Is.
+var (
+	// ErrStopped: the scheduler or the model version is shutting down (503).
+	ErrStopped = errors.New("model version is shutting down")
+	// ErrQueueFull: the queue holds MaxQueueSize requests already (503 with Retry-After).
+	ErrQueueFull = errors.New("exceeds maximum queue size")
+	// ErrTimeout: the request's timeout passed while it waited (503).
+	ErrTimeout = errors.New("request timed out in the queue")
+	// ErrInvalidRequest: the request's scheduling parameters are invalid (400).
+	ErrInvalidRequest = errors.New("invalid scheduling parameters")
+	// ErrBatch: the model's outputs could not be split back into requests (500).
+	ErrBatch = errors.New("batch output does not match the batch")
+)
 
 // Scheduler runs requests on model instances.
 type Scheduler struct {
 	log *slog.Logger
 
 	mu      sync.Mutex
-	pools   map[Target]*pool
+	queues  map[Target]*queue
 	stopped bool
-	active  sync.WaitGroup
 }
 
 // New returns a scheduler.
 func New(log *slog.Logger) *Scheduler {
-	return &Scheduler{log: log, pools: map[Target]*pool{}}
+	return &Scheduler{log: log, queues: map[Target]*queue{}}
 }
 
-// pool hands out a target's idle sessions.
-type pool struct {
-	idle chan engine.Session
-}
-
-func (s *Scheduler) poolFor(t Target) (*pool, error) {
+// queueFor returns t's queue, starting it (and its workers) on first use.
+func (s *Scheduler) queueFor(t Target) (*queue, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.stopped {
 		return nil, ErrStopped
 	}
-	p, ok := s.pools[t]
+	q, ok := s.queues[t]
 	if !ok {
-		sessions := t.Instances()
-		p = &pool{idle: make(chan engine.Session, len(sessions))}
-		for _, sess := range sessions {
-			p.idle <- sess
+		var err error
+		if q, err = startQueue(t, s.log); err != nil {
+			return nil, err
 		}
-		s.pools[t] = p
+		s.queues[t] = q
 	}
-	s.active.Add(1)
-	return p, nil
+	return q, nil
 }
 
-// Infer runs one request on an idle instance of t and returns the outputs named (all, in
-// signature order, when names is empty). The inputs must already be validated against the
-// target's signature.
-func (s *Scheduler) Infer(ctx context.Context, t Target, inputs []tensor.Tensor, names []string) ([]tensor.Tensor, error) {
-	p, err := s.poolFor(t)
+// Infer queues req for t, waits for its batch to run, and returns its outputs. It returns
+// early with ctx's error when ctx ends while the request still waits (a client that leaves
+// leaves the queue), and with ErrTimeout when the request's timeout passes first.
+func (s *Scheduler) Infer(ctx context.Context, t Target, req *Request) ([]tensor.Tensor, error) {
+	q, err := s.queueFor(t)
 	if err != nil {
 		return nil, err
 	}
-	defer s.active.Done()
-	if cap(p.idle) == 0 {
-		return nil, fmt.Errorf("%w: model version has no instances", ErrStopped)
-	}
-	var sess engine.Session
-	select {
-	case sess = <-p.idle:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	defer func() { p.idle <- sess }()
-	return sess.Run(ctx, inputs, names)
+	return q.infer(ctx, req)
 }
 
-// Forget drops the pool of a target that is being unloaded, once its in-flight requests have
-// finished. New requests for it get a fresh pool, so callers stop routing to it first.
-func (s *Scheduler) Forget(t Target) {
+// Stats returns a snapshot of t's statistics; a target that never ran has zero counts.
+func (s *Scheduler) Stats(t Target) Snapshot {
 	s.mu.Lock()
-	delete(s.pools, t)
+	q := s.queues[t]
 	s.mu.Unlock()
+	if q == nil {
+		return Snapshot{}
+	}
+	snap := q.stats.Snapshot()
+	q.mu.Lock()
+	snap.Pending = q.waiting
+	q.mu.Unlock()
+	return snap
 }
 
-// Close refuses new requests and waits until the running ones have finished or ctx ends.
+// Forget drains t's queue (every request already queued still runs), stops its workers and
+// drops it; ctx bounds the wait. Callers stop routing new requests to t first.
+func (s *Scheduler) Forget(ctx context.Context, t Target) error {
+	s.mu.Lock()
+	q := s.queues[t]
+	delete(s.queues, t)
+	s.mu.Unlock()
+	if q == nil {
+		return nil
+	}
+	return q.close(ctx)
+}
+
+// Close refuses new requests, drains every queue and waits until the running requests have
+// finished or ctx ends; then in-flight runs are cancelled.
 func (s *Scheduler) Close(ctx context.Context) error {
 	s.mu.Lock()
 	s.stopped = true
+	queues := s.queues
+	s.queues = map[Target]*queue{}
 	s.mu.Unlock()
-	done := make(chan struct{})
-	go func() { s.active.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("scheduler drain: %w", ctx.Err())
+	var errs []error
+	for _, q := range queues {
+		if err := q.close(ctx); err != nil {
+			errs = append(errs, err)
+		}
 	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("scheduler drain: %w", err)
+	}
+	return nil
 }

@@ -3,9 +3,13 @@ package scheduler_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"slices"
+	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/inferd/inferd/engine"
@@ -17,26 +21,49 @@ import (
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 var sig = engine.Signature{
-	Inputs:  []tensor.Spec{{Name: "x", DataType: tensor.FP32, Shape: []int64{-1}}},
-	Outputs: []tensor.Spec{{Name: "y", DataType: tensor.FP32, Shape: []int64{-1}}},
+	Inputs:  []tensor.Spec{{Name: "x", DataType: tensor.FP32, Shape: []int64{-1, -1}}},
+	Outputs: []tensor.Spec{{Name: "y", DataType: tensor.FP32, Shape: []int64{-1, -1}}},
 }
 
-func negate(in []tensor.Tensor) ([]tensor.Tensor, error) {
+// model is a fake model that negates its input and records the batches it ran.
+type model struct {
+	mu      sync.Mutex
+	batches [][]float32 // the input of each run
+}
+
+func (m *model) run(in []tensor.Tensor) ([]tensor.Tensor, error) {
 	v := in[0].Float32s()
+	m.mu.Lock()
+	m.batches = append(m.batches, slices.Clone(v))
+	m.mu.Unlock()
 	for i := range v {
 		v[i] = -v[i]
 	}
 	return []tensor.Tensor{tensor.FromFloat32s("y", in[0].Shape, v)}, nil
 }
 
-type target struct{ sessions []engine.Session }
+func (m *model) ran() [][]float32 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.batches)
+}
+
+type target struct {
+	sessions []engine.Session
+	policy   scheduler.Policy
+}
 
 func (t *target) Instances() []engine.Session { return t.sessions }
+func (t *target) Policy() scheduler.Policy    { return t.policy }
 
-func newTarget(t *testing.T, rt *enginetest.Runtime, n int) *target {
+// setup opens n instances of a negating fake model with the given policy. Call it inside the
+// synctest bubble.
+func setup(t *testing.T, n int, p scheduler.Policy) (*enginetest.Runtime, *model, *target, *scheduler.Scheduler) {
 	t.Helper()
-	rt.Register("m", sig, negate)
-	tg := &target{}
+	rt := enginetest.New()
+	m := &model{}
+	rt.Register("m", sig, m.run)
+	tg := &target{policy: p}
 	for range n {
 		s, err := rt.Open(context.Background(), "m", engine.Options{})
 		if err != nil {
@@ -44,73 +71,282 @@ func newTarget(t *testing.T, rt *enginetest.Runtime, n int) *target {
 		}
 		tg.sessions = append(tg.sessions, s)
 	}
-	return tg
-}
-
-func input(v ...float32) []tensor.Tensor {
-	return []tensor.Tensor{tensor.FromFloat32s("x", []int64{int64(len(v))}, v)}
-}
-
-func TestInferRunsOnInstances(t *testing.T) {
-	rt := enginetest.New()
-	tg := newTarget(t, rt, 2)
 	s := scheduler.New(quiet)
-	out, err := s.Infer(context.Background(), tg, input(1, -2), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := out[0].Float32s(); got[0] != -1 || got[1] != 2 {
-		t.Fatalf("output %v", got)
-	}
+	t.Cleanup(func() { _ = s.Close(context.Background()) })
+	return rt, m, tg, s
+}
 
-	// With both instances held, a third request waits, and leaves when its context ends.
-	gate := rt.Hold()
-	results := make(chan error, 2)
-	for range 2 {
-		go func() {
-			_, err := s.Infer(context.Background(), tg, input(1), nil)
-			results <- err
-		}()
-	}
-	<-gate.Entered()
-	<-gate.Entered()
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-	defer cancel()
-	if _, err := s.Infer(ctx, tg, input(1), nil); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("third request with every instance busy: %v", err)
-	}
-	if rt.Runs() != 3 {
-		t.Errorf("runs = %d, want 3 (the waiting request must not have run)", rt.Runs())
-	}
+// rows builds a request of len(values) rows of width 1.
+func rows(values ...float32) *scheduler.Request {
+	return &scheduler.Request{Inputs: []tensor.Tensor{tensor.FromFloat32s("x", []int64{int64(len(values)), 1}, values)}}
+}
 
-	// Close waits for the two in flight, and refuses new work at once.
-	closed := make(chan error, 1)
-	go func() { closed <- s.Close(context.Background()) }()
-	gate.Release()
-	for range 2 {
-		if err := <-results; err != nil {
-			t.Errorf("held request: %v", err)
+type outcome struct {
+	out  []float32
+	err  error
+	when time.Duration // since the test started, on the bubble's clock
+}
+
+// send starts Infer in a goroutine and returns where its outcome will arrive.
+func send(s *scheduler.Scheduler, tg *target, start time.Time, req *scheduler.Request) <-chan outcome {
+	ch := make(chan outcome, 1)
+	go func() {
+		out, err := s.Infer(context.Background(), tg, req)
+		o := outcome{err: err, when: time.Since(start)}
+		if err == nil {
+			o.out = out[0].Float32s()
 		}
-	}
-	if err := <-closed; err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.Infer(context.Background(), tg, input(1), nil); !errors.Is(err, scheduler.ErrStopped) {
-		t.Fatalf("after Close: %v", err)
-	}
+		ch <- o
+	}()
+	return ch
 }
 
-func TestCloseTimesOut(t *testing.T) {
-	rt := enginetest.New()
-	tg := newTarget(t, rt, 1)
-	s := scheduler.New(quiet)
-	gate := rt.Hold()
-	defer gate.Release()
-	go func() { _, _ = s.Infer(context.Background(), tg, input(1), nil) }()
-	<-gate.Entered()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
-	defer cancel()
-	if err := s.Close(ctx); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("Close with a stuck request: %v", err)
-	}
+func TestBatchFormsBySize(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		_, m, tg, s := setup(t, 1, scheduler.Policy{MaxBatchSize: 4, MaxQueueDelay: time.Second})
+		start := time.Now()
+		var results []<-chan outcome
+		for i := range 4 {
+			results = append(results, send(s, tg, start, rows(float32(i+1))))
+			synctest.Wait() // keep arrival order deterministic
+		}
+		for i, r := range results {
+			o := <-r
+			if o.err != nil || !slices.Equal(o.out, []float32{-float32(i + 1)}) {
+				t.Fatalf("request %d: %v %v", i, o.out, o.err)
+			}
+			if o.when != 0 {
+				t.Errorf("request %d finished after %s: a full batch must not wait for the delay", i, o.when)
+			}
+		}
+		if got := m.ran(); len(got) != 1 || !slices.Equal(got[0], []float32{1, 2, 3, 4}) {
+			t.Fatalf("batches %v, want one [1 2 3 4]", got)
+		}
+		st := s.Stats(tg)
+		if st.ExecutionCount != 1 || st.InferenceCount != 4 || st.Success.Count != 4 || len(st.Batches) != 1 || st.Batches[0].BatchSize != 4 {
+			t.Errorf("stats %+v", st)
+		}
+	})
+}
+
+func TestBatchFormsByDelay(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		_, m, tg, s := setup(t, 1, scheduler.Policy{MaxBatchSize: 8, MaxQueueDelay: 10 * time.Millisecond})
+		start := time.Now()
+		a := send(s, tg, start, rows(1, 2))
+		time.Sleep(4 * time.Millisecond) // advances the bubble's clock
+		b := send(s, tg, start, rows(3))
+		for _, r := range []<-chan outcome{a, b} {
+			o := <-r
+			if o.err != nil || o.when != 10*time.Millisecond {
+				t.Errorf("finished at %s (%v), want 10ms: the delay counts from the oldest request", o.when, o.err)
+			}
+		}
+		if got := m.ran(); len(got) != 1 || !slices.Equal(got[0], []float32{1, 2, 3}) {
+			t.Fatalf("batches %v", got)
+		}
+	})
+}
+
+func TestPreferredBatchSize(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		_, m, tg, s := setup(t, 1, scheduler.Policy{MaxBatchSize: 8, PreferredBatchSizes: []int{3}, MaxQueueDelay: time.Second})
+		start := time.Now()
+		a := send(s, tg, start, rows(1, 2))
+		synctest.Wait()
+		b := send(s, tg, start, rows(3))
+		for _, r := range []<-chan outcome{a, b} {
+			if o := <-r; o.err != nil || o.when != 0 {
+				t.Errorf("finished at %s (%v), want at once on reaching a preferred size", o.when, o.err)
+			}
+		}
+		if got := m.ran(); len(got) != 1 || len(got[0]) != 3 {
+			t.Fatalf("batches %v", got)
+		}
+	})
+}
+
+func TestRequestsThatDoNotFitOrDifferAreNotMixed(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		_, m, tg, s := setup(t, 1, scheduler.Policy{MaxBatchSize: 4, MaxQueueDelay: 5 * time.Millisecond})
+		start := time.Now()
+		a := send(s, tg, start, rows(1, 2, 3))
+		synctest.Wait()
+		b := send(s, tg, start, rows(4, 5)) // 3 + 2 rows > 4
+		synctest.Wait()
+		wide := &scheduler.Request{Inputs: []tensor.Tensor{tensor.FromFloat32s("x", []int64{1, 2}, []float32{7, 8})}}
+		c := send(s, tg, start, wide) // other non-batch dimension
+		for _, r := range []<-chan outcome{a, b, c} {
+			if o := <-r; o.err != nil {
+				t.Fatal(o.err)
+			}
+		}
+		got := m.ran()
+		want := [][]float32{{1, 2, 3}, {4, 5}, {7, 8}}
+		if len(got) != 3 {
+			t.Fatalf("batches %v, want %v", got, want)
+		}
+		for _, w := range want {
+			if !slices.ContainsFunc(got, func(g []float32) bool { return slices.Equal(g, w) }) {
+				t.Errorf("batches %v lack %v", got, w)
+			}
+		}
+	})
+}
+
+func TestEachRequestGetsItsRows(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		_, _, tg, s := setup(t, 2, scheduler.Policy{MaxBatchSize: 16, MaxQueueDelay: time.Millisecond})
+		start := time.Now()
+		var results []<-chan outcome
+		var inputs [][]float32
+		for i := range 20 {
+			in := make([]float32, i%3+1)
+			for j := range in {
+				in[j] = float32(100*i + j)
+			}
+			inputs = append(inputs, in)
+			results = append(results, send(s, tg, start, rows(in...)))
+		}
+		for i, r := range results {
+			o := <-r
+			if o.err != nil || len(o.out) != len(inputs[i]) {
+				t.Fatalf("request %d: %v %v", i, o.out, o.err)
+			}
+			for j := range o.out {
+				if o.out[j] != -inputs[i][j] {
+					t.Fatalf("request %d got %v for input %v", i, o.out, inputs[i])
+				}
+			}
+		}
+	})
+}
+
+func TestPriorityOrder(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rt, m, tg, s := setup(t, 1, scheduler.Policy{PriorityLevels: 3, DefaultPriority: 2})
+		gate := rt.Hold()
+		start := time.Now()
+		first := send(s, tg, start, rows(0))
+		<-gate.Entered() // the only instance is busy
+		low, mid, high := rows(3), rows(2), rows(1)
+		low.Priority, high.Priority = 3, 1 // mid takes the default, 2
+		var results []<-chan outcome
+		for _, r := range []*scheduler.Request{low, mid, high} {
+			results = append(results, send(s, tg, start, r))
+			synctest.Wait()
+		}
+		gate.Release()
+		for _, r := range append(results, first) {
+			if o := <-r; o.err != nil {
+				t.Fatal(o.err)
+			}
+		}
+		got := m.ran()
+		want := [][]float32{{0}, {1}, {2}, {3}}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("run order %v, want %v (highest priority first)", got, want)
+		}
+		bad := rows(1)
+		bad.Priority = 4
+		if _, err := s.Infer(context.Background(), tg, bad); !errors.Is(err, scheduler.ErrInvalidRequest) {
+			t.Errorf("priority 4 of 3: %v", err)
+		}
+	})
+}
+
+func TestTimeoutCancellationAndQueueFull(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rt, m, tg, s := setup(t, 1, scheduler.Policy{MaxQueueSize: 2, DefaultTimeout: time.Hour})
+		gate := rt.Hold()
+		start := time.Now()
+		busy := send(s, tg, start, rows(0))
+		<-gate.Entered()
+
+		timed := rows(1)
+		timed.Timeout = 5 * time.Millisecond
+		expired := send(s, tg, start, timed)
+		ctx, cancel := context.WithCancel(context.Background())
+		left := make(chan error, 1)
+		go func() {
+			_, err := s.Infer(ctx, tg, rows(2))
+			left <- err
+		}()
+		synctest.Wait()
+
+		// Two are waiting: the queue is full.
+		if _, err := s.Infer(context.Background(), tg, rows(3)); !errors.Is(err, scheduler.ErrQueueFull) {
+			t.Fatalf("third waiting request: %v", err)
+		}
+		cancel()
+		if err := <-left; !errors.Is(err, context.Canceled) {
+			t.Fatalf("cancelled request: %v", err)
+		}
+		o := <-expired
+		if !errors.Is(o.err, scheduler.ErrTimeout) || o.when != 5*time.Millisecond {
+			t.Fatalf("timed request: %v at %s, want ErrTimeout at 5ms", o.err, o.when)
+		}
+		gate.Release()
+		if o := <-busy; o.err != nil {
+			t.Fatal(o.err)
+		}
+		if got := m.ran(); len(got) != 1 {
+			t.Fatalf("ran %v: the timed-out, cancelled and refused requests must not run", got)
+		}
+		if st := s.Stats(tg); st.Fail.Count != 3 || st.Success.Count != 1 {
+			t.Errorf("stats success %d fail %d, want 1 and 3", st.Success.Count, st.Fail.Count)
+		}
+	})
+}
+
+func TestCloseDrainsQueue(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rt, m, tg, s := setup(t, 1, scheduler.Policy{MaxBatchSize: 2, MaxQueueDelay: time.Hour})
+		gate := rt.Hold()
+		start := time.Now()
+		var results []<-chan outcome
+		for i := range 5 {
+			results = append(results, send(s, tg, start, rows(float32(i))))
+			synctest.Wait()
+		}
+		<-gate.Entered()
+		closed := make(chan error, 1)
+		go func() { closed <- s.Close(context.Background()) }()
+		synctest.Wait()
+		if _, err := s.Infer(context.Background(), tg, rows(9)); !errors.Is(err, scheduler.ErrStopped) {
+			t.Fatalf("request during drain: %v", err)
+		}
+		gate.Release()
+		for i, r := range results {
+			if o := <-r; o.err != nil || o.out[0] != -float32(i) {
+				t.Fatalf("queued request %d during drain: %v %v", i, o.out, o.err)
+			}
+		}
+		if err := <-closed; err != nil {
+			t.Fatal(err)
+		}
+		// The drain does not wait an hour for the last, partial batch.
+		if n := len(m.ran()); n != 3 {
+			t.Errorf("%d runs, want 3 (2+2+1)", n)
+		}
+	})
+}
+
+func TestCloseTimesOutThenCancels(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rt, _, tg, s := setup(t, 1, scheduler.Policy{})
+		gate := rt.Hold()
+		defer gate.Release()
+		r := send(s, tg, time.Now(), rows(1))
+		<-gate.Entered()
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+		defer cancel()
+		if err := s.Close(ctx); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Close with a stuck run: %v", err)
+		}
+		// The stuck run is cancelled, so its caller hears back.
+		if o := <-r; !errors.Is(o.err, context.Canceled) {
+			t.Fatalf("stuck run after a timed-out drain: %v", o.err)
+		}
+	})
 }

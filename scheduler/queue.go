@@ -1,0 +1,468 @@
+package scheduler
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/inferd/inferd/engine"
+	"github.com/inferd/inferd/tensor"
+)
+
+// DefaultMaxQueueSize bounds a queue whose policy sets no size.
+const DefaultMaxQueueSize = 1024
+
+// queue is one model version's waiting requests and the workers (one per instance) that batch
+// and run them.
+type queue struct {
+	policy  Policy
+	log     *slog.Logger
+	stats   *Stats
+	cancel  context.CancelFunc // cancels runs in flight once a drain has run out of time
+	workers sync.WaitGroup
+
+	mu       sync.Mutex
+	levels   [][]*pending  // FIFO per priority level; levels[0] is priority 1
+	waiting  int           // requests in levels
+	timed    int           // waiting requests that have a deadline
+	changed  chan struct{} // closed and replaced whenever the queue changes
+	closing  bool
+	finished chan struct{} // closed when every worker has exited
+}
+
+// pending is a request in the queue.
+type pending struct {
+	req      *Request
+	priority int
+	rows     int64  // batch rows (dimension 0), 1 without batching
+	key      string // requests with different keys are never batched together
+	arrived  time.Time
+	deadline time.Time // zero: none
+	taken    bool      // removed from the queue, by a worker or by its caller
+	done     chan result
+}
+
+type result struct {
+	outputs []tensor.Tensor
+	err     error
+}
+
+func normalize(p Policy) Policy {
+	p.PriorityLevels = max(p.PriorityLevels, 1)
+	if p.DefaultPriority < 1 || p.DefaultPriority > p.PriorityLevels {
+		p.DefaultPriority = (p.PriorityLevels + 1) / 2
+	}
+	if p.MaxQueueSize <= 0 {
+		p.MaxQueueSize = DefaultMaxQueueSize
+	}
+	p.PreferredBatchSizes = slices.Sorted(slices.Values(p.PreferredBatchSizes))
+	return p
+}
+
+func startQueue(t Target, log *slog.Logger) (*queue, error) {
+	sessions := t.Instances()
+	if len(sessions) == 0 {
+		return nil, fmt.Errorf("%w: the model version has no instances", ErrStopped)
+	}
+	p := normalize(t.Policy())
+	ctx, cancel := context.WithCancel(context.Background())
+	q := &queue{
+		policy:   p,
+		log:      log,
+		stats:    newStats(),
+		cancel:   cancel,
+		levels:   make([][]*pending, p.PriorityLevels),
+		changed:  make(chan struct{}),
+		finished: make(chan struct{}),
+	}
+	for _, s := range sessions {
+		q.workers.Add(1)
+		go q.work(ctx, s)
+	}
+	go func() { q.workers.Wait(); close(q.finished) }()
+	return q, nil
+}
+
+// changedLocked wakes every worker waiting for the queue to change.
+func (q *queue) changedLocked() {
+	close(q.changed)
+	q.changed = make(chan struct{})
+}
+
+func (q *queue) infer(ctx context.Context, req *Request) ([]tensor.Tensor, error) {
+	prio := req.Priority
+	if prio == 0 {
+		prio = q.policy.DefaultPriority
+	}
+	if prio < 1 || prio > q.policy.PriorityLevels {
+		return nil, fmt.Errorf("%w: priority %d; this model has levels 1 (highest) to %d", ErrInvalidRequest, req.Priority, q.policy.PriorityLevels)
+	}
+	if req.Timeout < 0 {
+		return nil, fmt.Errorf("%w: negative timeout %s", ErrInvalidRequest, req.Timeout)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	timeout := cmpOr(req.Timeout, q.policy.DefaultTimeout)
+	p := &pending{req: req, priority: prio, rows: 1, arrived: time.Now(), done: make(chan result, 1)}
+	if q.policy.MaxBatchSize > 0 {
+		p.rows, p.key = batchKey(req)
+	}
+	if timeout > 0 {
+		p.deadline = p.arrived.Add(timeout)
+	}
+	if err := q.push(p); err != nil {
+		q.stats.fail(1)
+		return nil, err
+	}
+
+	var expired <-chan time.Time
+	if timeout > 0 {
+		timer := time.NewTimer(timeout)
+		defer timer.Stop()
+		expired = timer.C
+	}
+	select {
+	case r := <-p.done:
+		return r.outputs, r.err
+	case <-ctx.Done():
+		if q.withdraw(p) {
+			q.stats.fail(1)
+			return nil, ctx.Err()
+		}
+		// Already running; the client is gone, so nobody waits for the result.
+		return nil, ctx.Err()
+	case <-expired:
+		if q.withdraw(p) {
+			q.stats.fail(1)
+			return nil, fmt.Errorf("%w after %s", ErrTimeout, timeout)
+		}
+		r := <-p.done
+		return r.outputs, r.err
+	}
+}
+
+func cmpOr(a, b time.Duration) time.Duration {
+	if a != 0 {
+		return a
+	}
+	return b
+}
+
+// batchKey returns a request's rows and the key of the batches it may join: the same inputs
+// with the same datatypes and non-batch dimensions, and the same outputs.
+func batchKey(req *Request) (int64, string) {
+	var b strings.Builder
+	ins := make([]int, len(req.Inputs))
+	for i := range ins {
+		ins[i] = i
+	}
+	slices.SortFunc(ins, func(a, c int) int { return strings.Compare(req.Inputs[a].Name, req.Inputs[c].Name) })
+	for _, i := range ins {
+		t := &req.Inputs[i]
+		b.WriteString(t.Name)
+		b.WriteByte(0)
+		b.WriteString(string(t.DataType))
+		for _, d := range t.Shape[1:] {
+			fmt.Fprintf(&b, ",%d", d)
+		}
+		b.WriteByte(0)
+	}
+	b.WriteByte(1)
+	for _, o := range req.Outputs {
+		b.WriteString(o)
+		b.WriteByte(0)
+	}
+	rows := int64(1)
+	if len(req.Inputs) > 0 && len(req.Inputs[0].Shape) > 0 {
+		rows = req.Inputs[0].Shape[0]
+	}
+	return rows, b.String()
+}
+
+func (q *queue) push(p *pending) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closing {
+		return ErrStopped
+	}
+	if q.waiting >= q.policy.MaxQueueSize {
+		return fmt.Errorf("%w (%d requests waiting)", ErrQueueFull, q.waiting)
+	}
+	q.levels[p.priority-1] = append(q.levels[p.priority-1], p)
+	q.waiting++
+	if !p.deadline.IsZero() {
+		q.timed++
+	}
+	q.changedLocked()
+	return nil
+}
+
+// withdraw removes p from the queue if no worker has taken it yet.
+func (q *queue) withdraw(p *pending) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if p.taken {
+		return false
+	}
+	q.removeLocked(p)
+	return true
+}
+
+func (q *queue) removeLocked(p *pending) {
+	lvl := q.levels[p.priority-1]
+	if i := slices.Index(lvl, p); i >= 0 {
+		q.levels[p.priority-1] = slices.Delete(lvl, i, i+1)
+	}
+	p.taken = true
+	q.waiting--
+	if !p.deadline.IsZero() {
+		q.timed--
+	}
+}
+
+// expireLocked fails the waiting requests whose deadline has passed.
+func (q *queue) expireLocked(now time.Time) {
+	if q.timed == 0 {
+		return
+	}
+	for _, lvl := range q.levels {
+		for _, p := range slices.Clone(lvl) {
+			if !p.deadline.IsZero() && !now.Before(p.deadline) {
+				q.removeLocked(p)
+				q.stats.fail(1)
+				p.done <- result{err: fmt.Errorf("%w after %s", ErrTimeout, p.deadline.Sub(p.arrived))}
+			}
+		}
+	}
+}
+
+// next blocks until a batch is ready and takes it out of the queue. It returns nil when the
+// queue is closing and empty.
+func (q *queue) next() []*pending {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for {
+		now := time.Now()
+		q.expireLocked(now)
+		if q.waiting == 0 {
+			if q.closing {
+				return nil
+			}
+			changed := q.changed
+			q.mu.Unlock()
+			<-changed
+			q.mu.Lock()
+			continue
+		}
+		batch, ready, wake := q.formLocked(now)
+		if ready || q.closing {
+			for _, p := range batch {
+				q.removeLocked(p)
+			}
+			return batch
+		}
+		changed := q.changed
+		q.mu.Unlock()
+		timer := time.NewTimer(wake.Sub(now))
+		select {
+		case <-changed:
+		case <-timer.C:
+		}
+		timer.Stop()
+		q.mu.Lock()
+	}
+}
+
+// formLocked picks the batch the oldest highest-priority request would run in now. It is ready
+// when it is full (max_batch_size rows, or the next compatible request would not fit), when it
+// reaches a preferred size, or when the oldest request has waited max_queue_delay; otherwise
+// wake is when that delay ends.
+func (q *queue) formLocked(now time.Time) (batch []*pending, ready bool, wake time.Time) {
+	var head *pending
+	for _, lvl := range q.levels {
+		if len(lvl) > 0 {
+			head = lvl[0]
+			break
+		}
+	}
+	if q.policy.MaxBatchSize == 0 {
+		return []*pending{head}, true, time.Time{}
+	}
+	limit := int64(q.policy.MaxBatchSize)
+	var rows int64
+	full := false
+collect:
+	for _, lvl := range q.levels {
+		for _, p := range lvl {
+			if p.key != head.key {
+				continue
+			}
+			if rows+p.rows > limit {
+				full = true
+				break collect
+			}
+			batch = append(batch, p)
+			rows += p.rows
+			if rows == limit {
+				full = true
+				break collect
+			}
+		}
+	}
+	if full {
+		return batch, true, time.Time{}
+	}
+	if pref := q.policy.PreferredBatchSizes; len(pref) > 0 {
+		best, sum := -1, int64(0)
+		for i, p := range batch {
+			sum += p.rows
+			if _, found := slices.BinarySearch(pref, int(sum)); found {
+				best = i
+			}
+		}
+		if best >= 0 {
+			return batch[:best+1], true, time.Time{}
+		}
+	}
+	deadline := head.arrived.Add(q.policy.MaxQueueDelay)
+	if !now.Before(deadline) {
+		return batch, true, time.Time{}
+	}
+	return batch, false, deadline
+}
+
+// work is one instance's loop: take a batch, run it, deliver, until the queue closes.
+func (q *queue) work(ctx context.Context, sess engine.Session) {
+	defer q.workers.Done()
+	for {
+		batch := q.next()
+		if batch == nil {
+			return
+		}
+		q.run(ctx, sess, batch)
+	}
+}
+
+func (q *queue) run(ctx context.Context, sess engine.Session, batch []*pending) {
+	start := time.Now()
+	inputs := concat(batch)
+	computed := time.Now()
+	outputs, err := sess.Run(ctx, inputs, batch[0].req.Outputs)
+	ran := time.Now()
+	var parts [][]tensor.Tensor
+	if err == nil {
+		parts, err = split(batch, outputs)
+	}
+	end := time.Now()
+	for i, p := range batch {
+		if err != nil {
+			p.done <- result{err: err}
+		} else {
+			p.done <- result{outputs: parts[i]}
+		}
+	}
+	q.stats.record(batch, start, computed, ran, end, err)
+	if err != nil {
+		q.log.Warn("batch failed", "requests", len(batch), "err", err)
+	}
+}
+
+// concat joins the batch's inputs along dimension 0, in the first request's input order. A
+// batch of one request runs on that request's own tensors.
+func concat(batch []*pending) []tensor.Tensor {
+	first := batch[0].req.Inputs
+	if len(batch) == 1 {
+		return first
+	}
+	var rows int64
+	for _, p := range batch {
+		rows += p.rows
+	}
+	out := make([]tensor.Tensor, len(first))
+	for i, in := range first {
+		t := tensor.Tensor{Name: in.Name, DataType: in.DataType, Shape: slices.Clone(in.Shape)}
+		t.Shape[0] = rows
+		if in.DataType == tensor.Bytes {
+			t.Strings = make([][]byte, 0, int(rows)*len(in.Strings)/int(max(batch[0].rows, 1)))
+		} else {
+			t.Data = make([]byte, 0, int(rows)*len(in.Data)/int(max(batch[0].rows, 1)))
+		}
+		for _, p := range batch {
+			part := inputNamed(p.req.Inputs, in.Name)
+			t.Strings = append(t.Strings, part.Strings...)
+			t.Data = append(t.Data, part.Data...)
+		}
+		out[i] = t
+	}
+	return out
+}
+
+func inputNamed(ts []tensor.Tensor, name string) *tensor.Tensor {
+	for i := range ts {
+		if ts[i].Name == name {
+			return &ts[i]
+		}
+	}
+	return &tensor.Tensor{} // unreachable: batch keys guarantee the same input names
+}
+
+// split hands each request its rows of every output (sub-slices of the batch's output buffers,
+// which nobody else holds).
+func split(batch []*pending, outputs []tensor.Tensor) ([][]tensor.Tensor, error) {
+	parts := make([][]tensor.Tensor, len(batch))
+	if len(batch) == 1 {
+		parts[0] = outputs
+		return parts, nil
+	}
+	var rows int64
+	for _, p := range batch {
+		rows += p.rows
+	}
+	for _, o := range outputs {
+		if len(o.Shape) == 0 || o.Shape[0] != rows {
+			return nil, fmt.Errorf("%w: output %q has shape %s for a batch of %d rows", ErrBatch, o.Name, tensor.FormatShape(o.Shape), rows)
+		}
+		perRow, err := tensor.Elements(o.Shape[1:])
+		if err != nil {
+			return nil, fmt.Errorf("%w: output %q: %v", ErrBatch, o.Name, err)
+		}
+		rowBytes := perRow * int64(o.DataType.Size())
+		var off int64
+		for i, p := range batch {
+			part := tensor.Tensor{Name: o.Name, DataType: o.DataType, Shape: slices.Clone(o.Shape)}
+			part.Shape[0] = p.rows
+			if o.DataType == tensor.Bytes {
+				part.Strings = o.Strings[off*perRow : (off+p.rows)*perRow : (off+p.rows)*perRow]
+			} else {
+				part.Data = o.Data[off*rowBytes : (off+p.rows)*rowBytes : (off+p.rows)*rowBytes]
+			}
+			parts[i] = append(parts[i], part)
+			off += p.rows
+		}
+	}
+	return parts, nil
+}
+
+// close stops taking new requests, lets the workers drain what is queued, and waits for them;
+// when ctx ends first, runs in flight are cancelled.
+func (q *queue) close(ctx context.Context) error {
+	q.mu.Lock()
+	if !q.closing {
+		q.closing = true
+		q.changedLocked()
+	}
+	q.mu.Unlock()
+	select {
+	case <-q.finished:
+		q.cancel()
+		return nil
+	case <-ctx.Done():
+		q.cancel()
+		return ctx.Err()
+	}
+}
