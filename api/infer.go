@@ -103,6 +103,7 @@ func (t target) Policy() scheduler.Policy {
 		MaxBatchSize:        t.Config.MaxBatchSize,
 		PreferredBatchSizes: b.PreferredBatchSizes,
 		MaxQueueDelay:       time.Duration(b.MaxQueueDelay),
+		AdaptiveDelay:       b.AdaptiveDelay != nil && *b.AdaptiveDelay,
 		MaxQueueSize:        b.MaxQueueSize,
 		PriorityLevels:      b.PriorityLevels,
 		DefaultPriority:     b.DefaultPriority,

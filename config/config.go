@@ -90,6 +90,7 @@ type Scheduler struct {
 	DefaultInstances    int           `toml:"default_instances" check:"min=1" doc:"instances (ORT sessions) per model version when model.toml says nothing"`
 	DefaultMaxBatchSize int           `toml:"default_max_batch_size" check:"min=0" doc:"largest dynamic batch in rows when model.toml says nothing; 0 = no batching"`
 	MaxQueueDelay       time.Duration `toml:"max_queue_delay" check:"min=0" doc:"how long the oldest request of a forming batch may wait for others to join"`
+	AdaptiveDelay       bool          `toml:"adaptive_delay" doc:"dispatch a forming batch before max_queue_delay once it holds as many rows as the recent load predicts"`
 	MaxQueueSize        int           `toml:"max_queue_size" check:"min=1" doc:"requests that may wait per model version; more are refused with 503 and Retry-After"`
 	DefaultTimeout      time.Duration `toml:"default_timeout" check:"min=0" doc:"longest a request may wait in the queue before it fails with 503; 0 = no limit"`
 }
@@ -123,6 +124,7 @@ func Default() Config {
 			// 2 ms lets a burst of concurrent clients fill a batch while adding little to the
 			// latency of a lone request.
 			MaxQueueDelay:  2 * time.Millisecond,
+			AdaptiveDelay:  true,
 			MaxQueueSize:   1024,
 			DefaultTimeout: 0,
 		},

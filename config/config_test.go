@@ -534,8 +534,8 @@ func TestKeys(t *testing.T) {
 	for k := range want {
 		t.Errorf("key %s missing from Keys()", k)
 	}
-	if len(keys) != 18 {
-		t.Errorf("len(Keys()) = %d, want 18", len(keys))
+	if len(keys) != 19 {
+		t.Errorf("len(Keys()) = %d, want 19", len(keys))
 	}
 }
 

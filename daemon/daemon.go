@@ -66,6 +66,7 @@ func New(cfg *config.Config, opts Options, log *slog.Logger) (*Daemon, error) {
 		InterOpThreads: cfg.Engine.InterOpThreads,
 		Cores:          runtime.GOMAXPROCS(0),
 		MaxQueueDelay:  cfg.Scheduler.MaxQueueDelay,
+		AdaptiveDelay:  cfg.Scheduler.AdaptiveDelay,
 		MaxQueueSize:   cfg.Scheduler.MaxQueueSize,
 		DefaultTimeout: cfg.Scheduler.DefaultTimeout,
 	}, log.With("component", "models"))

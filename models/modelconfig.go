@@ -51,6 +51,9 @@ type BatchingConfig struct {
 	PreferredBatchSizes []int `toml:"preferred_batch_sizes" json:"preferred_batch_size,omitempty"`
 	// MaxQueueDelay is how long the oldest request of a forming batch may wait ("2ms").
 	MaxQueueDelay Duration `toml:"max_queue_delay" json:"max_queue_delay"`
+	// AdaptiveDelay dispatches before MaxQueueDelay once the batch holds what the recent load
+	// predicts; unset takes the daemon's [scheduler] adaptive_delay.
+	AdaptiveDelay *bool `toml:"adaptive_delay" json:"adaptive_delay"`
 	// MaxQueueSize bounds the waiting requests; more get 503 at once.
 	MaxQueueSize int `toml:"max_queue_size" json:"max_queue_size"`
 	// PriorityLevels is the number of request priority levels (1 = highest).
@@ -113,6 +116,7 @@ type Defaults struct {
 	Cores int
 	// MaxQueueDelay, MaxQueueSize and DefaultTimeout are the queue defaults.
 	MaxQueueDelay  time.Duration
+	AdaptiveDelay  bool
 	MaxQueueSize   int
 	DefaultTimeout time.Duration
 }
@@ -154,6 +158,10 @@ func (b BatchingConfig) withDefaults(d Defaults) BatchingConfig {
 	}
 	if b.MaxQueueSize == 0 {
 		b.MaxQueueSize = d.MaxQueueSize
+	}
+	if b.AdaptiveDelay == nil {
+		adaptive := d.AdaptiveDelay
+		b.AdaptiveDelay = &adaptive
 	}
 	if b.DefaultTimeout == 0 {
 		b.DefaultTimeout = Duration(d.DefaultTimeout)

@@ -7,10 +7,12 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/inferd/inferd/engine"
+	"github.com/inferd/inferd/engine/enginetest"
 	"github.com/inferd/inferd/engine/ort"
 	"github.com/inferd/inferd/internal/testmodels"
 	"github.com/inferd/inferd/internal/testutil"
@@ -224,5 +226,50 @@ func TestUnreadableRepository(t *testing.T) {
 	r := models.New(filepath.Join(t.TempDir(), "missing"), newRuntime(t), models.Defaults{}, quiet)
 	if err := r.Load(context.Background()); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("Load of a missing directory: %v", err)
+	}
+}
+
+// TestThreadsShareTheCores checks that by default instances × intra-op threads stays within the
+// cores the process may use, and that model.toml and the daemon's setting override it.
+func TestThreadsShareTheCores(t *testing.T) {
+	sig := engine.Signature{
+		Inputs:  []tensor.Spec{{Name: "x", DataType: tensor.FP32, Shape: []int64{-1}}},
+		Outputs: []tensor.Spec{{Name: "x", DataType: tensor.FP32, Shape: []int64{-1}}},
+	}
+	cases := []struct {
+		name      string
+		cores     int
+		daemon    int // [engine] intra_op_threads
+		modelTOML string
+		want      []int // threads of each instance
+	}{
+		{"one instance takes every core", 8, 0, "", []int{8}},
+		{"instances share the cores", 8, 0, "[instance]\ncount = 4\n", []int{2, 2, 2, 2}},
+		{"more instances than cores", 2, 0, "[instance]\ncount = 3\n", []int{1, 1, 1}},
+		{"uneven share rounds down", 8, 0, "[instance]\ncount = 3\n", []int{2, 2, 2}},
+		{"daemon setting", 8, 3, "[instance]\ncount = 2\n", []int{3, 3}},
+		{"model setting wins", 8, 3, "[instance]\ncount = 2\nintra_op_threads = 1\n", []int{1, 1}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			testutil.WriteFile(t, dir, "m/1/model.onnx", []byte("fake"))
+			if c.modelTOML != "" {
+				testutil.WriteFile(t, dir, "m/model.toml", []byte(c.modelTOML))
+			}
+			rt := enginetest.New()
+			rt.Register(filepath.Join(dir, "m", "1", "model.onnx"), sig, func(in []tensor.Tensor) ([]tensor.Tensor, error) { return in, nil })
+			r := models.New(dir, rt, models.Defaults{Cores: c.cores, IntraOpThreads: c.daemon}, quiet)
+			if err := r.Load(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			var got []int
+			for _, o := range rt.OpenedWith() {
+				got = append(got, o.IntraOpThreads)
+			}
+			if !slices.Equal(got, c.want) {
+				t.Errorf("threads per instance %v, want %v", got, c.want)
+			}
+		})
 	}
 }

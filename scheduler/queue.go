@@ -28,6 +28,9 @@ type queue struct {
 	mu       sync.Mutex
 	levels   [][]*pending  // FIFO per priority level; levels[0] is priority 1
 	waiting  int           // requests in levels
+	rows     int64         // batch rows of the requests in levels
+	running  int64         // batch rows being run
+	peak     int64         // most rows waiting or running at once since the last dispatch
 	timed    int           // waiting requests that have a deadline
 	changed  chan struct{} // closed and replaced whenever the queue changes
 	closing  bool
@@ -195,6 +198,8 @@ func (q *queue) push(p *pending) error {
 	}
 	q.levels[p.priority-1] = append(q.levels[p.priority-1], p)
 	q.waiting++
+	q.rows += p.rows
+	q.peak = max(q.peak, q.rows+q.running)
 	if !p.deadline.IsZero() {
 		q.timed++
 	}
@@ -220,6 +225,7 @@ func (q *queue) removeLocked(p *pending) {
 	}
 	p.taken = true
 	q.waiting--
+	q.rows -= p.rows
 	if !p.deadline.IsZero() {
 		q.timed--
 	}
@@ -263,7 +269,9 @@ func (q *queue) next() []*pending {
 		if ready || q.closing {
 			for _, p := range batch {
 				q.removeLocked(p)
+				q.running += p.rows
 			}
+			q.peak = q.rows + q.running
 			return batch
 		}
 		changed := q.changed
@@ -333,6 +341,13 @@ collect:
 	if !now.Before(deadline) {
 		return batch, true, time.Time{}
 	}
+	// Adaptive delay: wait only while the recent load says more requests are on their way.
+	// The most rows seen in the system since the last dispatch, less those running, is what
+	// this batch can expect to gather; once it has that, waiting longer only adds latency. A
+	// lone client thus never waits, and a crowd still fills its batches.
+	if q.policy.AdaptiveDelay && rows >= min(limit, q.peak-q.running) {
+		return batch, true, time.Time{}
+	}
 	return batch, false, deadline
 }
 
@@ -345,6 +360,13 @@ func (q *queue) work(ctx context.Context, sess engine.Session) {
 			return
 		}
 		q.run(ctx, sess, batch)
+		var rows int64
+		for _, p := range batch {
+			rows += p.rows
+		}
+		q.mu.Lock()
+		q.running -= rows
+		q.mu.Unlock()
 	}
 }
 

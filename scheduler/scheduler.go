@@ -37,6 +37,10 @@ type Policy struct {
 	PreferredBatchSizes []int
 	// MaxQueueDelay is how long the oldest request of a batch may wait for others to join.
 	MaxQueueDelay time.Duration
+	// AdaptiveDelay dispatches a forming batch before MaxQueueDelay once it holds as many rows
+	// as the recent load predicts (the most rows waiting or running since the last dispatch,
+	// less those running), so that light load is not delayed and heavy load still batches.
+	AdaptiveDelay bool
 	// MaxQueueSize bounds the requests waiting (not running); over it requests fail at once
 	// with ErrQueueFull. It must be positive: no queue is unbounded.
 	MaxQueueSize int

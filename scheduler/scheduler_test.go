@@ -350,3 +350,44 @@ func TestCloseTimesOutThenCancels(t *testing.T) {
 		}
 	})
 }
+
+func TestAdaptiveDelay(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rt, m, tg, s := setup(t, 1, scheduler.Policy{MaxBatchSize: 8, MaxQueueDelay: 100 * time.Millisecond, AdaptiveDelay: true})
+		start := time.Now()
+		// A lone client never waits for the delay.
+		for i := range 3 {
+			if o := <-send(s, tg, start, rows(float32(i))); o.err != nil || o.when != 0 {
+				t.Fatalf("lone request %d finished at %s (%v), want at once", i, o.when, o.err)
+			}
+		}
+		// Four in the system (one running, three waiting): the next batch waits for a fourth.
+		gate := rt.Hold()
+		r1 := send(s, tg, start, rows(10))
+		<-gate.Entered()
+		var waiting []<-chan outcome
+		for i := range 3 {
+			waiting = append(waiting, send(s, tg, start, rows(float32(20+i))))
+			synctest.Wait()
+		}
+		gate.Release()
+		if o := <-r1; o.err != nil {
+			t.Fatal(o.err)
+		}
+		synctest.Wait()
+		if n := len(m.ran()); n != 4 {
+			t.Fatalf("%d runs: the three waiting requests must wait for the fourth the load predicts", n)
+		}
+		time.Sleep(10 * time.Millisecond)
+		waiting = append(waiting, send(s, tg, start, rows(23)))
+		for _, r := range waiting {
+			if o := <-r; o.err != nil || o.when != 10*time.Millisecond {
+				t.Fatalf("finished at %s (%v), want at 10ms when the fourth arrived", o.when, o.err)
+			}
+		}
+		got := m.ran()
+		if last := got[len(got)-1]; !slices.Equal(last, []float32{20, 21, 22, 23}) {
+			t.Fatalf("last batch %v, want [20 21 22 23]", last)
+		}
+	})
+}

@@ -43,6 +43,7 @@ type Runtime struct {
 	opens      int
 	closes     int
 	runs       int
+	opened     []engine.Options
 }
 
 var _ engine.Runtime = (*Runtime)(nil)
@@ -95,6 +96,13 @@ func (r *Runtime) Opens() int { r.mu.Lock(); defer r.mu.Unlock(); return r.opens
 // Closes is the number of sessions closed (each counted once).
 func (r *Runtime) Closes() int { r.mu.Lock(); defer r.mu.Unlock(); return r.closes }
 
+// OpenedWith returns the options of every successful Open, in order.
+func (r *Runtime) OpenedWith() []engine.Options {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]engine.Options(nil), r.opened...)
+}
+
 // Runs is the number of Runs started on open sessions.
 func (r *Runtime) Runs() int { r.mu.Lock(); defer r.mu.Unlock(); return r.runs }
 
@@ -133,6 +141,7 @@ func (r *Runtime) Open(ctx context.Context, path string, opts engine.Options) (e
 		provider = engine.ProviderCPU
 	}
 	r.opens++
+	r.opened = append(r.opened, opts)
 	return &Session{rt: r, path: path, model: m, provider: provider}, nil
 }
 
