@@ -11,6 +11,7 @@ import (
 
 // inputState collects the fields of one input object, which may come in any order.
 type inputState struct {
+	kind                                string // "input", or "output" in a response
 	index                               int
 	in                                  Input
 	hasName, hasType, hasShape, hasData bool
@@ -24,9 +25,9 @@ type inputState struct {
 
 func (s *inputState) label() string {
 	if s.hasName {
-		return fmt.Sprintf("input %q", s.in.Tensor.Name)
+		return fmt.Sprintf("%s %q", s.kind, s.in.Tensor.Name)
 	}
-	return fmt.Sprintf("inputs[%d]", s.index)
+	return fmt.Sprintf("%ss[%d]", s.kind, s.index)
 }
 
 // count is the number of data elements decoded so far.
@@ -48,9 +49,9 @@ func (s *inputState) elemErr(d *decoder, format string, args ...any) error {
 // binary part of the body, else -1.
 func (d *decoder) input(i int) (in Input, size int64, err error) {
 	if d.peek() != '{' {
-		return Input{}, -1, invalidf("inputs[%d] must be an object, found %s", i, describe(d.peek()))
+		return Input{}, -1, invalidf("%ss[%d] must be an object, found %s", d.tensorKind(), i, d.describeNext())
 	}
-	s := &inputState{index: i, deferredAt: -1}
+	s := &inputState{kind: d.tensorKind(), index: i, deferredAt: -1}
 	var seen fieldSet
 	t := &s.in.Tensor
 	err = d.object(func(key string) error {
@@ -61,20 +62,20 @@ func (d *decoder) input(i int) (in Input, size int64, err error) {
 		switch key {
 		case "name":
 			if d.peek() != '"' {
-				return invalidf("%s: \"name\" must be a string, found %s", s.label(), describe(d.peek()))
+				return invalidf("%s: \"name\" must be a string, found %s", s.label(), d.describeNext())
 			}
 			t.Name, err = d.string()
 			s.hasName = true
 		case "datatype":
 			if d.peek() != '"' {
-				return invalidf("%s: \"datatype\" must be a string, found %s", s.label(), describe(d.peek()))
+				return invalidf("%s: \"datatype\" must be a string, found %s", s.label(), d.describeNext())
 			}
 			var name string
 			if name, err = d.string(); err != nil {
 				return err
 			}
 			if t.DataType, err = tensor.ParseDataType(name); err != nil {
-				return fmt.Errorf("%w: %s: %w", ErrInvalidRequest, s.label(), err)
+				return invalidf("%s: %w", s.label(), err)
 			}
 			s.hasType = true
 		case "shape":
@@ -88,7 +89,7 @@ func (d *decoder) input(i int) (in Input, size int64, err error) {
 				return d.data(s)
 			}
 			if d.peek() != '[' {
-				return invalidf("%s: \"data\" must be an array, found %s", s.label(), describe(d.peek()))
+				return invalidf("%s: \"data\" must be an array, found %s", s.label(), d.describeNext())
 			}
 			s.deferredAt, s.deferredDepth = d.pos, d.depth
 			return d.skipArray()
@@ -111,7 +112,7 @@ func (d *decoder) input(i int) (in Input, size int64, err error) {
 // tensor.Elements, with the rest of the shape checks.
 func (d *decoder) shape(s *inputState) ([]int64, error) {
 	if d.peek() != '[' {
-		return nil, invalidf("%s: \"shape\" must be an array of integers, found %s", s.label(), describe(d.peek()))
+		return nil, invalidf("%s: \"shape\" must be an array of integers, found %s", s.label(), d.describeNext())
 	}
 	shape := []int64{}
 	err := d.array(func(i int) error {
@@ -141,9 +142,9 @@ func (d *decoder) finishInput(s *inputState) (size int64, err error) {
 	t := &s.in.Tensor
 	switch {
 	case !s.hasName:
-		return -1, invalidf("inputs[%d]: missing \"name\"", s.index)
+		return -1, invalidf("%ss[%d]: missing \"name\"", s.kind, s.index)
 	case t.Name == "":
-		return -1, invalidf("inputs[%d]: \"name\" must not be empty", s.index)
+		return -1, invalidf("%ss[%d]: \"name\" must not be empty", s.kind, s.index)
 	case !s.hasType:
 		return -1, invalidf("%s: missing \"datatype\"", s.label())
 	case !s.hasShape:
@@ -151,7 +152,7 @@ func (d *decoder) finishInput(s *inputState) (size int64, err error) {
 	}
 	n, err := tensor.Elements(t.Shape)
 	if err != nil {
-		return -1, fmt.Errorf("%w: %s: %w", ErrInvalidRequest, s.label(), err)
+		return -1, invalidf("%s: %w", s.label(), err)
 	}
 	if v, ok := s.in.Parameters["binary_data_size"]; ok {
 		return s.binarySize(v, n)
@@ -168,8 +169,8 @@ func (d *decoder) finishInput(s *inputState) (size int64, err error) {
 		d.pos, d.depth = pos, depth
 	}
 	if got := int64(s.count()); got != n {
-		return -1, fmt.Errorf("%w: %s: %w: shape %s needs %d elements, \"data\" has %d",
-			ErrInvalidRequest, s.label(), tensor.ErrDataSize, tensor.FormatShape(t.Shape), n, got)
+		return -1, invalidf("%s: %w: shape %s needs %d elements, \"data\" has %d",
+			s.label(), tensor.ErrDataSize, tensor.FormatShape(t.Shape), n, got)
 	}
 	return -1, nil
 }
@@ -182,12 +183,12 @@ func (s *inputState) binarySize(v any, n int64) (int64, error) {
 	}
 	f, ok := v.(float64)
 	if !ok || f < 0 || f != math.Trunc(f) || f > 1<<53 {
-		return -1, invalidf("%s: parameters.binary_data_size must be a non-negative integer, found %#v", s.label(), v)
+		return -1, invalidf("%s: parameters.binary_data_size must be a non-negative integer, found %s", s.label(), appendAny(nil, v))
 	}
 	size := int64(f)
 	if es := int64(t.DataType.Size()); es > 0 && size != n*es {
-		return -1, fmt.Errorf("%w: %s: %w: binary_data_size is %d bytes, shape %s of %s needs %d",
-			ErrInvalidRequest, s.label(), tensor.ErrDataSize, size, tensor.FormatShape(t.Shape), t.DataType, n*es)
+		return -1, invalidf("%s: %w: binary_data_size is %d bytes, shape %s of %s needs %d",
+			s.label(), tensor.ErrDataSize, size, tensor.FormatShape(t.Shape), t.DataType, n*es)
 	}
 	return size, nil
 }
@@ -221,12 +222,12 @@ func (d *decoder) skipArray() error {
 // data parses the data array at pos into the input's tensor, flattening any nesting.
 func (d *decoder) data(s *inputState) error {
 	t := &s.in.Tensor
-	if t.DataType == tensor.FP16 || t.DataType == tensor.BF16 {
+	if (t.DataType == tensor.FP16 || t.DataType == tensor.BF16) && !d.response {
 		return invalidf("%s: %s data cannot be sent as JSON numbers (binary only, as in Triton); "+
 			"send it with the binary tensor data extension (parameters.binary_data_size)", s.label(), t.DataType)
 	}
 	if d.peek() != '[' {
-		return invalidf("%s: \"data\" must be an array, found %s", s.label(), describe(d.peek()))
+		return invalidf("%s: \"data\" must be an array, found %s", s.label(), d.describeNext())
 	}
 	s.prealloc(len(d.buf) - d.pos)
 	level := 0
@@ -317,6 +318,16 @@ func (d *decoder) element(s *inputState) error {
 			return err
 		}
 		t.Data = binary.LittleEndian.AppendUint64(t.Data, math.Float64bits(f))
+	case tensor.FP16, tensor.BF16: // responses only (see data)
+		f, err := d.float(s, 32)
+		if err != nil {
+			return err
+		}
+		h := float32ToBF16(float32(f))
+		if t.DataType == tensor.FP16 {
+			h = float32ToHalf(float32(f))
+		}
+		t.Data = binary.LittleEndian.AppendUint16(t.Data, h)
 	case tensor.Bool:
 		switch {
 		case d.literal("true"):
@@ -332,7 +343,7 @@ func (d *decoder) element(s *inputState) error {
 		}
 		var err error
 		if s.strBuf, err = d.appendString(s.strBuf); err != nil {
-			return fmt.Errorf("%w: %s: \"data\" element %d: %w", ErrInvalidRequest, s.label(), s.count(), err)
+			return invalidf("%s: \"data\" element %d: %w", s.label(), s.count(), err)
 		}
 		s.strEnds = append(s.strEnds, len(s.strBuf))
 	default:

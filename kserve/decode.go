@@ -1,57 +1,121 @@
 package kserve
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 	"unicode/utf16"
 	"unicode/utf8"
+
+	"github.com/inferd/inferd/tensor"
 )
 
-// DecodeRequest parses a JSON inference request. Every error wraps ErrInvalidRequest and says
-// which input (or field) is wrong and why; shape errors also wrap tensor.ErrShape and count
-// mismatches tensor.ErrDataSize. Each decoded input passes tensor.Check.
-//
-// Inputs whose data follows the JSON (parameters.binary_data_size, the binary tensor extension)
-// are rejected here: such a body needs the Inference-Header-Content-Length header to find the
-// end of the JSON part.
+// DecodeRequest parses a request whose body is all JSON: Decode(body, -1).
 func DecodeRequest(body []byte) (*InferRequest, error) {
-	req, pending, err := decodeHeader(body)
+	return Decode(body, -1)
+}
+
+// Decode parses an inference request. headerLength is the value of the
+// Inference-Header-Content-Length header (ParseHeaderLength), -1 when the request has none.
+//
+// Without the header the body is one JSON object, and an input with parameters.binary_data_size
+// is an error: its data would follow the JSON, and only the header says where the JSON ends.
+// With the header, the body's first headerLength bytes are the JSON object (trailing whitespace
+// allowed) and the rest is the binary data of the inputs that have parameters.binary_data_size,
+// back to back in the order they appear (the binary tensor data extension); other inputs carry
+// JSON "data" as usual. The binary data must be exactly as long as their sizes add up to.
+//
+// The request aliases body: the Data of every binary input, and each element of a binary BYTES
+// input, is a sub-slice of body (capped, so appending to one never overwrites the next), not a
+// copy. The caller must not modify or reuse body while the request is in use. Such Data need not
+// be aligned for its element type.
+//
+// Every error wraps ErrInvalidRequest and says which input (or field) is wrong and why; shape
+// errors also wrap tensor.ErrShape and count or size mismatches tensor.ErrDataSize. Each
+// decoded input passes tensor.Check.
+func Decode(body []byte, headerLength int) (*InferRequest, error) {
+	d := &decoder{}
+	var req *InferRequest
+	pending, err := d.parseBody(body, headerLength, func() ([]binaryInput, error) {
+		var err error
+		var pending []binaryInput
+		req, pending, err = d.request()
+		return pending, err
+	})
 	if err != nil {
 		return nil, err
 	}
-	if len(pending) > 0 {
-		p := pending[0]
-		return nil, invalidf("input %q: parameters.binary_data_size=%d says its data follows the JSON in binary form, "+
-			"which needs the Inference-Header-Content-Length header", req.Inputs[p.input].Tensor.Name, p.size)
+	err = fillBinary(body, headerLength, pending, func(i int) *tensor.Tensor { return &req.Inputs[i].Tensor })
+	if err != nil {
+		return nil, err
 	}
 	return req, nil
 }
 
-// binaryInput is an input whose data is not in the JSON but in the binary part of the body, in
-// the order these appear. A reader of the binary extension fills Tensor.Data (or Strings) of
-// req.Inputs[input] from the next size bytes and then runs tensor.Check.
+// binaryInput is an input (or output, in a response) whose data is not in the JSON but in the
+// binary part of the body, in the order these appear. fillBinary gives the tensor at index i
+// (of the request's inputs or the response's outputs) its size bytes.
 type binaryInput struct {
-	input int
+	index int
 	size  int64
+	label string // input "x", for errors
 }
 
-// decodeHeader parses the JSON part of a request: everything but the data of binary inputs.
-func decodeHeader(body []byte) (*InferRequest, []binaryInput, error) {
-	d := &decoder{buf: body}
-	req, pending, err := d.request()
+// parseBody runs parse, which reads the top-level JSON object, over the JSON part of body: all
+// of it when headerLength is -1, else its first headerLength bytes. It checks that nothing but
+// whitespace follows the object in that part, and that without the header no tensor waits for
+// binary data.
+func (d *decoder) parseBody(body []byte, headerLength int, parse func() ([]binaryInput, error)) ([]binaryInput, error) {
+	switch {
+	case headerLength == -1:
+		d.buf = body
+	case headerLength < 0:
+		return nil, invalidf("%s %d is negative", HeaderContentLength, headerLength)
+	case headerLength > len(body):
+		return nil, invalidf("%s %d is past the end of the %d-byte body", HeaderContentLength, headerLength, len(body))
+	default:
+		d.buf = body[:headerLength]
+	}
+	pending, err := parse()
 	if err != nil {
-		return nil, nil, err
+		var de *decodeError
+		if headerLength >= 0 && d.pos >= len(d.buf) && errors.As(err, &de) {
+			de.detail = fmt.Errorf("%w (the JSON part is the first %d bytes, per %s)", de.detail, headerLength, HeaderContentLength)
+		}
+		return nil, err
+	}
+	// Checked before trailing bytes: the binary data would be those.
+	if headerLength == -1 && len(pending) > 0 {
+		p := pending[0]
+		return nil, invalidf("%s: parameters.binary_data_size=%d says its data follows the JSON in binary form, "+
+			"which needs the %s header", p.label, p.size, HeaderContentLength)
 	}
 	if d.skipWS(); d.pos < len(d.buf) {
-		return nil, nil, invalidf("malformed JSON at offset %d: found %s after the request object",
-			d.pos, describe(d.buf[d.pos]))
+		if headerLength >= 0 {
+			return nil, invalidf("the JSON part (the first %d bytes, per %s) does not end with the %s object: found %s at offset %d",
+				headerLength, HeaderContentLength, d.kind(), describe(d.buf[d.pos]), d.pos)
+		}
+		return nil, invalidf("malformed JSON at offset %d: found %s after the %s object",
+			d.pos, describe(d.buf[d.pos]), d.kind())
 	}
-	return req, pending, nil
+	return pending, nil
 }
 
+// invalidf returns a decoding error; format may wrap causes with %w (tensor.ErrShape, ...).
 func invalidf(format string, args ...any) error {
-	return fmt.Errorf("%w: %s", ErrInvalidRequest, fmt.Sprintf(format, args...))
+	return &decodeError{sentinel: ErrInvalidRequest, detail: fmt.Errorf(format, args...)}
 }
+
+// decodeError is the error of every decoding function: the sentinel of the side whose body is
+// malformed (ErrInvalidRequest; DecodeResponse relabels its errors ErrInvalidResponse) and the
+// detail, which may wrap further sentinels.
+type decodeError struct {
+	sentinel error
+	detail   error
+}
+
+func (e *decodeError) Error() string   { return e.sentinel.Error() + ": " + e.detail.Error() }
+func (e *decodeError) Unwrap() []error { return []error{e.sentinel, e.detail} }
 
 // decoder reads JSON from buf. depth counts the arrays and objects open at pos.
 type decoder struct {
@@ -59,6 +123,25 @@ type decoder struct {
 	pos     int
 	depth   int
 	scratch []byte
+	// response is set when reading an inference response: its tensors are outputs, and FP16
+	// and BF16 data may be JSON numbers (inferd writes them so).
+	response bool
+}
+
+// kind names the object being read, for errors.
+func (d *decoder) kind() string {
+	if d.response {
+		return "response"
+	}
+	return "request"
+}
+
+// tensorKind names the tensors being read, for errors.
+func (d *decoder) tensorKind() string {
+	if d.response {
+		return "output"
+	}
+	return "input"
 }
 
 func (d *decoder) skipWS() {
@@ -87,6 +170,14 @@ func (d *decoder) expected(what string) error {
 		return invalidf("malformed JSON: unexpected end of input at offset %d, expected %s", d.pos, what)
 	}
 	return invalidf("malformed JSON at offset %d: expected %s, found %s", d.pos, what, describe(d.buf[d.pos]))
+}
+
+// describeNext names what comes next (after whitespace), for error messages.
+func (d *decoder) describeNext() string {
+	if d.peek() == 0 && d.pos >= len(d.buf) {
+		return "the end of the input"
+	}
+	return describe(d.buf[d.pos])
 }
 
 // describe names the JSON value that starts with c, for error messages.
@@ -196,7 +287,7 @@ func (d *decoder) array(elem func(i int) error) error {
 func (d *decoder) string() (string, error) {
 	var err error
 	if d.scratch, err = d.appendString(d.scratch[:0]); err != nil {
-		return "", fmt.Errorf("%w: %w", ErrInvalidRequest, err)
+		return "", invalidf("%w", err)
 	}
 	return string(d.scratch), nil
 }
@@ -395,7 +486,7 @@ func (d *decoder) parameters(owner string) (map[string]any, error) {
 	if null, err := d.null(); null || err != nil {
 		return nil, err
 	}
-	return nil, invalidf("%s\"parameters\" must be an object, found %s", owner, describe(d.peek()))
+	return nil, invalidf("%s\"parameters\" must be an object, found %s", owner, d.describeNext())
 }
 
 // request reads the top-level object.
@@ -422,14 +513,16 @@ func (d *decoder) request() (*InferRequest, []binaryInput, error) {
 			if null, err := d.null(); null || err != nil {
 				return err
 			}
-			return invalidf("\"id\" must be a string, found %s", describe(d.peek()))
+			return invalidf("\"id\" must be a string, found %s", d.describeNext())
 		case "parameters":
 			var err error
-			req.Parameters, err = d.parameters("")
-			return err
+			if req.Parameters, err = d.parameters(""); err != nil {
+				return err
+			}
+			return checkBoolParam(req.Parameters, "binary_data_output", "")
 		case "inputs":
 			if d.peek() != '[' {
-				return invalidf("\"inputs\" must be an array, found %s", describe(d.peek()))
+				return invalidf("\"inputs\" must be an array, found %s", d.describeNext())
 			}
 			sawInputs = true
 			return d.array(func(i int) error {
@@ -442,7 +535,7 @@ func (d *decoder) request() (*InferRequest, []binaryInput, error) {
 				}
 				names[in.Tensor.Name] = true
 				if size >= 0 {
-					pending = append(pending, binaryInput{input: len(req.Inputs), size: size})
+					pending = append(pending, binaryInput{index: len(req.Inputs), size: size, label: fmt.Sprintf("input %q", in.Tensor.Name)})
 				}
 				req.Inputs = append(req.Inputs, in)
 				return nil
@@ -481,12 +574,12 @@ func (d *decoder) outputs(req *InferRequest) error {
 		if null, err := d.null(); null || err != nil {
 			return err
 		}
-		return invalidf("\"outputs\" must be an array, found %s", describe(d.peek()))
+		return invalidf("\"outputs\" must be an array, found %s", d.describeNext())
 	}
 	names := map[string]bool{}
 	return d.array(func(i int) error {
 		if d.peek() != '{' {
-			return invalidf("outputs[%d] must be an object, found %s", i, describe(d.peek()))
+			return invalidf("outputs[%d] must be an object, found %s", i, d.describeNext())
 		}
 		var out RequestedOutput
 		var seen fieldSet
@@ -504,7 +597,7 @@ func (d *decoder) outputs(req *InferRequest) error {
 			switch key {
 			case "name":
 				if d.peek() != '"' {
-					return invalidf("%s: \"name\" must be a string, found %s", label(), describe(d.peek()))
+					return invalidf("%s: \"name\" must be a string, found %s", label(), d.describeNext())
 				}
 				hasName = true
 				var err error
@@ -512,8 +605,10 @@ func (d *decoder) outputs(req *InferRequest) error {
 				return err
 			case "parameters":
 				var err error
-				out.Parameters, err = d.parameters(label() + ": ")
-				return err
+				if out.Parameters, err = d.parameters(label() + ": "); err != nil {
+					return err
+				}
+				return checkBoolParam(out.Parameters, "binary_data", label()+": ")
 			default:
 				return invalidf("%s: unknown field %q (allowed: name, parameters)", label(), key)
 			}

@@ -402,11 +402,16 @@ func TestDecodeBinaryHeader(t *testing.T) {
 	body := `{"inputs":[{"name":"a","datatype":"FP32","shape":[2],"parameters":{"binary_data_size":8}},` +
 		`{"name":"b","datatype":"INT8","shape":[1],"data":[3]},` +
 		`{"name":"c","datatype":"BYTES","shape":[1],"parameters":{"binary_data_size":9}}]}`
-	req, pending, err := decodeHeader([]byte(body))
+	d := &decoder{}
+	var req *InferRequest
+	pending, err := d.parseBody([]byte(body), len(body), func() (p []binaryInput, err error) {
+		req, p, err = d.request()
+		return p, err
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []binaryInput{{input: 0, size: 8}, {input: 2, size: 9}}
+	want := []binaryInput{{index: 0, size: 8, label: `input "a"`}, {index: 2, size: 9, label: `input "c"`}}
 	if !reflect.DeepEqual(pending, want) {
 		t.Errorf("pending = %+v, want %+v", pending, want)
 	}

@@ -11,15 +11,31 @@ import (
 	"github.com/inferd/inferd/tensor"
 )
 
-// EncodeResponse appends the JSON form of r to dst and returns the extended buffer:
+// EncodeResponse appends the encoded response to dst and returns the extended buffer with the
+// length of its JSON part, headerLength. When no output is binary (r.Binary), headerLength is -1
+// and the body is JSON:
 //
 //	{"model_name","model_version","id"?,"parameters"?,"outputs":[{"name","datatype","shape","data"}]}
 //
-// id is omitted when empty, parameters when empty; data is flat and row-major. The outputs must
-// pass tensor.Check; the encoder writes the elements their Data (or Strings) holds and never
-// panics on a short buffer.
-func EncodeResponse(dst []byte, r *InferResponse) []byte {
-	dst = slices.Grow(dst, 128+estimateSize(r.Outputs))
+// id is omitted when empty, parameters when empty; data is flat and row-major. Otherwise binary
+// outputs have "parameters":{"binary_data_size":N} instead of data, their bytes follow the JSON
+// in output order (the binary tensor data extension), and headerLength counts the bytes of the
+// JSON part (not what dst held before); the caller sends the body with the
+// Inference-Header-Content-Length header and Content-Type application/octet-stream. The buffer
+// grows once, so outputs are copied once, into it.
+//
+// The outputs must pass tensor.Check; the encoder writes the elements their Data (or Strings)
+// holds and never panics on a short buffer.
+func EncodeResponse(dst []byte, r *InferResponse) (body []byte, headerLength int) {
+	binSize, anyBinary := 0, false
+	for i := range r.Outputs {
+		if r.binary(i) {
+			binSize += binaryLen(&r.Outputs[i])
+			anyBinary = true
+		}
+	}
+	dst = slices.Grow(dst, 128+estimateSize(r)+binSize)
+	start := len(dst)
 	dst = append(dst, `{"model_name":`...)
 	dst = appendString(dst, r.ModelName)
 	dst = append(dst, `,"model_version":`...)
@@ -37,10 +53,23 @@ func EncodeResponse(dst []byte, r *InferResponse) []byte {
 		if i > 0 {
 			dst = append(dst, ',')
 		}
-		dst = appendOutput(dst, &r.Outputs[i])
+		dst = appendTensor(dst, &r.Outputs[i], nil, r.binary(i))
 	}
-	return append(dst, "]}"...)
+	dst = append(dst, "]}"...)
+	if !anyBinary {
+		return dst, -1
+	}
+	headerLength = len(dst) - start
+	for i := range r.Outputs {
+		if r.binary(i) {
+			dst = appendBinary(dst, &r.Outputs[i])
+		}
+	}
+	return dst, headerLength
 }
+
+// binary reports whether output i is to be sent in binary form.
+func (r *InferResponse) binary(i int) bool { return i < len(r.Binary) && r.Binary[i] }
 
 // EncodeError returns the error body {"error": msg}.
 func EncodeError(msg string) []byte {
@@ -49,26 +78,39 @@ func EncodeError(msg string) []byte {
 	return append(dst, '}')
 }
 
-// estimateSize guesses the encoded size of the outputs' data, to grow the buffer once.
-func estimateSize(outputs []tensor.Tensor) int {
+// estimateSize guesses the size of the JSON of the response's outputs, to grow the buffer once.
+func estimateSize(r *InferResponse) int {
 	n := 0
-	for i := range outputs {
-		t := &outputs[i]
-		switch t.DataType {
-		case tensor.Bytes:
-			for _, s := range t.Strings {
-				n += len(s) + 3
-			}
-		case tensor.Bool:
-			n += 6 * len(t.Data)
-		default:
-			n += len(t.Data) * 3
+	for i := range r.Outputs {
+		t := &r.Outputs[i]
+		n += 64 + len(t.Name)
+		if !r.binary(i) {
+			n += estimateData(t)
 		}
 	}
 	return n
 }
 
-func appendOutput(dst []byte, t *tensor.Tensor) []byte {
+// estimateData guesses the size of the JSON data of t.
+func estimateData(t *tensor.Tensor) int {
+	switch t.DataType {
+	case tensor.Bytes:
+		n := 0
+		for _, s := range t.Strings {
+			n += len(s) + 3
+		}
+		return n
+	case tensor.Bool:
+		return 6 * len(t.Data)
+	default:
+		return 3 * len(t.Data)
+	}
+}
+
+// appendTensor writes the JSON object of a response output or a request input:
+// {"name","datatype","shape","parameters"?,"data"}, where parameters are params (without any
+// binary_data_size of theirs) and, when binary, parameters.binary_data_size replaces data.
+func appendTensor(dst []byte, t *tensor.Tensor, params map[string]any, binary bool) []byte {
 	dst = append(dst, `{"name":`...)
 	dst = appendString(dst, t.Name)
 	dst = append(dst, `,"datatype":`...)
@@ -80,9 +122,60 @@ func appendOutput(dst []byte, t *tensor.Tensor) []byte {
 		}
 		dst = strconv.AppendInt(dst, d, 10)
 	}
-	dst = append(dst, `],"data":[`...)
+	dst = append(dst, ']')
+	if binary {
+		var num [20]byte
+		dst = appendParams(dst, params, "binary_data_size", strconv.AppendInt(num[:0], int64(binaryLen(t)), 10))
+		return append(dst, '}')
+	}
+	dst = appendParams(dst, params, "binary_data_size", nil)
+	dst = append(dst, `,"data":[`...)
 	dst = appendData(dst, t)
 	return append(dst, "]}"...)
+}
+
+// appendParams writes `,"parameters":{...}` with the members of m in sorted key order and key
+// set to the JSON value val (replacing m's own), or left out when val is nil; nothing when no
+// member remains.
+func appendParams(dst []byte, m map[string]any, key string, val []byte) []byte {
+	n := len(m)
+	if _, has := m[key]; has {
+		n--
+	}
+	if n == 0 { // the usual case, without sorting
+		if val == nil {
+			return dst
+		}
+		dst = append(dst, `,"parameters":{`...)
+		dst = appendString(dst, key)
+		dst = append(dst, ':')
+		dst = append(dst, val...)
+		return append(dst, '}')
+	}
+	keys := make([]string, 0, len(m)+1)
+	for k := range m {
+		if k != key {
+			keys = append(keys, k)
+		}
+	}
+	if val != nil {
+		keys = append(keys, key)
+	}
+	slices.Sort(keys)
+	dst = append(dst, `,"parameters":{`...)
+	for i, k := range keys {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = appendString(dst, k)
+		dst = append(dst, ':')
+		if k == key {
+			dst = append(dst, val...)
+		} else {
+			dst = appendAny(dst, m[k])
+		}
+	}
+	return append(dst, '}')
 }
 
 // appendData writes the elements of t separated by commas.
@@ -154,25 +247,6 @@ func appendFloat(dst []byte, f float64, bits int) []byte {
 		return append(dst, "-Infinity"...)
 	}
 	return strconv.AppendFloat(dst, f, 'g', -1, bits)
-}
-
-// halfToFloat32 converts IEEE 754 binary16 bits to a float32 (exactly: every half is a float32).
-func halfToFloat32(h uint16) float32 {
-	sign := uint32(h>>15) << 31
-	exp := uint32(h>>10) & 0x1f
-	mant := uint32(h & 0x3ff)
-	switch {
-	case exp == 0x1f: // infinity or NaN
-		return math.Float32frombits(sign | 0x7f800000 | mant<<13)
-	case exp == 0: // zero or subnormal: mant × 2^-24
-		f := float32(mant) / (1 << 24)
-		if sign != 0 {
-			f = -f
-		}
-		return f
-	default:
-		return math.Float32frombits(sign | (exp+127-15)<<23 | mant<<13)
-	}
 }
 
 const hexDigits = "0123456789abcdef"

@@ -11,6 +11,16 @@ import (
 	"github.com/inferd/inferd/tensor"
 )
 
+// encodeJSON encodes a response that has no binary outputs.
+func encodeJSON(t *testing.T, dst []byte, r *InferResponse) []byte {
+	t.Helper()
+	body, headerLength := EncodeResponse(dst, r)
+	if headerLength != -1 {
+		t.Fatalf("EncodeResponse without binary outputs: headerLength %d, want -1", headerLength)
+	}
+	return body
+}
+
 func TestEncodeResponse(t *testing.T) {
 	tests := []struct {
 		name string
@@ -45,7 +55,7 @@ func TestEncodeResponse(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := EncodeResponse([]byte("prefix"), &tt.resp)
+			got := encodeJSON(t, []byte("prefix"), &tt.resp)
 			if string(got) != "prefix"+tt.want {
 				t.Errorf("got  %s\nwant prefix%s", got, tt.want)
 			}
@@ -73,7 +83,7 @@ func TestEncodeIntegers(t *testing.T) {
 	}
 	for _, tt := range tests {
 		out := tensor.Tensor{Name: "o", DataType: tt.dt, Shape: []int64{2}, Data: tt.data}
-		got := string(EncodeResponse(nil, &InferResponse{Outputs: []tensor.Tensor{out}}))
+		got := string(encodeJSON(t, nil, &InferResponse{Outputs: []tensor.Tensor{out}}))
 		if !strings.Contains(got, `"data":[`+tt.want+`]`) {
 			t.Errorf("%s: got %s, want data [%s]", tt.dt, got, tt.want)
 		}
@@ -102,7 +112,7 @@ func TestEncodeSpecialFloats(t *testing.T) {
 			"1,-1.5,3.3895314e+38,-Infinity,NaN"},
 	}
 	for _, tt := range tests {
-		got := string(EncodeResponse(nil, &InferResponse{Outputs: []tensor.Tensor{tt.out}}))
+		got := string(encodeJSON(t, nil, &InferResponse{Outputs: []tensor.Tensor{tt.out}}))
 		if !strings.Contains(got, `"data":[`+tt.want+`]`) {
 			t.Errorf("%s: got %s, want data [%s]", tt.name, got, tt.want)
 		}
@@ -201,7 +211,7 @@ func TestRoundTrip(t *testing.T) {
 			Strings: [][]byte{[]byte(""), []byte("tab\tquote\"é😀"), []byte("\x00\u2028")}},
 		{Name: "empty", DataType: tensor.FP32, Shape: []int64{0}, Data: []byte{}},
 	}
-	body := EncodeResponse(nil, &InferResponse{ModelName: "m", ModelVersion: "1", Outputs: outputs})
+	body := encodeJSON(t, nil, &InferResponse{ModelName: "m", ModelVersion: "1", Outputs: outputs})
 	req, err := DecodeRequest(responseAsRequest(t, body))
 	if err != nil {
 		t.Fatalf("decoding the encoded outputs: %v\n%s", err, body)
@@ -216,7 +226,7 @@ func TestRoundTrip(t *testing.T) {
 
 	// NaN has many bit patterns; check that it survives as a NaN.
 	nan := tensor.FromFloat32s("nan", []int64{1}, []float32{float32(math.NaN())})
-	body = EncodeResponse(nil, &InferResponse{Outputs: []tensor.Tensor{nan}})
+	body = encodeJSON(t, nil, &InferResponse{Outputs: []tensor.Tensor{nan}})
 	req, err = DecodeRequest(responseAsRequest(t, body))
 	if err != nil || !math.IsNaN(float64(req.Inputs[0].Tensor.Float32s()[0])) {
 		t.Errorf("NaN round trip: %v %v", err, req)
@@ -258,7 +268,7 @@ func TestEncodeAllocations(t *testing.T) {
 	r := &InferResponse{ModelName: "m", ModelVersion: "1",
 		Outputs: []tensor.Tensor{tensor.FromFloat32s("y", []int64{64, 10}, make([]float32, 640))}}
 	buf := make([]byte, 0, 64<<10)
-	if n := testing.AllocsPerRun(10, func() { buf = EncodeResponse(buf[:0], r) }); n != 0 {
+	if n := testing.AllocsPerRun(10, func() { buf, _ = EncodeResponse(buf[:0], r) }); n != 0 {
 		t.Errorf("EncodeResponse into a large enough buffer allocates %v times, want 0", n)
 	}
 }

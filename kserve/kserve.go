@@ -1,7 +1,10 @@
-// Package kserve owns the JSON wire format of the KServe v2 / Open Inference Protocol: decoding
-// inference requests into tensor.Tensor values, encoding inference responses and errors, and the
-// JSON shapes of the metadata endpoints. It does no I/O, knows nothing of models or HTTP routing,
-// and imports only the tensor package and the standard library.
+// Package kserve owns the wire format of the KServe v2 / Open Inference Protocol: decoding
+// inference requests into tensor.Tensor values, encoding inference responses and errors, the
+// binary tensor data extension on both, the JSON shapes of the metadata endpoints, and the same
+// codec turned round for clients (EncodeRequest, DecodeResponse, used by inferd perf). It does no
+// I/O, knows nothing of models or HTTP routing (callers pass and set the
+// Inference-Header-Content-Length header themselves), and imports only the tensor package and
+// the standard library.
 //
 // Requests are decoded by a hand-written scanner rather than encoding/json: tensor data is parsed
 // straight from the body's bytes into the little-endian buffer of the declared datatype, without
@@ -31,7 +34,8 @@
 //     non-finite outputs or use the binary tensor extension.
 //   - FP16 and BF16 are accepted in binary form only, as in Triton: JSON numbers for them are
 //     rejected. In responses they are converted to float32 and written as JSON numbers (Triton
-//     would refuse), so every output can be read as JSON.
+//     would refuse), so every output can be read as JSON; DecodeResponse reads such numbers
+//     back, rounding to nearest (exact for what inferd writes).
 //   - BOOL data is true/false only; numbers are rejected.
 //   - BYTES elements are JSON strings; each becomes its UTF-8 bytes. Invalid UTF-8 in a request
 //     is rejected (JSON text must be UTF-8). In responses, bytes that are not valid UTF-8 are
@@ -39,6 +43,24 @@
 //     asks for binary output.
 //   - Parameter values (request, input and output parameters) decode as encoding/json would
 //     into an any: numbers are float64, objects map[string]any, arrays []any.
+//     The two that steer the encoding, binary_data_output (request) and binary_data (output),
+//     must be booleans when present; an output's binary_data overrides binary_data_output.
+//
+// The binary tensor data extension (binary.go):
+//
+//   - Zero copy. Decode does not copy binary data: a binary input's Data, and each element of a
+//     binary BYTES input, is a capped sub-slice of the request body, so the request aliases the
+//     body (which must stay untouched while the request is in use) and fixed-size Data may be
+//     unaligned for its element type. EncodeResponse copies binary outputs once, into the
+//     caller's buffer, after growing it once.
+//   - Strict framing. The JSON must end exactly at Inference-Header-Content-Length (whitespace
+//     may pad it), each binary_data_size must match the shape for fixed-size types, and the
+//     binary part must be exactly as long as the sizes add up to: too few or extra bytes are
+//     errors, as are BOOL bytes other than 0 and 1 and BYTES elements that overrun their tensor
+//     or do not match its element count. Without the header, binary_data_size is an error.
+//   - Encoders write BOOL as 0 or 1 (any nonzero byte is true) and never mix data and
+//     binary_data_size in one tensor. EncodeRequest sends FP16 and BF16 inputs in binary even
+//     when asked for JSON, since servers accept them in binary only.
 package kserve
 
 import (
@@ -51,6 +73,9 @@ import (
 // ErrInvalidRequest marks a request the client must fix; the HTTP API answers it with status 400
 // and the error's text.
 var ErrInvalidRequest = errors.New("invalid inference request")
+
+// ErrInvalidResponse marks an inference response that DecodeResponse cannot read.
+var ErrInvalidResponse = errors.New("invalid inference response")
 
 // MaxDepth bounds the nesting of arrays and objects in a request, so that a hostile body cannot
 // exhaust the stack of a recursive reader or hide a huge tensor in deep brackets.
@@ -78,11 +103,15 @@ type RequestedOutput struct {
 	Parameters map[string]any
 }
 
-// InferResponse is an inference response ready to encode.
+// InferResponse is an inference response ready to encode, or decoded by a client.
 type InferResponse struct {
 	ModelName, ModelVersion, ID string
 	Parameters                  map[string]any
 	Outputs                     []tensor.Tensor
+	// Binary[i] says that Outputs[i] travels in binary form (the binary tensor data extension);
+	// nil or short means JSON for the outputs it does not cover. InferRequest.BinaryOutputs
+	// computes it from what the client asked for.
+	Binary []bool
 }
 
 // ServerMetadata is the body of GET /v2.
