@@ -33,7 +33,7 @@ func newRootCommand(stdout, stderr io.Writer, env []string) *cobra.Command {
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(serveCommand(env), validateCommand(env), versionCommand(env))
+	root.AddCommand(serveCommand(env), validateCommand(env), versionCommand(env), perfCommand(env))
 	return root
 }
 
