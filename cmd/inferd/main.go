@@ -1,5 +1,6 @@
 // Command inferd is the inference appliance daemon and its command-line tools: serve runs the
-// daemon, validate checks a configuration file, version says what was built.
+// daemon, validate checks a configuration file, perf measures a server (or a model in-process),
+// version says what was built.
 package main
 
 import (
