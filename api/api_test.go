@@ -58,7 +58,7 @@ func newServer(t *testing.T) *httptest.Server {
 		t.Fatalf("ONNX Runtime: %v", err)
 	}
 	repo := models.New(dir, rt, models.Defaults{Instances: 1, Cores: 2}, quiet)
-	if err := repo.Load(context.Background()); err != nil {
+	if err := repo.Sync(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	sched := scheduler.New(quiet)
@@ -68,7 +68,7 @@ func newServer(t *testing.T) *httptest.Server {
 	t.Cleanup(func() {
 		hs.Close()
 		_ = sched.Close(context.Background())
-		repo.Close()
+		repo.Close(context.Background())
 		_ = rt.Close()
 	})
 	return hs
@@ -576,7 +576,7 @@ func fakeServer(t *testing.T, modelTOML string) (*httptest.Server, *enginetest.R
 	}
 	rt.Register(filepath.Join(dir, "m", "1", "model.onnx"), sig, func(in []tensor.Tensor) ([]tensor.Tensor, error) { return in, nil })
 	repo := models.New(dir, rt, models.Defaults{MaxQueueSize: 16}, quiet)
-	if err := repo.Load(context.Background()); err != nil {
+	if err := repo.Sync(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	sched := scheduler.New(quiet)

@@ -37,30 +37,21 @@ func (s *Server) inferHandler(w http.ResponseWriter, r *http.Request) {
 		writeError(w, statusOf(err), err.Error())
 		return
 	}
-	v, err := s.repo.Resolve(r.PathValue("model"), r.PathValue("version"))
-	if err != nil {
-		writeError(w, statusOf(err), err.Error())
-		return
-	}
 	sreq, err := schedulingRequest(req)
 	if err != nil {
 		writeError(w, statusOf(err), err.Error())
 		return
 	}
-	if err := v.CheckRequest(sreq.Inputs, sreq.Outputs); err != nil {
-		writeError(w, statusOf(err), err.Error())
-		return
-	}
-	outputs, err := s.infer.Infer(r.Context(), target{v}, sreq)
+	v, outputs, err := s.run(r, sreq)
 	if err != nil {
 		if r.Context().Err() != nil {
 			// The client went away; there is nobody to answer.
-			s.log.Debug("client left before its inference finished", "model", v.Model, "version", v.Number)
+			s.log.Debug("client left before its inference finished", "model", r.PathValue("model"))
 			return
 		}
 		status := statusOf(err)
-		if status >= 500 {
-			s.log.Error("inference failed", "model", v.Model, "version", v.Number, "err", err)
+		if status == http.StatusInternalServerError {
+			s.log.Error("inference failed", "model", r.PathValue("model"), "version", r.PathValue("version"), "err", err)
 		}
 		if errors.Is(err, scheduler.ErrQueueFull) {
 			w.Header().Set("Retry-After", "1")
@@ -82,6 +73,29 @@ func (s *Server) inferHandler(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(out)
 }
 
+// maxResolves bounds how often one request re-resolves a version that was replaced under it.
+const maxResolves = 3
+
+// run resolves the model version and runs the request on it. A version can be replaced or
+// unloaded between Resolve and the scheduler taking the request; the request never ran then,
+// so it resolves again and runs on what serves now: a swap drops nothing.
+func (s *Server) run(r *http.Request, sreq *scheduler.Request) (*models.Version, []tensor.Tensor, error) {
+	for attempt := 1; ; attempt++ {
+		v, err := s.repo.Resolve(r.PathValue("model"), r.PathValue("version"))
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := v.CheckRequest(sreq.Inputs, sreq.Outputs); err != nil {
+			return nil, nil, err
+		}
+		outputs, err := s.infer.Infer(r.Context(), TargetOf(v), sreq)
+		if err != nil && errors.Is(err, scheduler.ErrStopped) && v.Retired() && attempt < maxResolves {
+			continue
+		}
+		return v, outputs, err
+	}
+}
+
 // responseSizeHint guesses the encoded size of the outputs, so the response is encoded into
 // one allocation in the common case (binary: the bytes; JSON: ~12 characters an element).
 func responseSizeHint(outputs []tensor.Tensor) int {
@@ -95,6 +109,10 @@ func responseSizeHint(outputs []tensor.Tensor) int {
 // target adapts a model version to the scheduler. Targets of the same version compare equal,
 // so the scheduler finds the version's queue whichever request made the target.
 type target struct{ *models.Version }
+
+// TargetOf is the scheduler's view of a model version (the daemon drains retired versions
+// through it).
+func TargetOf(v *models.Version) scheduler.Target { return target{v} }
 
 // Policy maps the version's settings onto the scheduler's policy.
 func (t target) Policy() scheduler.Policy {
@@ -153,7 +171,7 @@ func nonNegativeInt(name string, v any) (int64, error) {
 
 // readBody reads a request body bounded by MaxRequestBytes; a larger body is a 413.
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, int, error) {
-	limit := s.opts.MaxRequestBytes
+	limit := s.maxBody.Load()
 	if r.ContentLength > limit {
 		return nil, http.StatusRequestEntityTooLarge,
 			fmt.Errorf("request body of %d bytes is over the limit of %d bytes (server.max_request_bytes)", r.ContentLength, limit)

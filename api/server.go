@@ -22,6 +22,8 @@ type Repository interface {
 	ReadyVersions(m *models.Model) []string
 	Index() []models.IndexEntry
 	Ready() bool
+	LoadModel(ctx context.Context, name string) error
+	UnloadModel(ctx context.Context, name string) error
 }
 
 // Inferer queues and runs validated requests on model versions, and keeps their statistics.
@@ -66,6 +68,8 @@ type Options struct {
 	MaxRequestBytes int64
 	// Components adds the daemon's other components (engine, GPUs, reload) to /health.
 	Components func() map[string]Component
+	// Metrics, when set, is served at /metrics.
+	Metrics http.Handler
 }
 
 // Server is the HTTP handler.
@@ -76,15 +80,20 @@ type Server struct {
 	log     *slog.Logger
 	started time.Time
 	phase   atomic.Int32
+	maxBody atomic.Int64
 	mux     *http.ServeMux
 }
 
 // New returns a Server; it starts in PhaseStarting.
 func New(repo Repository, infer Inferer, opts Options, log *slog.Logger) *Server {
 	s := &Server{repo: repo, infer: infer, opts: opts, log: log, started: time.Now(), mux: http.NewServeMux()}
+	s.maxBody.Store(opts.MaxRequestBytes)
 	s.routes()
 	return s
 }
+
+// SetMaxRequestBytes changes the request body limit (a configuration reload applies it live).
+func (s *Server) SetMaxRequestBytes(n int64) { s.maxBody.Store(n) }
 
 // SetPhase moves the server to another lifecycle phase.
 func (s *Server) SetPhase(p Phase) { s.phase.Store(int32(p)) }
@@ -108,8 +117,14 @@ func (s *Server) routes() {
 		s.handle("POST", prefix+"/infer", s.inferHandler)
 		s.handle("GET", prefix+"/stats", s.stats)
 	}
+	s.handle("POST", "/v2/repository/index", s.repositoryIndex)
+	s.handle("POST", "/v2/repository/models/{model}/load", s.repositoryLoad)
+	s.handle("POST", "/v2/repository/models/{model}/unload", s.repositoryUnload)
 	// A model named "stats" would be shadowed here, as in Triton.
 	s.handle("GET", "/v2/models/stats", s.stats)
+	if s.opts.Metrics != nil {
+		s.mux.Handle("GET /metrics", s.opts.Metrics)
+	}
 	s.mux.HandleFunc("/", s.notFound)
 }
 
@@ -127,7 +142,7 @@ func (s *Server) handle(method, pattern string, h http.HandlerFunc) {
 }
 
 // Extensions lists the protocol extensions this server implements.
-var extensions = []string{"binary_tensor_data", "model_configuration", "statistics"}
+var extensions = []string{"binary_tensor_data", "model_configuration", "model_repository", "statistics"}
 
 func (s *Server) serverMetadata(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, kserve.ServerMetadata{Name: s.opts.Name, Version: s.opts.Version, Extensions: extensions})

@@ -64,7 +64,7 @@ func (s *Server) stats(w http.ResponseWriter, r *http.Request) {
 	}
 	resp := statsResponse{ModelStats: make([]modelStats, 0, len(versions))}
 	for _, v := range versions {
-		st := s.infer.Stats(target{v})
+		st := s.infer.Stats(TargetOf(v))
 		ms := modelStats{
 			Name:           v.Model,
 			Version:        v.Label(),

@@ -69,7 +69,12 @@ type Server struct {
 
 // Models locates the model repository.
 type Models struct {
-	Repository string `toml:"repository" path:"file" check:"nonempty" doc:"model repository directory; relative paths are relative to this file's directory"`
+	Repository   string        `toml:"repository" path:"file" check:"nonempty" doc:"model repository directory; relative paths are relative to this file's directory"`
+	Control      string        `toml:"control" check:"oneof=watch|explicit|none" doc:"watch: follow file changes; explicit: load/unload through the repository API; none: keep what loaded at start"`
+	Poll         bool          `toml:"poll" doc:"poll the repository instead of using inotify (for NFS and other filesystems without it)"`
+	PollInterval time.Duration `toml:"poll_interval" check:"min=100ms" doc:"how often to poll when polling (also the fallback when inotify is unavailable)"`
+	QuietPeriod  time.Duration `toml:"quiet_period" check:"min=0" doc:"a changed model loads only after its files have been unchanged this long"`
+	ReadyMarker  string        `toml:"ready_marker" doc:"if set, a version directory loads only once a file of this name exists in it"`
 }
 
 // Log configures the daemon's slog output.
@@ -111,7 +116,12 @@ func Default() Config {
 			// Well under systemd's default TimeoutStopSec of 90s.
 			ShutdownTimeout: 30 * time.Second,
 		},
-		Models: Models{Repository: "/var/lib/inferd/models"},
+		Models: Models{
+			Repository:   "/var/lib/inferd/models",
+			Control:      "watch",
+			PollInterval: 10 * time.Second,
+			QuietPeriod:  2 * time.Second,
+		},
 		Log:    Log{Level: "info", Format: "text"},
 		Engine: Engine{
 			OnnxRuntimeLibrary: "",

@@ -42,6 +42,8 @@ type Config struct {
 	DynamicBatching BatchingConfig `toml:"dynamic_batching" json:"dynamic_batching"`
 	// Inputs override dimensions the model leaves variable (for example a fixed image size).
 	Inputs []TensorOverride `toml:"inputs" json:"inputs,omitempty"`
+	// Warmup is run on every instance before a version becomes routable.
+	Warmup WarmupConfig `toml:"warmup" json:"warmup"`
 }
 
 // BatchingConfig is a model's [dynamic_batching] table; zero values take the daemon's
@@ -232,6 +234,9 @@ func (c Config) validate() error {
 	}
 	if b.DefaultPriority < 0 || (b.PriorityLevels > 0 && b.DefaultPriority > b.PriorityLevels) {
 		errs = append(errs, fmt.Errorf("dynamic_batching.default_priority %d must be between 1 and priority_levels %d", b.DefaultPriority, max(b.PriorityLevels, 1)))
+	}
+	if err := c.Warmup.validate(); err != nil {
+		errs = append(errs, err)
 	}
 	for _, o := range c.Inputs {
 		if o.Name == "" {

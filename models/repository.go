@@ -1,20 +1,17 @@
 package models
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 
 	"github.com/inferd/inferd/engine"
-	"github.com/inferd/inferd/tensor"
 )
 
 // State is a model version's lifecycle state, as the repository index reports it.
@@ -28,15 +25,19 @@ const (
 	StateUnloading   State = "UNLOADING"
 )
 
-// Errors returned by Resolve; the HTTP API maps them to statuses with errors.Is.
+// Errors returned by Resolve and the explicit load and unload calls; the HTTP API maps them to
+// statuses with errors.Is.
 var (
 	ErrModelNotFound   = errors.New("unknown model")
 	ErrVersionNotFound = errors.New("unknown version")
 	ErrUnavailable     = errors.New("model version is not ready")
+	// ErrControl: the call is not allowed in the repository's control mode.
+	ErrControl = errors.New("not allowed in this model control mode")
 )
 
-// Version is one loaded (or failed) version of a model. Its fields are fixed once loading has
-// finished; state changes go through the repository's lock.
+// Version is one generation of one version of a model: the files it was loaded from, its
+// settings and its sessions. Its exported fields never change after it is published; a change
+// on disk makes a new Version that replaces it.
 type Version struct {
 	Model  string
 	Number int64
@@ -44,17 +45,24 @@ type Version struct {
 	Config Config
 	// Signature is the model's inputs and outputs after model.toml's overrides.
 	Signature engine.Signature
-	// Sessions are the instances; empty unless the version is READY.
+	// Sessions are the instances; empty unless the version loaded.
 	Sessions []engine.Session
 	// Provider is the execution provider the sessions run on.
 	Provider string
 
-	state  State
-	reason string
+	fingerprint string      // what it was loaded from: files and effective settings
+	retired     atomic.Bool // no longer routable; requests that still hold it must re-resolve
+
+	state  State  // guarded by Repository.mu
+	reason string // guarded by Repository.mu
 }
 
 // Instances returns the version's sessions (the scheduler's view of a version).
 func (v *Version) Instances() []engine.Session { return v.Sessions }
+
+// Retired reports whether a newer generation replaced this one or it was unloaded. A request
+// that resolved it before and could not run on it should resolve again.
+func (v *Version) Retired() bool { return v.retired.Load() }
 
 // Label is the version number as the protocol spells it.
 func (v *Version) Label() string { return strconv.FormatInt(v.Number, 10) }
@@ -63,10 +71,17 @@ func (v *Version) Label() string { return strconv.FormatInt(v.Number, 10) }
 type Model struct {
 	Name   string
 	Config Config
-	// Err is set when the model as a whole cannot load (invalid model.toml, no versions).
+	// Err is set when the model as a whole cannot load (invalid model.toml, no versions) and
+	// nothing of it serves.
 	Err error
-	// Versions are the versions the policy selected, ascending.
+	// Versions are the versions the policy selected, ascending, each the generation serving
+	// (or, when none loaded, the last that failed).
 	Versions []*Version
+	// LastError is the last failed attempt to update a model that still serves its previous
+	// generation.
+	LastError error
+
+	failed map[int64]string // fingerprints that failed to load, not retried until they change
 }
 
 // IndexEntry is one row of the repository index.
@@ -77,173 +92,118 @@ type IndexEntry struct {
 	Reason  string
 }
 
+// Drainer stops a retired version's traffic: it waits until the requests already given to the
+// version have finished (or ctx ends). The repository closes the version's sessions after.
+type Drainer interface {
+	Drain(ctx context.Context, v *Version) error
+}
+
+// Control modes of the repository.
+const (
+	// ControlWatch: the daemon reconciles models when their files change; the load and unload
+	// API is refused.
+	ControlWatch = "watch"
+	// ControlExplicit: models change only through Load and Unload (and a full Sync).
+	ControlExplicit = "explicit"
+	// ControlNone: the models loaded at start stay as they are until restart (or reload).
+	ControlNone = "none"
+)
+
 // Repository is the set of models under one root directory.
 type Repository struct {
-	root     string
-	rt       engine.Runtime
-	defaults Defaults
-	log      *slog.Logger
+	root    string
+	rt      engine.Runtime
+	log     *slog.Logger
+	control string
+
+	// loadMu serializes every change of the model set (sync, load, unload, close): one loader
+	// at a time. Lock order: loadMu, then mu; mu is never held while a model loads or drains.
+	loadMu   sync.Mutex
+	defaults Defaults      // guarded by loadMu
+	drainer  Drainer       // guarded by loadMu
+	unloaded map[string]bool // explicit mode: models unloaded by request; guarded by loadMu
 
 	mu     sync.RWMutex
 	models map[string]*Model
+	events func(Event) // guarded by loadMu
 }
 
-// New returns a repository over root that opens sessions with rt. Nothing is read until Load.
+// Event reports the outcome of loading one version, for metrics and logs.
+type Event struct {
+	Model   string
+	Version int64
+	// Err is nil for a version that now serves.
+	Err error
+}
+
+// New returns a repository over root that opens sessions with rt. Nothing is read until Sync.
 func New(root string, rt engine.Runtime, d Defaults, log *slog.Logger) *Repository {
-	if d.Instances < 1 {
-		d.Instances = 1
-	}
-	if d.Cores < 1 {
-		d.Cores = 1
-	}
-	return &Repository{root: root, rt: rt, defaults: d, log: log, models: map[string]*Model{}}
+	return &Repository{root: root, rt: rt, defaults: d.normalized(), log: log, control: ControlWatch,
+		models: map[string]*Model{}, unloaded: map[string]bool{}, events: func(Event) {}}
+}
+
+func (d Defaults) normalized() Defaults {
+	d.Instances = max(d.Instances, 1)
+	d.Cores = max(d.Cores, 1)
+	return d
+}
+
+// SetControl sets the control mode (ControlWatch, ControlExplicit or ControlNone).
+func (r *Repository) SetControl(mode string) {
+	r.loadMu.Lock()
+	r.control = mode
+	r.loadMu.Unlock()
+}
+
+// SetDrainer sets what drains retired versions (the scheduler); without one, retired versions
+// are closed as soon as they are replaced.
+func (r *Repository) SetDrainer(d Drainer) {
+	r.loadMu.Lock()
+	r.drainer = d
+	r.loadMu.Unlock()
+}
+
+// OnEvent sets a function called after each version load attempt (under the loader's lock:
+// it must not call back into the repository).
+func (r *Repository) OnEvent(f func(Event)) {
+	r.loadMu.Lock()
+	r.events = f
+	r.loadMu.Unlock()
+}
+
+// SetDefaults changes the daemon-wide defaults; the next Sync reloads the models whose
+// effective settings change.
+func (r *Repository) SetDefaults(d Defaults) {
+	r.loadMu.Lock()
+	r.defaults = d.normalized()
+	r.loadMu.Unlock()
 }
 
 // Root is the repository directory.
-func (r *Repository) Root() string { return r.root }
-
-// Load scans the repository and loads every model it holds. Only an unreadable root is an
-// error; a model that fails to load is recorded as UNAVAILABLE with its reason.
-func (r *Repository) Load(ctx context.Context) error {
-	entries, err := os.ReadDir(r.root)
-	if err != nil {
-		return fmt.Errorf("model repository %s: %w", r.root, err)
-	}
-	for _, e := range entries {
-		if !e.IsDir() || e.Name()[0] == '.' {
-			continue
-		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		m := r.loadModel(ctx, e.Name())
-		r.mu.Lock()
-		r.models[m.Name] = m
-		r.mu.Unlock()
-	}
-	return nil
+func (r *Repository) Root() string {
+	r.loadMu.Lock()
+	defer r.loadMu.Unlock()
+	return r.root
 }
 
-func (r *Repository) loadModel(ctx context.Context, name string) *Model {
-	dir := filepath.Join(r.root, name)
-	log := r.log.With("model", name)
-	cfg, err := readConfig(dir, r.defaults)
-	m := &Model{Name: name, Config: cfg}
-	if err != nil {
-		m.Err = err
-		log.Error("model unavailable", "reason", err)
-		return m
-	}
-	onDisk, err := versionsOnDisk(dir, log)
-	if err != nil {
-		m.Err = err
-		log.Error("model unavailable", "reason", err)
-		return m
-	}
-	for _, n := range cfg.VersionPolicy.selectVersions(onDisk) {
-		v := &Version{Model: name, Number: n, Dir: filepath.Join(dir, strconv.FormatInt(n, 10)), Config: cfg, state: StateLoading}
-		m.Versions = append(m.Versions, v)
-	}
-	if len(m.Versions) == 0 {
-		m.Err = fmt.Errorf("no version on disk matches the version policy (found %v)", onDisk)
-		log.Error("model unavailable", "reason", m.Err)
-		return m
-	}
-	for _, v := range m.Versions {
-		r.loadVersion(ctx, v, log.With("version", v.Number))
-	}
-	return m
+// SetRoot moves the repository to another directory; the next Sync unloads the models that
+// are not there and loads those that are.
+func (r *Repository) SetRoot(root string) {
+	r.loadMu.Lock()
+	r.root = root
+	r.loadMu.Unlock()
 }
 
-// versionsOnDisk lists the numeric version directories of a model, ascending.
-func versionsOnDisk(dir string, log *slog.Logger) ([]int64, error) {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return nil, err
-	}
-	var out []int64
-	for _, e := range entries {
-		if !e.IsDir() {
-			continue
-		}
-		n, err := strconv.ParseInt(e.Name(), 10, 64)
-		if err != nil || n < 1 {
-			log.Warn("ignoring directory that is not a version number", "dir", e.Name())
-			continue
-		}
-		out = append(out, n)
-	}
-	if len(out) == 0 {
-		return nil, errors.New("no numeric version directory (expected <model>/<version>/model.onnx)")
-	}
-	slices.Sort(out)
-	return out, nil
-}
-
-func (r *Repository) loadVersion(ctx context.Context, v *Version, log *slog.Logger) {
-	err := r.openVersion(ctx, v)
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if err != nil {
-		v.state, v.reason = StateUnavailable, err.Error()
-		log.Error("model version unavailable", "reason", err)
-		return
-	}
-	v.state = StateReady
-	log.Info("model version ready", "instances", len(v.Sessions), "provider", v.Provider,
-		"inputs", len(v.Signature.Inputs), "outputs", len(v.Signature.Outputs))
-}
-
-// openVersion reads the version's signature, checks it against the model's settings and opens
-// its instances. On error every session it opened is closed again.
-func (r *Repository) openVersion(ctx context.Context, v *Version) error {
-	path := filepath.Join(v.Dir, ModelFile)
-	if _, err := os.Stat(path); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	sig, err := r.rt.Inspect(path)
-	if err != nil {
-		return err
-	}
-	if sig.Inputs, err = v.Config.effectiveInputs(sig.Inputs); err != nil {
-		return err
-	}
-	if err := checkBatchDims(v.Config.MaxBatchSize, sig.Inputs, "input"); err != nil {
-		return err
-	}
-	if err := checkBatchDims(v.Config.MaxBatchSize, sig.Outputs, "output"); err != nil {
-		return err
-	}
-	if v.Config.Instance.Device == DeviceGPU {
-		return errors.New("device \"gpu\" requested, but this node has no GPU execution provider; set device = \"cpu\" or \"auto\"")
-	}
-	opts := engine.Options{
-		Provider:       engine.ProviderCPU,
-		IntraOpThreads: cmp.Or(v.Config.Instance.IntraOpThreads, r.defaults.IntraOpThreads, max(1, r.defaults.Cores/v.Config.Instance.Count)),
-		InterOpThreads: r.defaults.InterOpThreads,
-	}
-	v.Signature = sig
-	for range v.Config.Instance.Count {
-		s, err := r.rt.Open(ctx, path, opts)
-		if err != nil {
-			closeAll(v.Sessions)
-			v.Sessions = nil
-			return err
-		}
-		v.Sessions = append(v.Sessions, s)
-		v.Provider = s.Provider()
-	}
-	return nil
-}
-
-func closeAll(sessions []engine.Session) {
-	for _, s := range sessions {
-		_ = s.Close()
-	}
+// Control is the control mode.
+func (r *Repository) Control() string {
+	r.loadMu.Lock()
+	defer r.loadMu.Unlock()
+	return r.control
 }
 
 // Index lists every model and version with its state, sorted by name and version. A model
-// that failed as a whole appears once, without a version.
+// that failed as a whole appears once, without a version. A version that serves while an
+// update of it failed is READY with the update's failure as reason.
 func (r *Repository) Index() []IndexEntry {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
@@ -254,7 +214,11 @@ func (r *Repository) Index() []IndexEntry {
 			continue
 		}
 		for _, v := range m.Versions {
-			out = append(out, IndexEntry{Name: m.Name, Version: v.Label(), State: v.state, Reason: v.reason})
+			e := IndexEntry{Name: m.Name, Version: v.Label(), State: v.state, Reason: v.reason}
+			if e.Reason == "" && m.LastError != nil && v.state == StateReady {
+				e.Reason = "update failed, previous files still serve: " + m.LastError.Error()
+			}
+			out = append(out, e)
 		}
 	}
 	return out
@@ -269,7 +233,7 @@ func (r *Repository) sortedModelsLocked() []*Model {
 	return ms
 }
 
-// Ready reports whether at least one model is loaded and no model version is still loading.
+// Ready reports whether no model version is still loading for the first time.
 func (r *Repository) Ready() bool {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
@@ -302,7 +266,11 @@ func (r *Repository) Resolve(name, label string) (*Version, error) {
 				return v, nil
 			}
 		}
-		return nil, fmt.Errorf("%w: model %q has no ready version: %s", ErrUnavailable, name, m.Versions[len(m.Versions)-1].reason)
+		if len(m.Versions) == 0 {
+			return nil, fmt.Errorf("%w: model %q has no version", ErrUnavailable, name)
+		}
+		last := m.Versions[len(m.Versions)-1]
+		return nil, fmt.Errorf("%w: model %q has no ready version: %s", ErrUnavailable, name, cmp.Or(last.reason, string(last.state)))
 	}
 	n, err := strconv.ParseInt(label, 10, 64)
 	if err != nil {
@@ -311,7 +279,7 @@ func (r *Repository) Resolve(name, label string) (*Version, error) {
 	for _, v := range m.Versions {
 		if v.Number == n {
 			if v.state != StateReady {
-				return v, fmt.Errorf("%w: model %q version %d is %s: %s", ErrUnavailable, name, n, v.state, v.reason)
+				return nil, fmt.Errorf("%w: model %q version %d is %s: %s", ErrUnavailable, name, n, v.state, v.reason)
 			}
 			return v, nil
 		}
@@ -319,8 +287,7 @@ func (r *Repository) Resolve(name, label string) (*Version, error) {
 	return nil, fmt.Errorf("%w %d of model %q", ErrVersionNotFound, n, name)
 }
 
-// Lookup returns a model's directory entry (for metadata of a model whose versions may all be
-// unavailable).
+// Lookup returns a model's directory entry.
 func (r *Repository) Lookup(name string) (*Model, error) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
@@ -344,96 +311,22 @@ func (r *Repository) ReadyVersions(m *Model) []string {
 	return out
 }
 
-// Close unloads every model and closes its sessions. Callers drain requests first.
-func (r *Repository) Close() {
+// Close unloads every model: each version is retired, drained and its sessions closed.
+func (r *Repository) Close(ctx context.Context) {
+	r.loadMu.Lock()
+	defer r.loadMu.Unlock()
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	var all []*Version
 	for _, m := range r.models {
-		for _, v := range m.Versions {
-			v.state = StateUnloading
-			closeAll(v.Sessions)
-			v.Sessions = nil
-		}
+		all = append(all, m.Versions...)
 	}
 	r.models = map[string]*Model{}
+	r.mu.Unlock()
+	r.retireLocked(ctx, all)
 }
 
-// CheckRequest validates a request's inputs and requested outputs against the version's
-// signature, so that every problem is answered precisely before the engine runs. Errors wrap
-// ErrInvalidInput.
-func (v *Version) CheckRequest(inputs []tensor.Tensor, outputs []string) error {
-	if len(inputs) == 0 {
-		return fmt.Errorf("%w: request has no inputs; model %q expects %s", ErrInvalidInput, v.Model, names(v.Signature.Inputs))
+func closeAll(sessions []engine.Session) {
+	for _, s := range sessions {
+		_ = s.Close()
 	}
-	seen := make(map[string]bool, len(inputs))
-	batch := int64(-1)
-	for i := range inputs {
-		t := &inputs[i]
-		spec, ok := v.Signature.Input(t.Name)
-		if !ok {
-			return fmt.Errorf("%w: unexpected input %q; model %q expects %s", ErrInvalidInput, t.Name, v.Model, names(v.Signature.Inputs))
-		}
-		if seen[t.Name] {
-			return fmt.Errorf("%w: input %q given more than once", ErrInvalidInput, t.Name)
-		}
-		seen[t.Name] = true
-		if err := spec.Accepts(t.DataType, t.Shape); err != nil {
-			return fmt.Errorf("%w: %v", ErrInvalidInput, err)
-		}
-		if err := t.Check(); err != nil {
-			return fmt.Errorf("%w: %v", ErrInvalidInput, err)
-		}
-		if t.DataType == tensor.Bytes {
-			for j, e := range t.Strings {
-				if bytes.IndexByte(e, 0) >= 0 {
-					return fmt.Errorf("%w: input %q element %d contains a NUL byte, which ONNX Runtime strings cannot carry", ErrInvalidInput, t.Name, j)
-				}
-			}
-		}
-		if t.NumElements() == 0 {
-			return fmt.Errorf("%w: input %q has no elements (shape %s)", ErrInvalidInput, t.Name, tensor.FormatShape(t.Shape))
-		}
-		if v.Config.MaxBatchSize > 0 {
-			rows := t.Shape[0]
-			if rows > int64(v.Config.MaxBatchSize) {
-				return fmt.Errorf("%w: input %q has batch size %d, over the model's max_batch_size %d",
-					ErrInvalidInput, t.Name, rows, v.Config.MaxBatchSize)
-			}
-			if batch >= 0 && rows != batch {
-				return fmt.Errorf("%w: input %q has batch size %d, but other inputs have %d",
-					ErrInvalidInput, t.Name, rows, batch)
-			}
-			batch = rows
-		}
-	}
-	for _, s := range v.Signature.Inputs {
-		if !seen[s.Name] {
-			return fmt.Errorf("%w: missing input %q (%s %s)", ErrInvalidInput, s.Name, s.DataType, tensor.FormatShape(s.Shape))
-		}
-	}
-	wanted := make(map[string]bool, len(outputs))
-	for _, o := range outputs {
-		if _, ok := v.Signature.Output(o); !ok {
-			return fmt.Errorf("%w: unknown output %q; model %q has %s", ErrInvalidInput, o, v.Model, names(v.Signature.Outputs))
-		}
-		if wanted[o] {
-			return fmt.Errorf("%w: output %q requested more than once", ErrInvalidInput, o)
-		}
-		wanted[o] = true
-	}
-	return nil
-}
-
-// ErrInvalidInput marks a request that does not fit the model's signature.
-var ErrInvalidInput = errors.New("invalid input")
-
-func names(specs []tensor.Spec) string {
-	s := ""
-	for i, sp := range specs {
-		if i > 0 {
-			s += ", "
-		}
-		s += fmt.Sprintf("%q (%s %s)", sp.Name, sp.DataType, tensor.FormatShape(sp.Shape))
-	}
-	return s
 }

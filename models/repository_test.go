@@ -59,10 +59,10 @@ func fixture(t *testing.T) *models.Repository {
 	testutil.WriteFile(t, dir, "override/model.toml", []byte("[[inputs]]\nname = \"input\"\nshape = [2, 4]\n"))
 
 	r := models.New(dir, newRuntime(t), models.Defaults{Instances: 1, Cores: 2}, quiet)
-	if err := r.Load(context.Background()); err != nil {
+	if err := r.Sync(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(r.Close)
+	t.Cleanup(func() { r.Close(context.Background()) })
 	return r
 }
 
@@ -208,10 +208,10 @@ func TestCheckRequestMismatchedBatch(t *testing.T) {
 	testutil.WriteFile(t, dir, "multi/1/model.onnx", testmodels.MultiIO())
 	testutil.WriteFile(t, dir, "multi/model.toml", []byte("max_batch_size = 8\n"))
 	r := models.New(dir, newRuntime(t), models.Defaults{}, quiet)
-	if err := r.Load(context.Background()); err != nil {
+	if err := r.Sync(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	defer r.Close()
+	defer r.Close(context.Background())
 	v, err := r.Resolve("multi", "")
 	if err != nil {
 		t.Fatal(err)
@@ -224,7 +224,7 @@ func TestCheckRequestMismatchedBatch(t *testing.T) {
 
 func TestUnreadableRepository(t *testing.T) {
 	r := models.New(filepath.Join(t.TempDir(), "missing"), newRuntime(t), models.Defaults{}, quiet)
-	if err := r.Load(context.Background()); !errors.Is(err, os.ErrNotExist) {
+	if err := r.Sync(context.Background()); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("Load of a missing directory: %v", err)
 	}
 }
@@ -260,7 +260,7 @@ func TestThreadsShareTheCores(t *testing.T) {
 			rt := enginetest.New()
 			rt.Register(filepath.Join(dir, "m", "1", "model.onnx"), sig, func(in []tensor.Tensor) ([]tensor.Tensor, error) { return in, nil })
 			r := models.New(dir, rt, models.Defaults{Cores: c.cores, IntraOpThreads: c.daemon}, quiet)
-			if err := r.Load(context.Background()); err != nil {
+			if err := r.Sync(context.Background()); err != nil {
 				t.Fatal(err)
 			}
 			var got []int

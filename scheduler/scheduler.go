@@ -26,6 +26,9 @@ import (
 type Target interface {
 	Instances() []engine.Session
 	Policy() Policy
+	// Retired reports that the target was replaced or unloaded: the scheduler starts no queue
+	// for it, and requests that meet its closed queue get ErrStopped and should re-resolve.
+	Retired() bool
 }
 
 // Policy is how one model version is queued and batched.
@@ -101,6 +104,9 @@ func (s *Scheduler) queueFor(t Target) (*queue, error) {
 	}
 	q, ok := s.queues[t]
 	if !ok {
+		if t.Retired() {
+			return nil, ErrStopped
+		}
 		var err error
 		if q, err = startQueue(t, s.log); err != nil {
 			return nil, err

@@ -51,10 +51,12 @@ func (m *model) ran() [][]float32 {
 type target struct {
 	sessions []engine.Session
 	policy   scheduler.Policy
+	retired  bool
 }
 
 func (t *target) Instances() []engine.Session { return t.sessions }
 func (t *target) Policy() scheduler.Policy    { return t.policy }
+func (t *target) Retired() bool               { return t.retired }
 
 // setup opens n instances of a negating fake model with the given policy. Call it inside the
 // synctest bubble.
