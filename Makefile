@@ -11,7 +11,7 @@ LISTEN  ?= 127.0.0.1:8080
 export INFERD_ONNXRUNTIME_LIBRARY := $(abspath $(ORT_LIB))
 export CGO_ENABLED := 1
 
-.PHONY: all deps build run test test-short vet e2e bench models clean
+.PHONY: all deps build run test test-short vet e2e bench models clean node-server-test
 
 all: build
 
@@ -44,6 +44,12 @@ test: deps
 e2e: deps
 	./scripts/fetch-ocr-models.sh build/ocr-models
 	$(GO) test -count=1 -timeout 20m -tags e2e ./e2e/...
+	$(MAKE) node-server-test
+
+## node-server-test: the Node.js baseline server of make bench, against the demo MLP
+node-server-test:
+	cd bench/node-server && ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund --silent
+	MODEL=$(abspath configs/models/mlp/1/model.onnx) node --test bench/node-server/
 
 ## models: regenerate the committed demo model repository from internal/testmodels
 models:
