@@ -1,8 +1,11 @@
-// Package daemon wires inferd together and runs its lifecycle: it builds the engine, the model
-// repository, the scheduler and the HTTP API from a config.Config, serves until its context
-// ends, and then drains. It talks to systemd through sd_notify (READY=1 once the listener is up
-// and the models are loaded, STATUS= lines, STOPPING=1 at shutdown). Signal handling stays in
-// cmd: the daemon stops when its context is cancelled, and cancellation is not an error.
+// Package daemon wires inferd together and runs its lifecycle: it builds the model repository,
+// the scheduler, the HTTP API and the metrics from a config.Config, serves until its context
+// ends, and then drains. It follows the model repository and the configuration file (and
+// SIGHUP, through Reload) and applies changes as transactions: a change that fails leaves what
+// served before serving. It talks to systemd through sd_notify (READY=1 once the listener is up
+// and the models are loaded, RELOADING=1 and READY=1 around reloads, STATUS= lines, STOPPING=1
+// at shutdown). Signals stay in cmd: the daemon stops when its context is cancelled, and
+// cancellation is not an error.
 package daemon
 
 import (
@@ -10,14 +13,17 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"runtime"
+	"sync"
 	"time"
 
 	"github.com/inferd/inferd/api"
 	"github.com/inferd/inferd/config"
 	"github.com/inferd/inferd/engine"
+	"github.com/inferd/inferd/metrics"
 	"github.com/inferd/inferd/models"
 	"github.com/inferd/inferd/scheduler"
 )
@@ -27,7 +33,7 @@ type Notifier func(state string) error
 
 // Options are the daemon's dependencies that do not come from the configuration.
 type Options struct {
-	// Version is reported by server metadata and /health.
+	// Version is reported by server metadata, /health and inferd_build_info.
 	Version string
 	// Runtime opens model sessions. The caller owns it and closes it after Run returns.
 	Runtime engine.Runtime
@@ -38,17 +44,41 @@ type Options struct {
 	// Listener, when set, is used instead of listening on cfg.Server.Listen (tests pass a
 	// listener on a free port).
 	Listener net.Listener
+	// ConfigPath is the file the configuration came from; Reload reads it again, and the
+	// daemon watches it. Empty: no configuration reloads.
+	ConfigPath string
+	// Env is the environment of INFERD_* overrides, re-applied on every reload.
+	Env []string
+	// LogLevel, when set, is the level of the daemon's logger; reloads change it.
+	LogLevel *slog.LevelVar
 }
 
 // Daemon is one running inferd.
 type Daemon struct {
-	cfg   *config.Config
-	opts  Options
-	log   *slog.Logger
-	repo  *models.Repository
-	sched *scheduler.Scheduler
-	api   *api.Server
-	addr  chan net.Addr
+	opts    Options
+	log     *slog.Logger
+	repo    *models.Repository
+	sched   *scheduler.Scheduler
+	api     *api.Server
+	metrics *metrics.Metrics
+	addr    chan net.Addr
+
+	// reloadMu serializes reloads; it guards cfg, applied and watchers.
+	reloadMu sync.Mutex
+	cfg      *config.Config
+	applied  []byte // the bytes of the configuration file in force
+	watchers *watchers
+
+	stateMu sync.Mutex
+	reload  reloadState
+}
+
+// reloadState is what /health says about configuration reloads.
+type reloadState struct {
+	At              time.Time `json:"at,omitzero"`
+	Result          string    `json:"result,omitempty"`
+	Error           string    `json:"error,omitempty"`
+	RestartRequired []string  `json:"restart_required,omitempty"`
 }
 
 // New builds a daemon from a validated configuration.
@@ -59,7 +89,31 @@ func New(cfg *config.Config, opts Options, log *slog.Logger) (*Daemon, error) {
 	if opts.Notify == nil {
 		opts.Notify = func(string) error { return nil }
 	}
-	repo := models.New(cfg.Models.Repository, opts.Runtime, models.Defaults{
+	m := metrics.New(opts.Version)
+	repo := models.New(cfg.Models.Repository, opts.Runtime, defaults(cfg), log.With("component", "models"))
+	repo.SetControl(cfg.Models.Control)
+	sched := scheduler.New(log.With("component", "scheduler"))
+	repo.SetDrainer(drainer{sched})
+	repo.OnEvent(func(e models.Event) {
+		result := "success"
+		if e.Err != nil {
+			result = "failure"
+		}
+		m.ModelLoads.WithLabelValues(e.Model, result).Inc()
+	})
+	d := &Daemon{cfg: cfg, opts: opts, log: log, repo: repo, sched: sched, metrics: m, addr: make(chan net.Addr, 1)}
+	d.api = api.New(repo, sched, api.Options{
+		Name:            "inferd",
+		Version:         opts.Version,
+		MaxRequestBytes: cfg.Server.MaxRequestBytes,
+		Components:      d.components,
+		Metrics:         m.Handler(),
+	}, log.With("component", "api"))
+	return d, nil
+}
+
+func defaults(cfg *config.Config) models.Defaults {
+	return models.Defaults{
 		Instances:      cfg.Scheduler.DefaultInstances,
 		MaxBatchSize:   cfg.Scheduler.DefaultMaxBatchSize,
 		IntraOpThreads: cfg.Engine.IntraOpThreads,
@@ -69,15 +123,32 @@ func New(cfg *config.Config, opts Options, log *slog.Logger) (*Daemon, error) {
 		AdaptiveDelay:  cfg.Scheduler.AdaptiveDelay,
 		MaxQueueSize:   cfg.Scheduler.MaxQueueSize,
 		DefaultTimeout: cfg.Scheduler.DefaultTimeout,
-	}, log.With("component", "models"))
-	sched := scheduler.New(log.With("component", "scheduler"))
-	srv := api.New(repo, sched, api.Options{
-		Name:            "inferd",
-		Version:         opts.Version,
-		MaxRequestBytes: cfg.Server.MaxRequestBytes,
-		Components:      opts.Components,
-	}, log.With("component", "api"))
-	return &Daemon{cfg: cfg, opts: opts, log: log, repo: repo, sched: sched, api: srv, addr: make(chan net.Addr, 1)}, nil
+	}
+}
+
+// drainer lets the repository drain a retired version through the scheduler.
+type drainer struct{ s *scheduler.Scheduler }
+
+func (d drainer) Drain(ctx context.Context, v *models.Version) error {
+	return d.s.Forget(ctx, api.TargetOf(v))
+}
+
+// components is /health's view of the daemon: the caller's components plus configuration
+// reloads.
+func (d *Daemon) components() map[string]api.Component {
+	out := map[string]api.Component{}
+	if d.opts.Components != nil {
+		maps.Copy(out, d.opts.Components())
+	}
+	d.stateMu.Lock()
+	st := d.reload
+	d.stateMu.Unlock()
+	c := api.Component{State: "ok", Detail: st}
+	if st.Result == "failed" {
+		c.State = "degraded"
+	}
+	out["config"] = c
+	return out
 }
 
 // Addr returns the address the HTTP listener is bound to, once it is; it blocks until then or
@@ -95,31 +166,34 @@ func (d *Daemon) Addr(ctx context.Context) (net.Addr, error) {
 // Run serves until ctx is cancelled, then drains in-flight requests for at most
 // server.shutdown_timeout and releases every model. It returns nil after a clean drain.
 func (d *Daemon) Run(ctx context.Context) error {
+	cfg := d.config()
 	ln := d.opts.Listener
 	if ln == nil {
 		var err error
-		if ln, err = net.Listen("tcp", d.cfg.Server.Listen); err != nil {
-			return fmt.Errorf("listen on %s: %w", d.cfg.Server.Listen, err)
+		if ln, err = net.Listen("tcp", cfg.Server.Listen); err != nil {
+			return fmt.Errorf("listen on %s: %w", cfg.Server.Listen, err)
 		}
 	}
 	hs := &http.Server{
 		Handler:           d.api,
-		ReadHeaderTimeout: d.cfg.Server.ReadHeaderTimeout,
-		ReadTimeout:       d.cfg.Server.ReadTimeout,
-		WriteTimeout:      d.cfg.Server.WriteTimeout,
-		IdleTimeout:       d.cfg.Server.IdleTimeout,
+		ReadHeaderTimeout: cfg.Server.ReadHeaderTimeout,
+		ReadTimeout:       cfg.Server.ReadTimeout,
+		WriteTimeout:      cfg.Server.WriteTimeout,
+		IdleTimeout:       cfg.Server.IdleTimeout,
 		ErrorLog:          slog.NewLogLogger(d.log.Handler(), slog.LevelWarn),
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(ln) }()
 	d.addr <- ln.Addr()
-	d.log.Info("listening", "addr", ln.Addr().String(), "repository", d.repo.Root())
-	d.notify("STATUS=loading models from " + d.repo.Root())
+	d.log.Info("listening", "addr", ln.Addr().String(), "repository", cfg.Models.Repository, "control", cfg.Models.Control)
+	d.notify("STATUS=loading models from " + cfg.Models.Repository)
 
-	if err := d.repo.Load(ctx); err != nil && ctx.Err() == nil {
+	if err := d.repo.Sync(ctx); err != nil && ctx.Err() == nil {
 		d.notify("STATUS=model repository unreadable: " + err.Error())
-		d.log.Error("model repository unreadable; serving no models", "err", err)
+		d.log.Error("model repository unreadable; serving no models until it appears", "err", err)
 	}
+	watchCtx, stopWatching := context.WithCancel(ctx)
+	d.startWatchers(watchCtx)
 	if ctx.Err() == nil {
 		d.api.SetPhase(api.PhaseServing)
 		ready, total := countReady(d.repo.Index())
@@ -133,26 +207,35 @@ func (d *Daemon) Run(ctx context.Context) error {
 	case err := <-serveErr:
 		runErr = fmt.Errorf("http server: %w", err)
 	}
+	stopWatching()
+	d.stopWatchers()
 	return errors.Join(runErr, d.shutdown(hs))
 }
 
+func (d *Daemon) config() *config.Config {
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
+	return d.cfg
+}
+
 func (d *Daemon) shutdown(hs *http.Server) error {
+	timeout := d.config().Server.ShutdownTimeout
 	d.notify("STOPPING=1\nSTATUS=draining in-flight requests")
 	d.api.SetPhase(api.PhaseStopping)
-	d.log.Info("shutting down", "drain_timeout", d.cfg.Server.ShutdownTimeout)
+	d.log.Info("shutting down", "drain_timeout", timeout)
 	start := time.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), d.cfg.Server.ShutdownTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	// The HTTP server stops accepting at once and waits for every handler in flight; the
 	// scheduler then has nothing left but requests whose clients already left.
 	var errs []error
 	if err := hs.Shutdown(ctx); err != nil {
-		errs = append(errs, fmt.Errorf("drain of in-flight requests did not finish within %s: %w", d.cfg.Server.ShutdownTimeout, err))
+		errs = append(errs, fmt.Errorf("drain of in-flight requests did not finish within %s: %w", timeout, err))
 	}
 	if err := d.sched.Close(ctx); err != nil {
 		errs = append(errs, err)
 	}
-	d.repo.Close()
+	d.repo.Close(ctx)
 	d.log.Info("stopped", "drained_in", time.Since(start).Round(time.Millisecond))
 	return errors.Join(errs...)
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/inferd/inferd/daemon"
 	"github.com/inferd/inferd/engine"
 	"github.com/inferd/inferd/engine/enginetest"
+	"github.com/inferd/inferd/internal/testutil"
 	"github.com/inferd/inferd/tensor"
 )
 
@@ -216,4 +217,122 @@ func TestReadyAndStatusNotifications(t *testing.T) {
 	if !slices.Contains(rest, "STOPPING=1") {
 		t.Errorf("no STOPPING=1 in %q", rest)
 	}
+}
+
+// startWithConfig runs a daemon in-process whose configuration comes from a file it can
+// reload, over the fake engine and model "double".
+func startWithConfig(t *testing.T, content string) (*harness, *daemon.Daemon, string, *slog.LevelVar) {
+	t.Helper()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "models", "double", "1", "model.onnx")
+	testutil.WriteFile(t, dir, "models/double/1/model.onnx", []byte("fake"))
+	rt := enginetest.New()
+	rt.Register(path, doubleSig, double)
+	cfgPath := filepath.Join(dir, "inferd.toml")
+	if err := os.WriteFile(cfgPath, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(cfgPath, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	level := new(slog.LevelVar)
+	h := &harness{rt: rt, url: "http://" + ln.Addr().String(), states: make(chan string, 256), done: make(chan struct{})}
+	d, err := daemon.New(cfg, daemon.Options{
+		Version: "test", Runtime: rt, Listener: ln, ConfigPath: cfgPath, LogLevel: level,
+		Notify: func(s string) error {
+			for _, line := range strings.Split(s, "\n") {
+				h.states <- line
+			}
+			return nil
+		},
+	}, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	h.cancel = cancel
+	go func() { h.err = d.Run(ctx); close(h.done) }()
+	t.Cleanup(func() { cancel(); <-h.done })
+	h.waitState(t, "READY=1")
+	return h, d, cfgPath, level
+}
+
+func get(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+func TestReload(t *testing.T) {
+	// A long quiet period keeps the file watcher out of the way: this test reloads by hand.
+	base := "[models]\nrepository = \"models\"\nquiet_period = \"1h\"\n[log]\nlevel = \"info\"\n"
+	h, d, cfgPath, level := startWithConfig(t, base)
+	ctx := context.Background()
+
+	// Identical bytes: nothing happens, and systemd still hears RELOADING=1 ... READY=1.
+	if err := d.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	h.waitState(t, "RELOADING=1")
+	h.waitState(t, "READY=1")
+	if m := get(t, h.url+"/metrics"); !strings.Contains(m, `inferd_config_reloads_total{result="unchanged"} 1`) {
+		t.Errorf("metrics after an unchanged reload:\n%s", grepLines(m, "inferd_config"))
+	}
+
+	// An invalid file changes nothing and says why.
+	if err := os.WriteFile(cfgPath, []byte(base+"[server]\nlisten = 8080\nmax_request_bytes = 10\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err := d.Reload(ctx)
+	if err == nil || !strings.Contains(err.Error(), "inferd.toml:7") {
+		t.Fatalf("invalid reload: %v", err)
+	}
+	health := get(t, h.url+"/health")
+	if !strings.Contains(health, `"result":"failed"`) || !strings.Contains(health, "inferd.toml:7") {
+		t.Errorf("/health after a failed reload: %s", health)
+	}
+	m := get(t, h.url+"/metrics")
+	if !strings.Contains(m, `inferd_config_reloads_total{result="failed"} 1`) || !strings.Contains(m, "inferd_config_last_reload_successful 0") {
+		t.Errorf("metrics after a failed reload:\n%s", grepLines(m, "inferd_config"))
+	}
+	if code, _, err := post(h.url); err != nil || code != 200 {
+		t.Fatalf("serving after a failed reload: %d %v", code, err)
+	}
+
+	// A valid change applies live: log level, request limit; listen needs a restart.
+	if err := os.WriteFile(cfgPath, []byte(strings.Replace(base, "info", "debug", 1)+"[server]\nlisten = \"127.0.0.1:1\"\nmax_request_bytes = 10\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if level.Level() != slog.LevelDebug {
+		t.Errorf("log level %s after reload, want debug", level.Level())
+	}
+	if code, b, _ := post(h.url); code != 413 {
+		t.Errorf("request over the reloaded limit: %d %s", code, b)
+	}
+	if health := get(t, h.url+"/health"); !strings.Contains(health, `"restart_required":["server.listen"]`) {
+		t.Errorf("/health does not say listen needs a restart: %s", health)
+	}
+}
+
+func grepLines(s, substr string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, substr) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -224,12 +225,26 @@ func (r *Repository) syncModelLocked(ctx context.Context, name string) {
 			}
 		}
 	}
-	for n, v := range current {
-		if !slices.Contains(selected, n) {
-			log.Info("version no longer selected; draining and unloading", "version", n)
-			retire = append(retire, v)
+	// Versions the policy no longer selects leave, unless nothing selected loaded: then the
+	// ones that serve keep serving until a new version does.
+	servesNew := slices.ContainsFunc(next.Versions, func(v *Version) bool { return v.state == StateReady })
+	for _, n := range slices.Sorted(maps.Keys(current)) {
+		v := current[n]
+		if slices.Contains(selected, n) {
+			continue
 		}
+		if !servesNew && v.state == StateReady {
+			log.Warn("no newly selected version loaded; the previous version keeps serving", "version", n)
+			next.Versions = append(next.Versions, v)
+			if next.LastError == nil {
+				next.LastError = errors.New("no version selected by the policy loaded")
+			}
+			continue
+		}
+		log.Info("version no longer selected; draining and unloading", "version", n)
+		retire = append(retire, v)
 	}
+	slices.SortFunc(next.Versions, func(a, b *Version) int { return cmp.Compare(a.Number, b.Number) })
 	r.mu.Lock()
 	r.models[name] = next
 	r.markRetiredLocked(retire)

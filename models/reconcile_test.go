@@ -296,3 +296,23 @@ func TestExplicitControl(t *testing.T) {
 		t.Errorf("load of a broken model: %v", err)
 	}
 }
+
+func TestBrokenNewestVersionKeepsPreviousServing(t *testing.T) {
+	f := newFixture(t)
+	f.add(t, "m", "1")
+	f.sync(t)
+	good, _ := f.repo.Resolve("m", "")
+	f.add(t, "m", "2") // latest = 1 selects only version 2, which is corrupt
+	f.rt.FailOpen(filepath.Join(f.dir, "m", "2", "model.onnx"), engine.ErrInvalidModel)
+	f.sync(t, "m")
+	v, err := f.repo.Resolve("m", "")
+	if err != nil || v != good {
+		t.Fatalf("with a corrupt newest version: %v %v; want version 1 still serving", v, err)
+	}
+	if st, _ := state(f.repo, "m", "2"); st != models.StateUnavailable {
+		t.Errorf("version 2 is %s, want UNAVAILABLE", st)
+	}
+	if good.Retired() || len(f.drain.list()) != 0 {
+		t.Error("version 1 was retired although nothing replaced it")
+	}
+}

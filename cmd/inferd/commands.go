@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"os/signal"
 	"runtime"
 	"strings"
@@ -48,18 +49,19 @@ func serveCommand(env []string) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			log := newLogger(cmd.ErrOrStderr(), cfg.Log)
+			level := new(slog.LevelVar)
+			log := newLogger(cmd.ErrOrStderr(), cfg.Log, level)
 			slog.SetDefault(log)
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
-			return serve(ctx, cfg, env, log)
+			return serve(ctx, cfg, path, env, level, log)
 		},
 	}
 	cmd.Flags().StringVarP(&path, "config", "c", defaultConfigPath, "configuration file")
 	return cmd
 }
 
-func serve(ctx context.Context, cfg *config.Config, env []string, log *slog.Logger) error {
+func serve(ctx context.Context, cfg *config.Config, path string, env []string, level *slog.LevelVar, log *slog.Logger) error {
 	rt, err := ort.New(ort.RuntimeOptions{LibraryPath: cfg.Engine.OnnxRuntimeLibrary, Getenv: lookup(env)}, log.With("component", "engine"))
 	if err != nil {
 		return err
@@ -77,11 +79,29 @@ func serve(ctx context.Context, cfg *config.Config, env []string, log *slog.Logg
 				"gpus":   {State: "none", Detail: "GPU discovery is not built into this version; models run on the CPU execution provider"},
 			}
 		},
-		Notify: notifySystemd,
+		Notify:     notifySystemd,
+		ConfigPath: path,
+		Env:        env,
+		LogLevel:   level,
 	}, log)
 	if err != nil {
 		return err
 	}
+	// systemctl reload sends SIGHUP.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-hup:
+				log.Info("SIGHUP: reloading the configuration")
+				_ = d.Reload(ctx)
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
 	return d.Run(ctx)
 }
 
@@ -91,9 +111,10 @@ func notifySystemd(state string) error {
 	return err
 }
 
-func newLogger(w io.Writer, c config.Log) *slog.Logger {
-	var level slog.Level
-	_ = level.UnmarshalText([]byte(c.Level)) // validated by config
+func newLogger(w io.Writer, c config.Log, level *slog.LevelVar) *slog.Logger {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(c.Level)) // validated by config
+	level.Set(l)
 	opts := &slog.HandlerOptions{Level: level}
 	if c.Format == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))

@@ -29,7 +29,8 @@ var allowed = map[string][]string{
 	"models":                          {"engine", "tensor"},
 	"scheduler":                       {"engine", "tensor"},
 	"api":                             {"engine", "kserve", "models", "scheduler", "tensor"},
-	"daemon":                          {"api", "config", "engine", "models", "scheduler", "tensor"},
+	"daemon":                          {"api", "config", "engine", "metrics", "models", "scheduler", "tensor", "watch"},
+	"metrics":                         {},
 	"cmd/inferd":                      {"api", "config", "daemon", "engine", "engine/ort", "internal/buildinfo", "perf"},
 	"perf":                            {"engine", "kserve", "tensor"},
 	"internal/buildinfo":              {},
@@ -40,7 +41,10 @@ var allowed = map[string][]string{
 	"internal/daemontest":             {"internal/testutil"},
 	"internal/archtest":               {},
 	"internal/testutil":               {},
+	"watch":                           {},
 	"e2e":                             {},
+	"bench/cmd/bench":                 {"internal/testmodels", "perf", "tensor"},
+	"bench/cmd/floor":                 {},
 }
 
 // exclusive names third-party modules that only one package may import.

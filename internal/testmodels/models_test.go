@@ -317,3 +317,15 @@ func TestIdentityUnknownDataType(t *testing.T) {
 		t.Errorf("Identity(COMPLEX64) error = %v, want ErrUnsupportedDataType", err)
 	}
 }
+
+func TestAddConst(t *testing.T) {
+	for _, c := range []float32{0, 1, -2.5, 1000} {
+		x := []float32{1, 2, 3, 4, -1, -2, -3, -4}
+		got := runDense(t, AddConst(c), x, 4, 4)
+		for i := range x {
+			if got[i] != x[i]+c {
+				t.Fatalf("AddConst(%v): output %v for input %v", c, got, x)
+			}
+		}
+	}
+}

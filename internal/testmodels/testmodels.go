@@ -319,3 +319,17 @@ func ScalarForward(scale float32, v []float32) (scaled []float32, next float32) 
 	}
 	return scaled, scale + 1
 }
+
+// AddConst returns a model whose output is its input plus c: "input" FP32 [batch,4] →
+// "output" FP32 [batch,4]. Each generation of a model in the reload tests adds its own c, so a
+// response tells which generation served it.
+func AddConst(c float32) []byte {
+	dims := []onnxgen.Dim{onnxgen.P(batchDim), {Value: 4}}
+	return onnxgen.Marshal(onnxgen.Graph{
+		Name:         "add_const",
+		Nodes:        []onnxgen.Node{{OpType: "Add", Name: "add", Inputs: []string{"input", "c"}, Outputs: []string{"output"}}},
+		Initializers: []onnxgen.Tensor{onnxgen.FloatTensor("c", nil, []float32{c})},
+		Inputs:       []onnxgen.ValueInfo{{Name: "input", ElemType: onnxgen.Float, Shape: dims}},
+		Outputs:      []onnxgen.ValueInfo{{Name: "output", ElemType: onnxgen.Float, Shape: dims}},
+	})
+}
