@@ -173,6 +173,9 @@ func (d *Daemon) WaitReady(t testing.TB) {
 	}
 }
 
+// PID is the daemon's process id.
+func (d *Daemon) PID() int { return d.cmd.Process.Pid }
+
 // Signal sends sig to the daemon.
 func (d *Daemon) Signal(t testing.TB, sig syscall.Signal) {
 	t.Helper()
