@@ -50,35 +50,33 @@ type harness struct {
 func start(t *testing.T, shutdownTimeout time.Duration) *harness {
 	t.Helper()
 	dir := t.TempDir()
-	path := filepath.Join(dir, "double", "1", "model.onnx")
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, []byte("fake"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	rt := enginetest.New()
-	rt.Register(path, doubleSig, double)
-
 	cfg := config.Default()
 	cfg.Models.Repository = dir
 	cfg.Server.ShutdownTimeout = shutdownTimeout
+	h, _ := launch(t, dir, &cfg, daemon.Options{})
+	return h
+}
+
+// launch writes model "double" into the repository dir, registers it with a fake engine and
+// runs a daemon with cfg and opts (Runtime, Listener and Notify filled in) until the test ends.
+func launch(t *testing.T, repo string, cfg *config.Config, opts daemon.Options) (*harness, *daemon.Daemon) {
+	t.Helper()
+	testutil.WriteFile(t, repo, "double/1/model.onnx", []byte("fake"))
+	rt := enginetest.New()
+	rt.Register(filepath.Join(repo, "double", "1", "model.onnx"), doubleSig, double)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{rt: rt, url: "http://" + ln.Addr().String(), states: make(chan string, 64), done: make(chan struct{})}
-	d, err := daemon.New(&cfg, daemon.Options{
-		Version:  "test",
-		Runtime:  rt,
-		Listener: ln,
-		Notify: func(s string) error {
-			for _, line := range strings.Split(s, "\n") {
-				h.states <- line
-			}
-			return nil
-		},
-	}, quiet)
+	h := &harness{rt: rt, url: "http://" + ln.Addr().String(), states: make(chan string, 256), done: make(chan struct{})}
+	opts.Version, opts.Runtime, opts.Listener = "test", rt, ln
+	opts.Notify = func(s string) error {
+		for _, line := range strings.Split(s, "\n") {
+			h.states <- line
+		}
+		return nil
+	}
+	d, err := daemon.New(cfg, opts, quiet)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +92,7 @@ func start(t *testing.T, shutdownTimeout time.Duration) *harness {
 		}
 	})
 	h.waitState(t, "READY=1")
-	return h
+	return h, d
 }
 
 // wait returns what Run returned once it has.
@@ -224,10 +222,6 @@ func TestReadyAndStatusNotifications(t *testing.T) {
 func startWithConfig(t *testing.T, content string) (*harness, *daemon.Daemon, string, *slog.LevelVar) {
 	t.Helper()
 	dir := t.TempDir()
-	path := filepath.Join(dir, "models", "double", "1", "model.onnx")
-	testutil.WriteFile(t, dir, "models/double/1/model.onnx", []byte("fake"))
-	rt := enginetest.New()
-	rt.Register(path, doubleSig, double)
 	cfgPath := filepath.Join(dir, "inferd.toml")
 	if err := os.WriteFile(cfgPath, []byte(content), 0o644); err != nil {
 		t.Fatal(err)
@@ -236,29 +230,8 @@ func startWithConfig(t *testing.T, content string) (*harness, *daemon.Daemon, st
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	level := new(slog.LevelVar)
-	h := &harness{rt: rt, url: "http://" + ln.Addr().String(), states: make(chan string, 256), done: make(chan struct{})}
-	d, err := daemon.New(cfg, daemon.Options{
-		Version: "test", Runtime: rt, Listener: ln, ConfigPath: cfgPath, LogLevel: level,
-		Notify: func(s string) error {
-			for _, line := range strings.Split(s, "\n") {
-				h.states <- line
-			}
-			return nil
-		},
-	}, quiet)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	h.cancel = cancel
-	go func() { h.err = d.Run(ctx); close(h.done) }()
-	t.Cleanup(func() { cancel(); <-h.done })
-	h.waitState(t, "READY=1")
+	h, d := launch(t, filepath.Join(dir, "models"), cfg, daemon.Options{ConfigPath: cfgPath, LogLevel: level})
 	return h, d, cfgPath, level
 }
 
