@@ -246,20 +246,28 @@ func TestReloadUnderLoad(t *testing.T) {
 		change()
 		waitFor("temporary model gone", func(index string) bool { return !strings.Contains(index, `"name":"temp"`) })
 
-		// Configuration: a valid edit, an invalid one, then SIGHUP.
-		if err := os.WriteFile(cfgPath, cfg([]string{"info", "debug"}[round%2], []string{"2ms", "1ms"}[round%2]), 0o644); err != nil {
+		// Configuration: a valid edit, an invalid one, then the first again by SIGHUP; each
+		// waits until the daemon has taken it (the file watcher or the signal).
+		valid := cfg([]string{"info", "debug"}[round%2], []string{"3ms", "1ms"}[round%2])
+		applied := reloads(t, d.URL, "applied")
+		if err := os.WriteFile(cfgPath, valid, 0o644); err != nil {
 			t.Fatal(err)
 		}
 		change()
+		waitMetric(t, d.URL, "applied", applied+1)
+		failed := reloads(t, d.URL, "failed")
 		if err := os.WriteFile(cfgPath, []byte("[models\nbroken"), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		change()
+		waitMetric(t, d.URL, "failed", failed+1)
+		applied = reloads(t, d.URL, "applied")
 		if err := os.WriteFile(cfgPath, cfg("info", "2ms"), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		d.Signal(t, syscall.SIGHUP)
 		change()
+		waitMetric(t, d.URL, "applied", applied+1)
 		// Old versions leave once in a while, except the newest.
 		if version > 3 {
 			if err := os.RemoveAll(filepath.Join(repo, "m", fmt.Sprint(version-2))); err != nil {
@@ -286,6 +294,37 @@ func TestReloadUnderLoad(t *testing.T) {
 	for _, want := range []string{"configuration reload failed", "configuration reloaded", "model version unavailable"} {
 		if !strings.Contains(logs, want) {
 			t.Errorf("log lacks %q", want)
+		}
+	}
+}
+
+// reloads reads inferd_config_reloads_total{result} from /metrics (0 before the first).
+func reloads(t *testing.T, url, result string) int {
+	t.Helper()
+	resp, err := http.Get(url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	prefix := fmt.Sprintf("inferd_config_reloads_total{result=%q} ", result)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, prefix); ok {
+			var n int
+			fmt.Sscan(v, &n)
+			return n
+		}
+	}
+	return 0
+}
+
+// waitMetric polls until at least want reloads with result have happened.
+func waitMetric(t *testing.T, url, result string, want int) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for reloads(t, url, result) < want {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s configuration reload within 20s", result)
 		}
 	}
 }

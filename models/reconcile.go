@@ -13,6 +13,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"time"
@@ -310,6 +311,14 @@ func (r *Repository) markRetiredLocked(vs []*Version) {
 // retireLocked drains the retired versions and closes their sessions. Caller holds loadMu and
 // has already made them unroutable.
 func (r *Repository) retireLocked(ctx context.Context, vs []*Version) {
+	closed := false
+	defer func() {
+		if closed {
+			// Hand the retired generation's Go memory back to the system too, so that a
+			// daemon that reloads all day does not keep its peak forever.
+			debug.FreeOSMemory()
+		}
+	}()
 	for _, v := range vs {
 		if len(v.Sessions) == 0 {
 			continue
@@ -323,6 +332,7 @@ func (r *Repository) retireLocked(ctx context.Context, vs []*Version) {
 			cancel()
 		}
 		closeAll(v.Sessions)
+		closed = true
 		r.log.Debug("model version unloaded", "model", v.Model, "version", v.Number)
 	}
 }

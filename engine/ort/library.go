@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -78,23 +79,36 @@ func (s searcher) find(explicit string) (string, []string, error) {
 		ErrLibrary, EnvLibrary, strings.Join(tried, ", "))
 }
 
-// dirs lists the directories searched when nothing names the library, best first.
+// dirs lists the directories searched when nothing names the library, best first: the system
+// directory, next to the binary, then the build folder of the source tree the binary or the
+// working directory lies in.
 func (s searcher) dirs() []string {
 	dirs := append([]string(nil), s.systemDirs...)
+	var starts []string
 	if exe, err := s.executable(); err == nil {
 		dir := filepath.Dir(exe)
 		dirs = append(dirs, dir, filepath.Join(dir, "..", "lib", "inferd"))
+		starts = append(starts, dir)
 	}
 	if wd, err := s.getwd(); err == nil {
-		for dir := wd; ; dir = filepath.Dir(dir) {
-			if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-				dirs = append(dirs, filepath.Join(dir, "build", "onnxruntime"))
-				break
-			}
-			if filepath.Dir(dir) == dir {
-				break
-			}
+		starts = append(starts, wd)
+	}
+	for _, start := range starts {
+		if root, ok := moduleRoot(start); ok && !slices.Contains(dirs, filepath.Join(root, "build", "onnxruntime")) {
+			dirs = append(dirs, filepath.Join(root, "build", "onnxruntime"))
 		}
 	}
 	return dirs
+}
+
+// moduleRoot walks up from dir to the nearest directory holding go.mod.
+func moduleRoot(dir string) (string, bool) {
+	for ; ; dir = filepath.Dir(dir) {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, true
+		}
+		if filepath.Dir(dir) == dir {
+			return "", false
+		}
+	}
 }

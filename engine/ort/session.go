@@ -162,6 +162,7 @@ func (s *Session) Close() error {
 	s.runOpts.Destroy()
 	s.sess, s.runOpts = nil, nil
 	s.mu.Unlock()
+	trimNativeHeap()
 	return releaseEnv()
 }
 
