@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"math/bits"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/inferd/inferd/kserve"
@@ -25,13 +27,13 @@ func (s *Server) inferHandler(w http.ResponseWriter, r *http.Request) {
 		writeError(w, status, err.Error())
 		return
 	}
+	// The request's tensors alias body until the response is written; then it is reused.
+	defer s.bodies.put(body)
 	headerLength, err := kserve.ParseHeaderLength(r.Header.Get(kserve.HeaderContentLength))
 	if err != nil {
 		writeError(w, statusOf(err), err.Error())
 		return
 	}
-	// The request's tensors alias body (binary data is not copied); body lives until the
-	// response is written.
 	req, err := kserve.Decode(body, headerLength)
 	if err != nil {
 		writeError(w, statusOf(err), err.Error())
@@ -60,17 +62,7 @@ func (s *Server) inferHandler(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	resp := kserve.InferResponse{ModelName: v.Model, ModelVersion: v.Label(), ID: req.ID, Outputs: outputs, Binary: req.BinaryOutputs(outputs)}
-	out, jsonLength := kserve.EncodeResponse(make([]byte, 0, responseSizeHint(outputs)), &resp)
-	h := w.Header()
-	if jsonLength >= 0 {
-		h.Set("Content-Type", "application/octet-stream")
-		h.Set(kserve.HeaderContentLength, strconv.Itoa(jsonLength))
-	} else {
-		h.Set("Content-Type", "application/json")
-	}
-	h.Set("Content-Length", strconv.Itoa(len(out)))
-	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(out)
+	writeResponse(w, &resp)
 }
 
 // maxResolves bounds how often one request re-resolves a version that was replaced under it.
@@ -96,14 +88,31 @@ func (s *Server) run(r *http.Request, sreq *scheduler.Request) (*models.Version,
 	}
 }
 
-// responseSizeHint guesses the encoded size of the outputs, so the response is encoded into
-// one allocation in the common case (binary: the bytes; JSON: ~12 characters an element).
-func responseSizeHint(outputs []tensor.Tensor) int {
-	n := 256
-	for i := range outputs {
-		n += 3*len(outputs[i].Data) + 16*len(outputs[i].Strings) + 64
+// writeResponse sends an inference response. Binary outputs go to the connection straight
+// from the tensors' buffers, after the JSON part, without being copied into a body first.
+func writeResponse(w http.ResponseWriter, resp *kserve.InferResponse) {
+	header, parts := kserve.ResponseParts(nil, resp)
+	h := w.Header()
+	size := len(header)
+	if parts != nil {
+		h.Set("Content-Type", "application/octet-stream")
+		h.Set(kserve.HeaderContentLength, strconv.Itoa(len(header)))
+		for _, p := range parts {
+			size += len(p)
+		}
+	} else {
+		h.Set("Content-Type", "application/json")
 	}
-	return n
+	h.Set("Content-Length", strconv.Itoa(size))
+	w.WriteHeader(http.StatusOK)
+	if _, err := w.Write(header); err != nil {
+		return
+	}
+	for _, p := range parts {
+		if _, err := w.Write(p); err != nil {
+			return
+		}
+	}
 }
 
 // target adapts a model version to the scheduler. Targets of the same version compare equal,
@@ -169,7 +178,8 @@ func nonNegativeInt(name string, v any) (int64, error) {
 	return int64(f), nil
 }
 
-// readBody reads a request body bounded by MaxRequestBytes; a larger body is a 413.
+// readBody reads a request body bounded by MaxRequestBytes; a larger body is a 413. The buffer
+// comes from the server's pool; the caller returns it once nothing refers to it.
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, int, error) {
 	limit := s.maxBody.Load()
 	if r.ContentLength > limit {
@@ -181,7 +191,7 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, int, 
 	if size < 0 || size > limit {
 		size = 0
 	}
-	buf := make([]byte, 0, size+1)
+	buf := s.bodies.get(int(size) + 1)
 	for {
 		n, err := r.Body.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]
@@ -190,14 +200,46 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, int, 
 		}
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
+			s.bodies.put(buf)
 			return nil, http.StatusRequestEntityTooLarge,
 				fmt.Errorf("request body is over the limit of %d bytes (server.max_request_bytes)", limit)
 		}
 		if err != nil {
+			s.bodies.put(buf)
 			return nil, http.StatusBadRequest, fmt.Errorf("reading request body: %w", err)
 		}
 		if len(buf) == cap(buf) {
 			buf = append(buf, 0)[:len(buf)]
 		}
+	}
+}
+
+// bodyPool recycles request body buffers, so that a stream of large requests does not make the
+// garbage collector run for every one. Buffers are grouped by power-of-two capacity.
+type bodyPool struct {
+	classes [40]sync.Pool
+}
+
+func sizeClass(n int) int { return bits.Len(uint(max(n, 1) - 1)) }
+
+func (p *bodyPool) get(n int) []byte {
+	c := sizeClass(n)
+	if c < len(p.classes) {
+		if b, ok := p.classes[c].Get().(*[]byte); ok {
+			return (*b)[:0]
+		}
+	}
+	return make([]byte, 0, 1<<min(c, 62))
+}
+
+func (p *bodyPool) put(b []byte) {
+	if cap(b) < 4096 {
+		return
+	}
+	// A buffer goes back to the class whose every request it can hold.
+	c := bits.Len(uint(cap(b))) - 1
+	if c < len(p.classes) {
+		b = b[:0]
+		p.classes[c].Put(&b)
 	}
 }

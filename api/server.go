@@ -81,6 +81,7 @@ type Server struct {
 	started time.Time
 	phase   atomic.Int32
 	maxBody atomic.Int64
+	bodies  bodyPool
 	mux     *http.ServeMux
 }
 

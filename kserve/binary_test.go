@@ -651,3 +651,42 @@ func TestEncodeResponseBinary(t *testing.T) {
 		t.Errorf("binary EncodeResponse allocates %v times, want 0", n)
 	}
 }
+
+// TestResponsePartsMatchEncodeResponse checks that the parts written one after the other are
+// exactly EncodeResponse's body, and that fixed-size outputs are not copied.
+func TestResponsePartsMatchEncodeResponse(t *testing.T) {
+	fp := tensor.FromFloat32s("f", []int64{2}, []float32{1.5, -2})
+	resp := &InferResponse{
+		ModelName: "m", ModelVersion: "1", ID: "x",
+		Outputs: []tensor.Tensor{
+			fp,
+			{Name: "b", DataType: tensor.Bool, Shape: []int64{3}, Data: []byte{0, 2, 1}},
+			{Name: "s", DataType: tensor.Bytes, Shape: []int64{2}, Strings: [][]byte{[]byte("ab"), {}}},
+			tensor.FromFloat32s("j", []int64{1}, []float32{3}),
+		},
+		Binary: []bool{true, true, true, false},
+	}
+	want, wantLen := EncodeResponse(nil, resp)
+	header, parts := ResponseParts(nil, resp)
+	if len(header) != wantLen {
+		t.Fatalf("header %d bytes, EncodeResponse says %d", len(header), wantLen)
+	}
+	got := append([]byte(nil), header...)
+	for _, p := range parts {
+		got = append(got, p...)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("parts\n%q\nwant\n%q", got, want)
+	}
+	if &parts[0][0] != &fp.Data[0] {
+		t.Error("a fixed-size output was copied")
+	}
+	resp.Binary = nil
+	header, parts = ResponseParts(nil, resp)
+	if parts != nil {
+		t.Errorf("JSON response has %d binary parts", len(parts))
+	}
+	if want, _ := EncodeResponse(nil, resp); !bytes.Equal(header, want) {
+		t.Error("JSON response differs from EncodeResponse")
+	}
+}

@@ -27,15 +27,55 @@ import (
 // The outputs must pass tensor.Check; the encoder writes the elements their Data (or Strings)
 // holds and never panics on a short buffer.
 func EncodeResponse(dst []byte, r *InferResponse) (body []byte, headerLength int) {
-	binSize, anyBinary := 0, false
+	binSize := 0
 	for i := range r.Outputs {
 		if r.binary(i) {
 			binSize += binaryLen(&r.Outputs[i])
-			anyBinary = true
 		}
 	}
 	dst = slices.Grow(dst, 128+estimateSize(r)+binSize)
 	start := len(dst)
+	dst, anyBinary := appendResponseJSON(dst, r)
+	if !anyBinary {
+		return dst, -1
+	}
+	headerLength = len(dst) - start
+	for i := range r.Outputs {
+		if r.binary(i) {
+			dst = appendBinary(dst, &r.Outputs[i])
+		}
+	}
+	return dst, headerLength
+}
+
+// ResponseParts encodes the response for writing without copying its binary outputs: it
+// appends the JSON part to dst (header) and returns the binary parts to send after it, in
+// order. Fixed-size outputs are their own Data (not copied); BOOL and BYTES outputs are
+// encoded into new buffers. With no binary output, parts is nil and header is the whole body.
+func ResponseParts(dst []byte, r *InferResponse) (header []byte, parts [][]byte) {
+	dst = slices.Grow(dst, 128+estimateSize(r))
+	header, anyBinary := appendResponseJSON(dst, r)
+	if !anyBinary {
+		return header, nil
+	}
+	for i := range r.Outputs {
+		if !r.binary(i) {
+			continue
+		}
+		t := &r.Outputs[i]
+		if t.DataType == tensor.Bytes || t.DataType == tensor.Bool {
+			parts = append(parts, appendBinary(make([]byte, 0, binaryLen(t)), t))
+		} else {
+			parts = append(parts, t.Data)
+		}
+	}
+	return header, parts
+}
+
+// appendResponseJSON appends the JSON part of the response and reports whether any output is
+// binary.
+func appendResponseJSON(dst []byte, r *InferResponse) ([]byte, bool) {
+	anyBinary := false
 	dst = append(dst, `{"model_name":`...)
 	dst = appendString(dst, r.ModelName)
 	dst = append(dst, `,"model_version":`...)
@@ -53,19 +93,11 @@ func EncodeResponse(dst []byte, r *InferResponse) (body []byte, headerLength int
 		if i > 0 {
 			dst = append(dst, ',')
 		}
-		dst = appendTensor(dst, &r.Outputs[i], nil, r.binary(i))
+		bin := r.binary(i)
+		anyBinary = anyBinary || bin
+		dst = appendTensor(dst, &r.Outputs[i], nil, bin)
 	}
-	dst = append(dst, "]}"...)
-	if !anyBinary {
-		return dst, -1
-	}
-	headerLength = len(dst) - start
-	for i := range r.Outputs {
-		if r.binary(i) {
-			dst = appendBinary(dst, &r.Outputs[i])
-		}
-	}
-	return dst, headerLength
+	return append(dst, "]}"...), anyBinary
 }
 
 // binary reports whether output i is to be sent in binary form.

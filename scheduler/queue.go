@@ -137,7 +137,9 @@ func (q *queue) infer(ctx context.Context, req *Request) ([]tensor.Tensor, error
 			q.stats.fail(1)
 			return nil, ctx.Err()
 		}
-		// Already running; the client is gone, so nobody waits for the result.
+		// Already in a batch: wait for it, since the batch still reads this request's inputs
+		// (which may alias a buffer the caller recycles once Infer returns).
+		<-p.done
 		return nil, ctx.Err()
 	case <-expired:
 		if q.withdraw(p) {
@@ -360,13 +362,6 @@ func (q *queue) work(ctx context.Context, sess engine.Session) {
 			return
 		}
 		q.run(ctx, sess, batch)
-		var rows int64
-		for _, p := range batch {
-			rows += p.rows
-		}
-		q.mu.Lock()
-		q.running -= rows
-		q.mu.Unlock()
 	}
 }
 
@@ -381,16 +376,25 @@ func (q *queue) run(ctx context.Context, sess engine.Session, batch []*pending) 
 		parts, err = split(batch, outputs)
 	}
 	end := time.Now()
+	// The books are closed before anyone hears back: a client that sends its next request, or
+	// reads the statistics, as soon as it has its answer sees this batch finished.
+	var rows int64
+	for _, p := range batch {
+		rows += p.rows
+	}
+	q.mu.Lock()
+	q.running -= rows
+	q.mu.Unlock()
+	q.stats.record(batch, start, computed, ran, end, err)
+	if err != nil {
+		q.log.Warn("batch failed", "requests", len(batch), "err", err)
+	}
 	for i, p := range batch {
 		if err != nil {
 			p.done <- result{err: err}
 		} else {
 			p.done <- result{outputs: parts[i]}
 		}
-	}
-	q.stats.record(batch, start, computed, ran, end, err)
-	if err != nil {
-		q.log.Warn("batch failed", "requests", len(batch), "err", err)
 	}
 }
 

@@ -118,7 +118,9 @@ func (s *Scheduler) queueFor(t Target) (*queue, error) {
 
 // Infer queues req for t, waits for its batch to run, and returns its outputs. It returns
 // early with ctx's error when ctx ends while the request still waits (a client that leaves
-// leaves the queue), and with ErrTimeout when the request's timeout passes first.
+// leaves the queue), and with ErrTimeout when the request's timeout passes first. Once a
+// request is in a running batch, Infer returns only after the batch, so the caller may reuse
+// the inputs' buffers as soon as Infer returns.
 func (s *Scheduler) Infer(ctx context.Context, t Target, req *Request) ([]tensor.Tensor, error) {
 	q, err := s.queueFor(t)
 	if err != nil {
