@@ -11,7 +11,7 @@ LISTEN  ?= 127.0.0.1:8080
 export INFERD_ONNXRUNTIME_LIBRARY := $(abspath $(ORT_LIB))
 export CGO_ENABLED := 1
 
-.PHONY: all deps build run test test-short vet e2e bench models clean node-server-test
+.PHONY: all deps build run test test-short vet e2e bench models clean node-server-test bench-swap
 
 all: build
 
@@ -46,10 +46,23 @@ e2e: deps
 	$(GO) test -count=1 -timeout 20m -tags e2e ./e2e/...
 	$(MAKE) node-server-test
 
+## bench-swap: p99 latency during model swaps against steady state, and file-to-serving time
+bench-swap: deps
+	$(GO) test -count=1 -timeout 10m -tags e2e,bench -run TestSwapLatency -v ./e2e/ | grep -E "swap benchmark|^(ok|FAIL|---)"
+
 ## node-server-test: the Node.js baseline server of make bench, against the demo MLP
 node-server-test:
 	cd bench/node-server && ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund --silent
 	MODEL=$(abspath configs/models/mlp/1/model.onnx) node --test bench/node-server/
+
+## bench: inferd vs raw ONNX Runtime vs a Node.js server on this machine -> docs/benchmarks.md (~15 min)
+## (longer: make bench BENCH_DURATION=30s BENCH_REPS=5; more settings: BENCH_FLAGS='...', see go run ./bench/cmd/bench -h)
+BENCH_DURATION ?= 8s
+BENCH_WARMUP   ?= 2s
+BENCH_REPS     ?= 3
+BENCH_FLAGS    ?=
+bench: build
+	$(GO) run ./bench/cmd/bench -duration $(BENCH_DURATION) -warmup $(BENCH_WARMUP) -reps $(BENCH_REPS) $(BENCH_FLAGS)
 
 ## models: regenerate the committed demo model repository from internal/testmodels
 models:

@@ -266,6 +266,13 @@ func (r *Repository) publishLoadingLocked(name string, old *Model, cfg Config, s
 			interim = append(interim, v)
 		}
 	}
+	// Versions the policy is about to drop keep serving until the new ones are ready.
+	for n, v := range current {
+		if !slices.Contains(selected, n) && v.state == StateReady {
+			interim = append(interim, v)
+		}
+	}
+	slices.SortFunc(interim, func(a, b *Version) int { return cmp.Compare(a.Number, b.Number) })
 	m := &Model{Name: name, Config: cfg, Versions: interim}
 	if old != nil {
 		m.LastError, m.failed = old.LastError, old.failed

@@ -316,3 +316,29 @@ func TestBrokenNewestVersionKeepsPreviousServing(t *testing.T) {
 		t.Error("version 1 was retired although nothing replaced it")
 	}
 }
+
+// TestOldVersionServesWhileNewLoads checks that while a replacing version loads (and warms
+// up), the version it replaces still resolves.
+func TestOldVersionServesWhileNewLoads(t *testing.T) {
+	f := newFixture(t)
+	testutil.WriteFile(t, f.dir, "m/model.toml", []byte("max_batch_size = 4\n[warmup]\nbatch_sizes = [1]\n"))
+	f.add(t, "m", "1")
+	f.sync(t)
+	old, _ := f.repo.Resolve("m", "")
+	f.add(t, "m", "2")
+	gate := f.rt.Hold() // version 2's warmup run blocks here
+	done := make(chan struct{})
+	go func() { f.sync(t, "m"); close(done) }()
+	<-gate.Entered()
+	if v, err := f.repo.Resolve("m", ""); err != nil || v != old {
+		t.Errorf("while version 2 loads: %v %v; want version 1", v, err)
+	}
+	if st, _ := state(f.repo, "m", "2"); st != models.StateLoading {
+		t.Errorf("version 2 is %s while loading", st)
+	}
+	gate.Release()
+	<-done
+	if v, _ := f.repo.Resolve("m", ""); v.Number != 2 {
+		t.Errorf("after loading: version %d", v.Number)
+	}
+}

@@ -1,0 +1,562 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/inferd/inferd/internal/testmodels"
+	"github.com/inferd/inferd/perf"
+	"github.com/inferd/inferd/tensor"
+)
+
+// Generated models: the GEMM-heavy MLP and the FP32 identity of the wire-path measurement.
+const (
+	wideIn, wideHidden, wideOut = 1024, 4096, 1024
+	wireElems                   = 1 << 20 // FP32 elements of the wire-path tensor: 4 MiB
+)
+
+// modelSpec is one model of the throughput comparison.
+type modelSpec struct {
+	key   string // served name and file prefix
+	title string
+	file  string // the .onnx file
+	// shape is perf's --shape for the model's input at one row, "" for the model's own.
+	shape string
+	// inputs is a [[inputs]] override for model.toml, "" for none.
+	inputs     string
+	instances  int    // 0: inferd's default
+	queueDelay string // "": inferd's default
+	// gemm marks the model the batching and Node.js targets apply to.
+	gemm bool
+}
+
+// rawRun is one `inferd perf --raw` measurement.
+type rawRun struct {
+	rep  *perf.RawReport
+	file string
+	err  error
+}
+
+// serverRun is one `inferd perf` measurement of a server.
+type serverRun struct {
+	rep  *perf.Report
+	file string
+	err  error
+}
+
+// step returns the step at concurrency c, or nil.
+func (r serverRun) step(c int) *perf.Step {
+	if r.rep == nil {
+		return nil
+	}
+	for i := range r.rep.Steps {
+		if r.rep.Steps[i].Concurrency == c {
+			return &r.rep.Steps[i]
+		}
+	}
+	return nil
+}
+
+// modelRep is one repetition of a model's measurements.
+type modelRep struct {
+	// raws are the sweep's top configurations measured again; raw is the fastest of them,
+	// this repetition's ceiling.
+	raws                         []rawRun
+	raw                          rawRun
+	batchedBinary, batchedJSON   serverRun
+	unbatchedBinary, unbatchedJS serverRun
+	node                         serverRun
+}
+
+// modelResult is everything measured on one model.
+type modelResult struct {
+	spec                       modelSpec
+	sweep                      rawRun
+	batchedTOML, unbatchedTOML string
+	threads                    int // inferd's intra-op threads per instance
+	reps                       []modelRep
+}
+
+// latencyRep is one repetition of the concurrency-1 latency measurement.
+type latencyRep struct {
+	floorJSON, floorBinary   serverRun
+	inferdJSON, inferdBinary serverRun
+	raw                      rawRun
+}
+
+// wireRep is one repetition of the binary wire-path measurement.
+type wireRep struct{ run serverRun }
+
+// bench holds what every measurement shares.
+type bench struct {
+	o        options
+	started  time.Time
+	floor    string // the floor binary
+	wide     string // generated model files
+	identity string
+	nodeNote string // why the Node.js rows are missing, "" when they are not
+	seq      int
+	commands []string
+
+	mu   sync.Mutex
+	live map[*server]bool
+}
+
+func newBench(o options) (*bench, error) {
+	b := &bench{o: o, started: time.Now(), live: map[*server]bool{}}
+	// Every file under json, logs and servers belongs to this run; models are regenerated.
+	for _, d := range []string{"json", "logs", "servers"} {
+		if err := os.RemoveAll(filepath.Join(o.dir, d)); err != nil {
+			return nil, err
+		}
+	}
+	for _, d := range []string{"json", "logs", "servers", "models"} {
+		if err := os.MkdirAll(filepath.Join(o.dir, d), 0o755); err != nil {
+			return nil, err
+		}
+	}
+	b.floor = filepath.Join(o.dir, "floor")
+	b.wide = filepath.Join(o.dir, "models", "mlp_wide.onnx")
+	b.identity = filepath.Join(o.dir, "models", "identity_fp32.onnx")
+	return b, nil
+}
+
+// modelSpecs are the two models of the throughput comparison.
+func (b *bench) modelSpecs() []modelSpec {
+	return []modelSpec{
+		{
+			key: "mlp", title: fmt.Sprintf("MLP %d→%d→%d→%d FP32 (generated)", wideIn, wideHidden, wideHidden, wideOut),
+			file: b.wide, instances: b.o.mlpInstances, queueDelay: b.o.mlpDelay, gemm: true,
+		},
+		{
+			key: "ocr_cls", title: "PaddleOCR mobile direction classifier (ch_ppocr_mobile_v2.0_cls_infer.onnx)",
+			file: b.o.ocrModel, shape: "x=1,3,48,192", inputs: "[[inputs]]\nname = \"x\"\nshape = [-1, 3, 48, 192]\n",
+			instances: b.o.ocrInstances, queueDelay: b.o.ocrDelay,
+		},
+	}
+}
+
+// prepare fetches and generates what the measurements need: the OCR models, the generated
+// models, the floor binary and the Node.js server's packages (a failure there only drops the
+// Node.js rows).
+func (b *bench) prepare(ctx context.Context) error {
+	if _, err := os.Stat(b.o.inferd); err != nil {
+		return fmt.Errorf("%s: %w (make build)", b.o.inferd, err)
+	}
+	step("fetching the PaddleOCR models")
+	if err := b.exec(ctx, "", "./scripts/fetch-ocr-models.sh", "build/ocr-models"); err != nil {
+		return err
+	}
+	step("generating the MLP and identity models")
+	if err := writeFile(b.wide, testmodels.Wide(wideIn, wideHidden, wideOut)); err != nil {
+		return err
+	}
+	id, err := testmodels.Identity(tensor.FP32)
+	if err != nil {
+		return err
+	}
+	if err := writeFile(b.identity, id); err != nil {
+		return err
+	}
+	step("building the loopback floor server")
+	goCmd := cmpOr(os.Getenv("GO"), "go")
+	if err := b.exec(ctx, "", goCmd, "build", "-o", b.floor, "./bench/cmd/floor"); err != nil {
+		return err
+	}
+	switch {
+	case b.o.noNode:
+		b.nodeNote = "skipped (-no-node)"
+	default:
+		if _, err := os.Stat(filepath.Join(b.o.nodeDir, "server.js")); err != nil {
+			b.nodeNote = "no server.js: " + err.Error()
+			break
+		}
+		if v := installedVersion(filepath.Join(b.o.nodeDir, "node_modules", "onnxruntime-node")); v == nodeORTVersion {
+			fmt.Printf("\n== %s: onnxruntime-node %s already installed\n", b.o.nodeDir, v)
+			break
+		}
+		// As bench/node-server/README.md says: exactly the lock file, CPU runtime only.
+		step("npm ci in " + b.o.nodeDir)
+		if err := b.execEnv(ctx, []string{"ONNXRUNTIME_NODE_INSTALL=skip"}, b.o.nodeDir, "npm", "ci", "--no-audit", "--no-fund"); err != nil {
+			b.nodeNote = "npm ci failed: " + err.Error()
+		}
+	}
+	if b.nodeNote != "" {
+		fmt.Println("bench: Node.js rows skipped:", b.nodeNote)
+	}
+	return nil
+}
+
+// nodeORTVersion is the onnxruntime-node the Node.js baseline pins.
+const nodeORTVersion = "1.29.0"
+
+// installedVersion is the version in dir/package.json, "" when there is none.
+func installedVersion(dir string) string {
+	pkg, err := readJSON[struct{ Version string }](filepath.Join(dir, "package.json"))
+	if err != nil {
+		return ""
+	}
+	return pkg.Version
+}
+
+// writeFile writes data to path through a temporary file, so a killed run leaves no half model.
+func writeFile(path string, data []byte) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// step prints a progress line.
+func step(msg string) { fmt.Printf("\n== %s\n", msg) }
+
+// record keeps a command line for the report's reproduction section.
+func (b *bench) record(env []string, dir string, argv []string) {
+	var sb strings.Builder
+	if dir != "" {
+		fmt.Fprintf(&sb, "(cd %s && ", dir)
+	}
+	for _, e := range env {
+		sb.WriteString(e + " ")
+	}
+	for i, a := range argv {
+		if i > 0 {
+			sb.WriteByte(' ')
+		}
+		sb.WriteString(shellQuote(a))
+	}
+	if dir != "" {
+		sb.WriteByte(')')
+	}
+	b.commands = append(b.commands, sb.String())
+}
+
+func shellQuote(s string) string {
+	if s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./=:,", r))
+	}) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// exec runs a preparation command in dir with its output on ours.
+func (b *bench) exec(ctx context.Context, dir string, argv ...string) error {
+	return b.execEnv(ctx, nil, dir, argv...)
+}
+
+// execEnv is exec with env added to ours.
+func (b *bench) execEnv(ctx context.Context, env []string, dir string, argv ...string) error {
+	b.record(env, dir, argv)
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Dir, cmd.Stdout, cmd.Stderr = dir, os.Stdout, os.Stderr
+	cmd.Env = append(os.Environ(), env...)
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("%s: %w", strings.Join(argv, " "), err)
+	}
+	return nil
+}
+
+// runPerf runs `inferd perf ARGS --json FILE`, showing and keeping its table, and returns the
+// JSON file's path.
+func (b *bench) runPerf(ctx context.Context, label string, args ...string) (string, error) {
+	b.seq++
+	base := filepath.Join(b.o.dir, "json", fmt.Sprintf("%02d-%s", b.seq, label))
+	file := base + ".json"
+	argv := append([]string{b.o.inferd, "perf"}, args...)
+	argv = append(argv, "--json", file)
+	b.record(nil, "", argv)
+	step(fmt.Sprintf("%s (%s)", label, time.Since(b.started).Round(time.Second)))
+	table, err := os.Create(base + ".txt")
+	if err != nil {
+		return "", err
+	}
+	defer table.Close()
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	w := io.MultiWriter(os.Stdout, table)
+	cmd.Stdout, cmd.Stderr = w, w
+	if err := cmd.Run(); err != nil {
+		return file, fmt.Errorf("inferd perf %s: %w (see %s.txt)", label, err, base)
+	}
+	return file, nil
+}
+
+func readJSON[T any](file string) (*T, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	v := new(T)
+	if err := json.Unmarshal(data, v); err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	return v, nil
+}
+
+// raw runs `inferd perf --raw` over the given sweep ("" instances or threads: perf's default).
+func (b *bench) raw(ctx context.Context, label, model, shape, batches, instances, threads string, d, warm time.Duration) rawRun {
+	args := []string{"--raw", "--model-file", model, "--raw-batches", batches}
+	if instances != "" {
+		args = append(args, "--raw-instances", instances)
+	}
+	if threads != "" {
+		args = append(args, "--raw-threads", threads)
+	}
+	if shape != "" {
+		args = append(args, "--shape", shape)
+	}
+	args = append(args, "--duration", d.String(), "--warmup", warm.String())
+	file, err := b.runPerf(ctx, label, args...)
+	if err != nil {
+		return rawRun{file: file, err: err}
+	}
+	rep, err := readJSON[perf.RawReport](file)
+	return rawRun{rep, file, err}
+}
+
+// load measures a running server at the given concurrency levels.
+func (b *bench) load(ctx context.Context, s *server, label, model, shape, format, levels string) serverRun {
+	if s == nil {
+		return serverRun{err: fmt.Errorf("no server")}
+	}
+	args := []string{"-u", s.url, "-m", model, "--concurrency", levels, "--format", format,
+		"--duration", b.o.duration.String(), "--warmup", b.o.warmup.String()}
+	if shape != "" {
+		args = append(args, "--shape", shape)
+	}
+	file, err := b.runPerf(ctx, label, args...)
+	if err != nil {
+		return serverRun{file: file, err: err}
+	}
+	rep, err := readJSON[perf.Report](file)
+	return serverRun{rep, file, err}
+}
+
+// failed returns a serverRun that records why a server could not be measured.
+func failed(err error) serverRun { return serverRun{err: err} }
+
+// writeRepository lays out dir/models/NAME/1/model.onnx (a link to file) with model.toml and
+// dir/inferd.toml, and returns the config's path.
+func writeRepository(dir, name, file, modelTOML string) (string, error) {
+	version := filepath.Join(dir, "models", name, "1")
+	if err := os.MkdirAll(version, 0o755); err != nil {
+		return "", err
+	}
+	abs, err := filepath.Abs(file)
+	if err != nil {
+		return "", err
+	}
+	link := filepath.Join(version, "model.onnx")
+	_ = os.Remove(link)
+	if err := os.Symlink(abs, link); err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "models", name, "model.toml"), []byte(modelTOML), 0o644); err != nil {
+		return "", err
+	}
+	config := filepath.Join(dir, "inferd.toml")
+	const cfg = "# Generated by make bench (bench/cmd/bench).\n[server]\nlisten = \"127.0.0.1:0\"\n\n[models]\nrepository = \"models\"\n\n[log]\nformat = \"json\"\n"
+	return config, os.WriteFile(config, []byte(cfg), 0o644)
+}
+
+// modelTOML is the model.toml of a benchmark configuration.
+func modelTOML(spec modelSpec, maxBatch int) string {
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "# Generated by make bench (bench/cmd/bench).\nmax_batch_size = %d\n", maxBatch)
+	if spec.instances > 0 {
+		fmt.Fprintf(&sb, "\n[instance]\ncount = %d\n", spec.instances)
+	}
+	if maxBatch > 0 && spec.queueDelay != "" {
+		fmt.Fprintf(&sb, "\n[dynamic_batching]\nmax_queue_delay = %q\n", spec.queueDelay)
+	}
+	if spec.inputs != "" {
+		sb.WriteString("\n" + spec.inputs)
+	}
+	return sb.String()
+}
+
+// startInferd serves one model from a generated repository under dir/servers/LABEL.
+func (b *bench) startInferd(ctx context.Context, label, name, file, toml string) (*server, error) {
+	config, err := writeRepository(filepath.Join(b.o.dir, "servers", label), name, file, toml)
+	if err != nil {
+		return nil, err
+	}
+	// The environment wins over the file: pin what the bench relies on.
+	env := []string{"INFERD_SERVER_LISTEN=127.0.0.1:0", "INFERD_LOG_FORMAT=json"}
+	argv := []string{b.o.inferd, "serve", "--config", config}
+	return b.startServer(ctx, "inferd "+label, argv, env, inferdAddr, "/ready")
+}
+
+// startNode serves one model with the Node.js baseline.
+func (b *bench) startNode(ctx context.Context, name, file string) (*server, error) {
+	if b.nodeNote != "" {
+		return nil, fmt.Errorf("Node.js %s", b.nodeNote)
+	}
+	argv := []string{"node", filepath.Join(b.o.nodeDir, "server.js"), "--model", file, "--name", name,
+		"--port", "0", "--host", "127.0.0.1", "--threads", strconv.Itoa(b.o.cores)}
+	return b.startServer(ctx, "node "+name, argv, nil, listeningAddr, "/v2/models/"+name)
+}
+
+// startFloor runs the loopback floor with the demo MLP's metadata.
+func (b *bench) startFloor(ctx context.Context) (*server, error) {
+	argv := []string{b.floor, "-listen", "127.0.0.1:0", "-model", "mlp", "-input", "input", "-input-shape", "-1,4",
+		"-output", "output", "-output-shape", "1,3"}
+	return b.startServer(ctx, "floor", argv, nil, listeningAddr, "/v2/models/mlp")
+}
+
+func (b *bench) startServer(ctx context.Context, name string, argv, env []string, addrOf addrFunc, ready string) (*server, error) {
+	b.record(env, "", argv)
+	step("starting " + name)
+	// Numbered as the first perf JSON file it serves.
+	logPath := filepath.Join(b.o.dir, "logs", fmt.Sprintf("%02d-%s.log", b.seq+1, strings.ReplaceAll(name, " ", "-")))
+	s, err := start(ctx, name, argv, append(os.Environ(), env...), logPath, addrOf, ready)
+	if err != nil {
+		fmt.Println("bench:", err)
+		return nil, err
+	}
+	b.mu.Lock()
+	b.live[s] = true
+	b.mu.Unlock()
+	return s, nil
+}
+
+// stopServer stops s (nil is a no-op) and reports an unclean exit.
+func (b *bench) stopServer(s *server) {
+	if s == nil {
+		return
+	}
+	if err := s.stop(); err != nil {
+		fmt.Println("bench: warning:", err)
+	}
+	b.mu.Lock()
+	delete(b.live, s)
+	b.mu.Unlock()
+}
+
+// stopAll stops every server still running (after an error or an interrupt).
+func (b *bench) stopAll() {
+	b.mu.Lock()
+	live := make([]*server, 0, len(b.live))
+	for s := range b.live {
+		live = append(live, s)
+	}
+	b.mu.Unlock()
+	for _, s := range live {
+		b.stopServer(s)
+	}
+}
+
+// measureModel is one repetition on one model: raw at the sweep's fastest configurations, inferd
+// with batching, inferd without, the Node.js server.
+func (b *bench) measureModel(ctx context.Context, m *modelResult, rep int) modelRep {
+	spec := m.spec
+	var r modelRep
+	tag := func(s string) string { return fmt.Sprintf("r%d-%s-%s", rep, spec.key, s) }
+	high := strconv.Itoa(b.o.high)
+	both := "1," + high
+
+	for i, x := range topConfigs(m.sweep.rep, b.o.rawCandidates) {
+		run := b.raw(ctx, tag(fmt.Sprintf("raw%d", i+1)), spec.file, spec.shape, strconv.Itoa(x.Batch),
+			strconv.Itoa(x.Instances), strconv.Itoa(x.Threads), b.o.duration, b.o.warmup)
+		r.raws = append(r.raws, run)
+		if i == 0 || run.rep != nil && (r.raw.rep == nil || run.rep.Best.RowsPerSec > r.raw.rep.Best.RowsPerSec) {
+			r.raw = run
+		}
+	}
+
+	m.batchedTOML, m.unbatchedTOML = modelTOML(spec, 64), modelTOML(spec, 0)
+	m.threads = max(1, b.o.cores/max(1, cmpInt(spec.instances, 1)))
+	if s, err := b.startInferd(ctx, spec.key+"-batched", spec.key, spec.file, m.batchedTOML); err != nil {
+		r.batchedBinary, r.batchedJSON = failed(err), failed(err)
+	} else {
+		r.batchedBinary = b.load(ctx, s, tag("inferd-batched-binary"), spec.key, spec.shape, "binary", both)
+		r.batchedJSON = b.load(ctx, s, tag("inferd-batched-json"), spec.key, spec.shape, "json", both)
+		b.stopServer(s)
+	}
+	if s, err := b.startInferd(ctx, spec.key+"-unbatched", spec.key, spec.file, m.unbatchedTOML); err != nil {
+		r.unbatchedBinary, r.unbatchedJS = failed(err), failed(err)
+	} else {
+		r.unbatchedBinary = b.load(ctx, s, tag("inferd-unbatched-binary"), spec.key, spec.shape, "binary", high)
+		r.unbatchedJS = b.load(ctx, s, tag("inferd-unbatched-json"), spec.key, spec.shape, "json", high)
+		b.stopServer(s)
+	}
+	if s, err := b.startNode(ctx, spec.key, spec.file); err != nil {
+		r.node = failed(err)
+	} else {
+		r.node = b.load(ctx, s, tag("node-json"), spec.key, spec.shape, "json", both)
+		b.stopServer(s)
+	}
+	return r
+}
+
+// topConfigs are the n fastest configurations of a sweep, fastest first.
+func topConfigs(sweep *perf.RawReport, n int) []perf.RawResult {
+	all := slices.Clone(sweep.Results)
+	slices.SortStableFunc(all, func(a, b perf.RawResult) int { return cmp.Compare(b.RowsPerSec, a.RowsPerSec) })
+	return all[:min(max(n, 1), len(all))]
+}
+
+func cmpInt(a, b int) int {
+	if a != 0 {
+		return a
+	}
+	return b
+}
+
+// demoTOML is the latency model's configuration: batching on, adaptive delay.
+const demoTOML = "# Generated by make bench (bench/cmd/bench).\nmax_batch_size = 64\n\n[dynamic_batching]\nadaptive_delay = true\n"
+
+// measureLatency is one repetition of the concurrency-1 latency comparison on the demo MLP.
+func (b *bench) measureLatency(ctx context.Context, rep int) latencyRep {
+	var r latencyRep
+	tag := func(s string) string { return fmt.Sprintf("r%d-latency-%s", rep, s) }
+	if s, err := b.startFloor(ctx); err != nil {
+		r.floorJSON, r.floorBinary = failed(err), failed(err)
+	} else {
+		r.floorJSON = b.load(ctx, s, tag("floor-json"), "mlp", "", "json", "1")
+		r.floorBinary = b.load(ctx, s, tag("floor-binary"), "mlp", "", "binary", "1")
+		b.stopServer(s)
+	}
+	if s, err := b.startInferd(ctx, "demo-mlp", "mlp", b.o.demoModel, demoTOML); err != nil {
+		r.inferdJSON, r.inferdBinary = failed(err), failed(err)
+	} else {
+		r.inferdJSON = b.load(ctx, s, tag("inferd-json"), "mlp", "", "json", "1")
+		r.inferdBinary = b.load(ctx, s, tag("inferd-binary"), "mlp", "", "binary", "1")
+		b.stopServer(s)
+	}
+	r.raw = b.raw(ctx, tag("raw"), b.o.demoModel, "", "1", "1", strconv.Itoa(b.o.cores), b.o.duration, b.o.warmup)
+	return r
+}
+
+// wireTOML serves the identity model as declared: the measurement is of the wire path.
+const wireTOML = "# Generated by make bench (bench/cmd/bench).\nmax_batch_size = 0\n"
+
+// measureWire is one repetition of the binary wire-path throughput.
+func (b *bench) measureWire(ctx context.Context, rep int) wireRep {
+	s, err := b.startInferd(ctx, "identity", "identity", b.identity, wireTOML)
+	if err != nil {
+		return wireRep{failed(err)}
+	}
+	defer b.stopServer(s)
+	shape := fmt.Sprintf("in=1,%d", wireElems)
+	return wireRep{b.load(ctx, s, fmt.Sprintf("r%d-wire-identity-binary", rep), "identity", shape, "binary", "1,2")}
+}
