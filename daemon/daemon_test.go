@@ -257,6 +257,9 @@ func TestReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.waitState(t, "RELOADING=1")
+	if usec := <-h.states; !strings.HasPrefix(usec, "MONOTONIC_USEC=") || len(usec) < len("MONOTONIC_USEC=1") {
+		t.Errorf("RELOADING=1 followed by %q, want MONOTONIC_USEC=<now>", usec)
+	}
 	h.waitState(t, "READY=1")
 	if m := get(t, h.url+"/metrics"); !strings.Contains(m, `inferd_config_reloads_total{result="unchanged"} 1`) {
 		t.Errorf("metrics after an unchanged reload:\n%s", grepLines(m, "inferd_config"))
