@@ -89,6 +89,12 @@ func do(t *testing.T, method, url, body string) result {
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	return send(t, req)
+}
+
+// send sends req and reads the whole answer.
+func send(t *testing.T, req *http.Request) result {
+	t.Helper()
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -370,15 +376,7 @@ func TestBadInput(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			var r result
 			if c.name == "binary header" {
-				req, _ := http.NewRequest("POST", hs.URL+c.path, strings.NewReader(mlp("")))
-				req.Header.Set("Inference-Header-Content-Length", "10")
-				resp, err := http.DefaultClient.Do(req)
-				if err != nil {
-					t.Fatal(err)
-				}
-				b, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				r = result{resp.StatusCode, resp.Header, b}
+				r = postBinary(t, hs.URL+c.path, []byte(mlp("")), 10)
 			} else {
 				r = do(t, c.method, hs.URL+c.path, c.body)
 			}
@@ -630,16 +628,7 @@ func postBinary(t *testing.T, url string, body []byte, headerLength int) result 
 	if headerLength >= 0 {
 		req.Header.Set(kserve.HeaderContentLength, strconv.Itoa(headerLength))
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return result{resp.StatusCode, resp.Header, b}
+	return send(t, req)
 }
 
 // sample returns a [2,3] tensor of dt with varied, type-specific data.

@@ -122,7 +122,7 @@ func Default() Config {
 			PollInterval: 10 * time.Second,
 			QuietPeriod:  2 * time.Second,
 		},
-		Log:    Log{Level: "info", Format: "text"},
+		Log: Log{Level: "info", Format: "text"},
 		Engine: Engine{
 			OnnxRuntimeLibrary: "",
 			IntraOpThreads:     0,

@@ -119,8 +119,8 @@ type Repository struct {
 	// loadMu serializes every change of the model set (sync, load, unload, close): one loader
 	// at a time. Lock order: loadMu, then mu; mu is never held while a model loads or drains.
 	loadMu   sync.Mutex
-	defaults Defaults      // guarded by loadMu
-	drainer  Drainer       // guarded by loadMu
+	defaults Defaults        // guarded by loadMu
+	drainer  Drainer         // guarded by loadMu
 	unloaded map[string]bool // explicit mode: models unloaded by request; guarded by loadMu
 
 	mu     sync.RWMutex
