@@ -61,6 +61,7 @@ func (r *Repository) Sync(ctx context.Context) error {
 		}
 		r.syncModelLocked(ctx, name)
 	}
+	r.synced.Store(true)
 	return nil
 }
 

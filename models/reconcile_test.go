@@ -336,6 +336,9 @@ func TestOldVersionServesWhileNewLoads(t *testing.T) {
 	if st, _ := state(f.repo, "m", "2"); st != models.StateLoading {
 		t.Errorf("version 2 is %s while loading", st)
 	}
+	if !f.repo.Ready() {
+		t.Error("loading a new version made the repository unready")
+	}
 	gate.Release()
 	<-done
 	if v, _ := f.repo.Resolve("m", ""); v.Number != 2 {

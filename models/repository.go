@@ -123,6 +123,8 @@ type Repository struct {
 	drainer  Drainer         // guarded by loadMu
 	unloaded map[string]bool // explicit mode: models unloaded by request; guarded by loadMu
 
+	synced atomic.Bool // the first Sync has finished
+
 	mu     sync.RWMutex
 	models map[string]*Model
 	events func(Event) // guarded by loadMu
@@ -233,19 +235,10 @@ func (r *Repository) sortedModelsLocked() []*Model {
 	return ms
 }
 
-// Ready reports whether no model version is still loading for the first time.
-func (r *Repository) Ready() bool {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	for _, m := range r.models {
-		for _, v := range m.Versions {
-			if v.state == StateLoading {
-				return false
-			}
-		}
-	}
-	return true
-}
+// Ready reports whether the first Sync has finished: every model on disk at start has loaded
+// or failed. Later loads (a new version, a new model) do not make the node unready; the
+// versions serving meanwhile keep serving.
+func (r *Repository) Ready() bool { return r.synced.Load() }
 
 // Resolve finds the version that serves a request for model name at version label ("" = the
 // newest ready version). A version that exists but is not ready yields ErrUnavailable with
