@@ -32,7 +32,7 @@ func (s *Server) health(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, s.healthBody())
 }
 
-// readiness answers 200 when the server is serving and no model is still loading, else 503,
+// readiness answers 200 when the server is serving and its first model load has finished, else 503,
 // with the same body as /health. A model that failed to load does not make the node unready
 // (the other models serve); it shows as "degraded".
 func (s *Server) readiness(w http.ResponseWriter, _ *http.Request) {
