@@ -37,11 +37,7 @@ func (s *Server) modelMetadata(w http.ResponseWriter, r *http.Request) {
 func tensorMetadata(specs []tensor.Spec) []kserve.TensorMetadata {
 	out := make([]kserve.TensorMetadata, len(specs))
 	for i, s := range specs {
-		shape := s.Shape
-		if shape == nil {
-			shape = []int64{}
-		}
-		out[i] = kserve.TensorMetadata{Name: s.Name, Datatype: string(s.DataType), Shape: shape}
+		out[i] = kserve.TensorMetadata{Name: s.Name, Datatype: string(s.DataType), Shape: s.Shape}
 	}
 	return out
 }

@@ -3,34 +3,9 @@ package api
 import (
 	"net/http"
 
+	"github.com/inferd/inferd/kserve"
 	"github.com/inferd/inferd/models"
 	"github.com/inferd/inferd/scheduler"
-)
-
-// The statistics extension's JSON.
-type (
-	statsResponse struct {
-		ModelStats []modelStats `json:"model_stats"`
-	}
-	modelStats struct {
-		Name           string                 `json:"name"`
-		Version        string                 `json:"version"`
-		LastInference  int64                  `json:"last_inference"`
-		InferenceCount uint64                 `json:"inference_count"`
-		ExecutionCount uint64                 `json:"execution_count"`
-		InferenceStats inferenceStats         `json:"inference_stats"`
-		BatchStats     []scheduler.BatchStats `json:"batch_stats"`
-		// PendingRequestCount (an inferd addition) is the number of requests waiting now.
-		PendingRequestCount int `json:"pending_request_count"`
-	}
-	inferenceStats struct {
-		Success       scheduler.Duration `json:"success"`
-		Fail          scheduler.Duration `json:"fail"`
-		Queue         scheduler.Duration `json:"queue"`
-		ComputeInput  scheduler.Duration `json:"compute_input"`
-		ComputeInfer  scheduler.Duration `json:"compute_infer"`
-		ComputeOutput scheduler.Duration `json:"compute_output"`
-	}
 )
 
 // stats answers GET /v2/models/stats (every loaded version), /v2/models/{m}/stats (its loaded
@@ -62,28 +37,36 @@ func (s *Server) stats(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	resp := statsResponse{ModelStats: make([]modelStats, 0, len(versions))}
+	resp := kserve.StatisticsResponse{ModelStats: make([]kserve.ModelStats, 0, len(versions))}
 	for _, v := range versions {
-		st := s.infer.Stats(TargetOf(v))
-		ms := modelStats{
-			Name:           v.Model,
-			Version:        v.Label(),
-			InferenceCount: st.InferenceCount,
-			ExecutionCount: st.ExecutionCount,
-			InferenceStats: inferenceStats{
-				Success: st.Success, Fail: st.Fail, Queue: st.Queue,
-				ComputeInput: st.ComputeInput, ComputeInfer: st.ComputeInfer, ComputeOutput: st.ComputeOutput,
-			},
-			BatchStats:          st.Batches,
-			PendingRequestCount: st.Pending,
-		}
-		if ms.BatchStats == nil {
-			ms.BatchStats = []scheduler.BatchStats{}
-		}
-		if !st.LastInference.IsZero() {
-			ms.LastInference = st.LastInference.UnixMilli()
-		}
-		resp.ModelStats = append(resp.ModelStats, ms)
+		resp.ModelStats = append(resp.ModelStats, modelStats(v, s.infer.Stats(TargetOf(v))))
 	}
 	writeJSON(w, http.StatusOK, resp)
+}
+
+func modelStats(v *models.Version, st scheduler.Snapshot) kserve.ModelStats {
+	ms := kserve.ModelStats{
+		Name:           v.Model,
+		Version:        v.Label(),
+		InferenceCount: st.InferenceCount,
+		ExecutionCount: st.ExecutionCount,
+		InferenceStats: kserve.InferStats{
+			Success: wire(st.Success), Fail: wire(st.Fail), Queue: wire(st.Queue),
+			ComputeInput: wire(st.ComputeInput), ComputeInfer: wire(st.ComputeInfer), ComputeOutput: wire(st.ComputeOutput),
+		},
+		BatchStats:          make([]kserve.BatchStats, len(st.Batches)),
+		PendingRequestCount: uint64(st.Pending),
+	}
+	for i, b := range st.Batches {
+		ms.BatchStats[i] = kserve.BatchStats{BatchSize: uint64(b.BatchSize),
+			ComputeInput: wire(b.ComputeInput), ComputeInfer: wire(b.ComputeInfer), ComputeOutput: wire(b.ComputeOutput)}
+	}
+	if !st.LastInference.IsZero() {
+		ms.LastInference = uint64(st.LastInference.UnixMilli())
+	}
+	return ms
+}
+
+func wire(d scheduler.Duration) kserve.StatDuration {
+	return kserve.StatDuration{Count: d.Count, NS: d.Ns}
 }

@@ -77,16 +77,22 @@ const (
 	DefaultMaxSamples     = 10_000_000
 )
 
-func (c Config) withDefaults() (Config, error) {
-	if c.Duration == 0 {
-		c.Duration = DefaultDuration
+// timings applies the defaults of a step's duration and warmup; a negative warmup means none.
+func timings(duration, warmup time.Duration) (time.Duration, time.Duration) {
+	if duration == 0 {
+		duration = DefaultDuration
 	}
 	switch {
-	case c.Warmup == 0:
-		c.Warmup = DefaultWarmup
-	case c.Warmup < 0:
-		c.Warmup = 0
+	case warmup == 0:
+		warmup = DefaultWarmup
+	case warmup < 0:
+		warmup = 0
 	}
+	return duration, warmup
+}
+
+func (c Config) withDefaults() (Config, error) {
+	c.Duration, c.Warmup = timings(c.Duration, c.Warmup)
 	if c.MaxOutstanding == 0 {
 		c.MaxOutstanding = DefaultMaxOutstanding
 	}

@@ -87,15 +87,7 @@ func (c RawConfig) withDefaults() (RawConfig, error) {
 	if len(c.Threads) == 0 {
 		c.Threads = powersUpTo(c.Cores)
 	}
-	if c.Duration == 0 {
-		c.Duration = DefaultDuration
-	}
-	switch {
-	case c.Warmup == 0:
-		c.Warmup = DefaultWarmup
-	case c.Warmup < 0:
-		c.Warmup = 0
-	}
+	c.Duration, c.Warmup = timings(c.Duration, c.Warmup)
 	if c.MaxSamples == 0 {
 		c.MaxSamples = DefaultMaxSamples
 	}

@@ -8,6 +8,8 @@ import (
 	"math"
 	"slices"
 	"time"
+
+	"github.com/inferd/inferd/kserve"
 )
 
 // Latency summarizes the latencies of one step. Durations are nanoseconds in JSON.
@@ -54,40 +56,17 @@ func Summarize(samples []time.Duration) Latency {
 	}
 }
 
-// Timing is one {"count", "ns"} pair of the statistics extension.
-type Timing struct {
-	Count uint64 `json:"count"`
-	NS    uint64 `json:"ns"`
-}
-
-// InferenceStats is the "inference_stats" object of the statistics extension.
-type InferenceStats struct {
-	Success       Timing `json:"success"`
-	Fail          Timing `json:"fail"`
-	Queue         Timing `json:"queue"`
-	ComputeInput  Timing `json:"compute_input"`
-	ComputeInfer  Timing `json:"compute_infer"`
-	ComputeOutput Timing `json:"compute_output"`
-}
-
-// BatchStats is one element of "batch_stats": the executions of one batch size.
-type BatchStats struct {
-	BatchSize     uint64 `json:"batch_size"`
-	ComputeInput  Timing `json:"compute_input"`
-	ComputeInfer  Timing `json:"compute_infer"`
-	ComputeOutput Timing `json:"compute_output"`
-}
-
-// ModelStats is one element of "model_stats".
-type ModelStats struct {
-	Name           string         `json:"name"`
-	Version        string         `json:"version"`
-	LastInference  uint64         `json:"last_inference"`
-	InferenceCount uint64         `json:"inference_count"`
-	ExecutionCount uint64         `json:"execution_count"`
-	InferenceStats InferenceStats `json:"inference_stats"`
-	BatchStats     []BatchStats   `json:"batch_stats"`
-}
+// The statistics extension's types, as kserve defines them for the server and this client.
+type (
+	// Timing is one {"count", "ns"} pair.
+	Timing = kserve.StatDuration
+	// InferenceStats is the "inference_stats" object.
+	InferenceStats = kserve.InferStats
+	// BatchStats is one element of "batch_stats".
+	BatchStats = kserve.BatchStats
+	// ModelStats is one element of "model_stats".
+	ModelStats = kserve.ModelStats
+)
 
 // ErrStats marks a statistics body that does not parse.
 var ErrStats = errors.New("invalid statistics response")
@@ -96,9 +75,7 @@ var ErrStats = errors.New("invalid statistics response")
 // its entries: without a version the server may report several versions, and a step's load is
 // spread over whichever it picked.
 func ParseStats(body []byte) (ModelStats, error) {
-	var doc struct {
-		ModelStats []ModelStats `json:"model_stats"`
-	}
+	var doc kserve.StatisticsResponse
 	if err := json.Unmarshal(body, &doc); err != nil {
 		return ModelStats{}, fmt.Errorf("%w: %w", ErrStats, err)
 	}
@@ -114,12 +91,12 @@ func ParseStats(body []byte) (ModelStats, error) {
 		sum.InferenceCount += m.InferenceCount
 		sum.ExecutionCount += m.ExecutionCount
 		s, t := &sum.InferenceStats, m.InferenceStats
-		s.Success = s.Success.add(t.Success)
-		s.Fail = s.Fail.add(t.Fail)
-		s.Queue = s.Queue.add(t.Queue)
-		s.ComputeInput = s.ComputeInput.add(t.ComputeInput)
-		s.ComputeInfer = s.ComputeInfer.add(t.ComputeInfer)
-		s.ComputeOutput = s.ComputeOutput.add(t.ComputeOutput)
+		s.Success = s.Success.Add(t.Success)
+		s.Fail = s.Fail.Add(t.Fail)
+		s.Queue = s.Queue.Add(t.Queue)
+		s.ComputeInput = s.ComputeInput.Add(t.ComputeInput)
+		s.ComputeInfer = s.ComputeInfer.Add(t.ComputeInfer)
+		s.ComputeOutput = s.ComputeOutput.Add(t.ComputeOutput)
 		for _, b := range m.BatchStats {
 			i := slices.IndexFunc(sum.BatchStats, func(x BatchStats) bool { return x.BatchSize == b.BatchSize })
 			if i < 0 {
@@ -127,34 +104,20 @@ func ParseStats(body []byte) (ModelStats, error) {
 				i = len(sum.BatchStats) - 1
 			}
 			x := &sum.BatchStats[i]
-			x.ComputeInput = x.ComputeInput.add(b.ComputeInput)
-			x.ComputeInfer = x.ComputeInfer.add(b.ComputeInfer)
-			x.ComputeOutput = x.ComputeOutput.add(b.ComputeOutput)
+			x.ComputeInput = x.ComputeInput.Add(b.ComputeInput)
+			x.ComputeInfer = x.ComputeInfer.Add(b.ComputeInfer)
+			x.ComputeOutput = x.ComputeOutput.Add(b.ComputeOutput)
 		}
 	}
 	slices.SortFunc(sum.BatchStats, func(a, b BatchStats) int { return cmp.Compare(a.BatchSize, b.BatchSize) })
 	return sum, nil
 }
 
-func (t Timing) add(u Timing) Timing { return Timing{t.Count + u.Count, t.NS + u.NS} }
-
-// sub is t − u, clamped at zero: counters that went backwards (the server restarted or
-// reloaded the model mid-step) count as no activity rather than as a huge number.
-func (t Timing) sub(u Timing) Timing { return Timing{subClamp(t.Count, u.Count), subClamp(t.NS, u.NS)} }
-
 func subClamp(a, b uint64) uint64 {
 	if a < b {
 		return 0
 	}
 	return a - b
-}
-
-// avg is the mean duration of one counted event.
-func (t Timing) avg() time.Duration {
-	if t.Count == 0 {
-		return 0
-	}
-	return time.Duration(t.NS / t.Count)
 }
 
 // ServerSplit is what the server reports it did during one step: the difference of two
@@ -195,11 +158,11 @@ func DiffStats(before, after ModelStats) ServerSplit {
 		Failures:         subClamp(a.Fail.Count, b.Fail.Count),
 		Inferences:       subClamp(after.InferenceCount, before.InferenceCount),
 		Executions:       subClamp(after.ExecutionCount, before.ExecutionCount),
-		AvgRequest:       a.Success.sub(b.Success).avg(),
-		AvgQueue:         a.Queue.sub(b.Queue).avg(),
-		AvgComputeInput:  a.ComputeInput.sub(b.ComputeInput).avg(),
-		AvgComputeInfer:  a.ComputeInfer.sub(b.ComputeInfer).avg(),
-		AvgComputeOutput: a.ComputeOutput.sub(b.ComputeOutput).avg(),
+		AvgRequest:       a.Success.Sub(b.Success).Avg(),
+		AvgQueue:         a.Queue.Sub(b.Queue).Avg(),
+		AvgComputeInput:  a.ComputeInput.Sub(b.ComputeInput).Avg(),
+		AvgComputeInfer:  a.ComputeInfer.Sub(b.ComputeInfer).Avg(),
+		AvgComputeOutput: a.ComputeOutput.Sub(b.ComputeOutput).Avg(),
 	}
 	d.AvgCompute = d.AvgComputeInput + d.AvgComputeInfer + d.AvgComputeOutput
 	if d.Executions > 0 {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -161,7 +162,7 @@ func cmpOr(a, b time.Duration) time.Duration {
 // batchKey returns a request's rows and the key of the batches it may join: the same inputs
 // with the same datatypes and non-batch dimensions, and the same outputs.
 func batchKey(req *Request) (int64, string) {
-	var b strings.Builder
+	b := make([]byte, 0, 64)
 	ins := make([]int, len(req.Inputs))
 	for i := range ins {
 		ins[i] = i
@@ -169,24 +170,21 @@ func batchKey(req *Request) (int64, string) {
 	slices.SortFunc(ins, func(a, c int) int { return strings.Compare(req.Inputs[a].Name, req.Inputs[c].Name) })
 	for _, i := range ins {
 		t := &req.Inputs[i]
-		b.WriteString(t.Name)
-		b.WriteByte(0)
-		b.WriteString(string(t.DataType))
+		b = append(append(append(b, t.Name...), 0), t.DataType...)
 		for _, d := range t.Shape[1:] {
-			fmt.Fprintf(&b, ",%d", d)
+			b = strconv.AppendInt(append(b, ','), d, 10)
 		}
-		b.WriteByte(0)
+		b = append(b, 0)
 	}
-	b.WriteByte(1)
+	b = append(b, 1)
 	for _, o := range req.Outputs {
-		b.WriteString(o)
-		b.WriteByte(0)
+		b = append(append(b, o...), 0)
 	}
 	rows := int64(1)
 	if len(req.Inputs) > 0 && len(req.Inputs[0].Shape) > 0 {
 		rows = req.Inputs[0].Shape[0]
 	}
-	return rows, b.String()
+	return rows, string(b)
 }
 
 func (q *queue) push(p *pending) error {

@@ -9,8 +9,8 @@ import (
 
 // Duration is a count of events and their total time, as the statistics extension reports it.
 type Duration struct {
-	Count uint64 `json:"count"`
-	Ns    uint64 `json:"ns"`
+	Count uint64
+	Ns    uint64
 }
 
 func (d *Duration) add(n int, t time.Duration) {
@@ -20,10 +20,10 @@ func (d *Duration) add(n int, t time.Duration) {
 
 // BatchStats are the compute times of the batches of one size.
 type BatchStats struct {
-	BatchSize     int      `json:"batch_size"`
-	ComputeInput  Duration `json:"compute_input"`
-	ComputeInfer  Duration `json:"compute_infer"`
-	ComputeOutput Duration `json:"compute_output"`
+	BatchSize     int
+	ComputeInput  Duration
+	ComputeInfer  Duration
+	ComputeOutput Duration
 }
 
 // Snapshot is a model version's statistics at one moment. Per-request times (success, queue,
