@@ -14,7 +14,11 @@ import (
 // fp32Request builds a request with one FP32 input of the given shape holding random values
 // written as Python's json.dumps writes float32 values converted to float (17 significant
 // digits would be worse; short ones flatter the parser), nested by rows as numpy's tolist does.
-func fp32Request(rows, cols int) []byte {
+func fp32Request(rows, cols int) []byte { return fp32RequestBits(rows, cols, 64) }
+
+// fp32RequestBits writes the values in the shortest form for float32 (bits 32: about 9
+// significant digits, as inferd perf and most float32-aware clients send) or float64 (17).
+func fp32RequestBits(rows, cols, bits int) []byte {
 	r := rand.New(rand.NewPCG(1, 2))
 	b := []byte(`{"id":"bench","inputs":[{"name":"x","shape":[` + strconv.Itoa(rows) + `,` + strconv.Itoa(cols) +
 		`],"datatype":"FP32","data":[`)
@@ -27,7 +31,7 @@ func fp32Request(rows, cols int) []byte {
 			if j > 0 {
 				b = append(b, ',')
 			}
-			b = strconv.AppendFloat(b, float64(float32(r.NormFloat64())), 'g', -1, 64)
+			b = strconv.AppendFloat(b, float64(float32(r.NormFloat64())), 'g', -1, bits)
 		}
 		b = append(b, ']')
 	}
@@ -49,6 +53,20 @@ func BenchmarkDecodeFP32(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
+	})
+
+	// The same values written as float32 shortest strings: the form inferd perf sends.
+	short := fp32RequestBits(64, 1024, 32)
+	b.Run("kserve_float32_shortest", func(b *testing.B) {
+		b.SetBytes(int64(len(short)))
+		b.ReportAllocs()
+		for b.Loop() {
+			req, err := DecodeRequest(short)
+			if err != nil || len(req.Inputs[0].Tensor.Data) != 64*1024*4 {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/(64*1024), "ns/value")
 	})
 
 	b.Run("encoding_json_any", func(b *testing.B) {

@@ -45,6 +45,11 @@ var allowed = map[string][]string{
 	"e2e":                             {},
 	"bench/cmd/bench":                 {"internal/testmodels", "perf", "tensor"},
 	"bench/cmd/floor":                 {},
+	"cluster":                         {},
+	"auth":                            {"kserve"},
+	"tlsconf":                         {},
+	"cluster/route":                   {"cluster"},
+	"cluster/rollout":                 {"cluster"},
 }
 
 // exclusive names third-party modules that only one package may import.
