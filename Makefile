@@ -11,7 +11,7 @@ LISTEN  ?= 127.0.0.1:8080
 export INFERD_ONNXRUNTIME_LIBRARY := $(abspath $(ORT_LIB))
 export CGO_ENABLED := 1
 
-.PHONY: all deps build run test test-short vet e2e bench models clean node-server-test bench-swap
+.PHONY: all deps build run test test-short vet e2e bench models clean node-server-test bench-swap fuzz
 
 all: build
 
@@ -63,6 +63,11 @@ BENCH_REPS     ?= 3
 BENCH_FLAGS    ?=
 bench: build
 	$(GO) run ./bench/cmd/bench -duration $(BENCH_DURATION) -warmup $(BENCH_WARMUP) -reps $(BENCH_REPS) $(BENCH_FLAGS)
+
+## fuzz: run every Go fuzz target for FUZZTIME each (default 30s); failures land in testdata/fuzz/
+FUZZTIME ?= 30s
+fuzz: deps
+	FUZZTIME=$(FUZZTIME) ./scripts/fuzz.sh
 
 ## models: regenerate the committed demo model repository from internal/testmodels
 models:
