@@ -74,7 +74,7 @@ func checkBoolParam(params map[string]any, key, owner string) error {
 // fillBinary gives each pending tensor its bytes from the binary part of body, which starts at
 // headerLength (-1: there is none, and then pending is empty). tensorAt returns the tensor a
 // binaryInput's index names. Fixed-size data and BYTES elements alias body.
-func fillBinary(body []byte, headerLength int, pending []binaryInput, tensorAt func(int) *tensor.Tensor) error {
+func fillBinary(body []byte, headerLength int, pending []binaryInput, maxString int, tensorAt func(int) *tensor.Tensor) error {
 	if headerLength < 0 {
 		return nil
 	}
@@ -89,7 +89,7 @@ func fillBinary(body []byte, headerLength int, pending []binaryInput, tensorAt f
 		n := int(p.size)
 		region := bin[off : off+n : off+n]
 		t := tensorAt(p.index)
-		if err := setBinary(t, region, p.label, headerLength+off); err != nil {
+		if err := setBinary(t, region, p.label, headerLength+off, maxString); err != nil {
 			return err
 		}
 		if err := t.Check(); err != nil {
@@ -110,10 +110,10 @@ func fillBinary(body []byte, headerLength int, pending []binaryInput, tensorAt f
 
 // setBinary makes region, which starts at offset at of the body, the data of t. Its size has
 // already been checked against the shape for fixed-size types.
-func setBinary(t *tensor.Tensor, region []byte, label string, at int) error {
+func setBinary(t *tensor.Tensor, region []byte, label string, at, maxString int) error {
 	switch t.DataType {
 	case tensor.Bytes:
-		return setBinaryStrings(t, region, label, at)
+		return setBinaryStrings(t, region, label, at, maxString)
 	case tensor.Bool:
 		for i, c := range region {
 			if c > 1 {
@@ -126,7 +126,7 @@ func setBinary(t *tensor.Tensor, region []byte, label string, at int) error {
 }
 
 // setBinaryStrings splits region into the length-prefixed elements of a BYTES tensor.
-func setBinaryStrings(t *tensor.Tensor, region []byte, label string, at int) error {
+func setBinaryStrings(t *tensor.Tensor, region []byte, label string, at, maxString int) error {
 	n := t.NumElements()
 	// Each element takes at least its 4-byte length, which bounds the allocation whatever the shape.
 	t.Strings = make([][]byte, 0, min(n, int64(len(region)/4)))
@@ -145,6 +145,9 @@ func setBinaryStrings(t *tensor.Tensor, region []byte, label string, at int) err
 		if int64(size) > int64(len(region)-off) {
 			return invalidf("%s: BYTES element %d: length %d at body offset %d runs past the end of the tensor's "+
 				"binary data (%d bytes left)", label, i, size, at+off-4, len(region)-off)
+		}
+		if maxString > 0 && int64(size) > int64(maxString) {
+			return limitf("max_string_bytes", "%s: BYTES element %d is %d bytes, more than %d (max_string_bytes)", label, i, size, maxString)
 		}
 		end := off + int(size)
 		t.Strings = append(t.Strings, region[off:end:end])

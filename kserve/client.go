@@ -115,7 +115,7 @@ func DecodeResponse(body []byte, headerLength int) (*InferResponse, error) {
 		return pending, err
 	})
 	if err == nil {
-		err = fillBinary(body, headerLength, pending, func(i int) *tensor.Tensor { return &resp.Outputs[i] })
+		err = fillBinary(body, headerLength, pending, 0, func(i int) *tensor.Tensor { return &resp.Outputs[i] })
 	}
 	if err != nil {
 		var de *decodeError

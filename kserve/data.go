@@ -116,6 +116,9 @@ func (d *decoder) shape(s *inputState) ([]int64, error) {
 	}
 	shape := []int64{}
 	err := d.array(func(i int) error {
+		if d.lim.MaxRank > 0 && i >= d.lim.MaxRank {
+			return limitf("max_rank", "%s: \"shape\" has more than %d dimensions (max_rank)", s.label(), d.lim.MaxRank)
+		}
 		c := d.peek()
 		if c != '-' && !isDigit(c) {
 			return invalidf("%s: \"shape\"[%d] must be an integer, found %s", s.label(), i, describe(c))
@@ -153,6 +156,10 @@ func (d *decoder) finishInput(s *inputState) (size int64, err error) {
 	n, err := tensor.Elements(t.Shape)
 	if err != nil {
 		return -1, invalidf("%s: %w", s.label(), err)
+	}
+	if d.lim.MaxElements > 0 && n > d.lim.MaxElements {
+		return -1, limitf("max_elements", "%s: shape %s has %d elements, more than %d (max_elements)",
+			s.label(), tensor.FormatShape(t.Shape), n, d.lim.MaxElements)
 	}
 	if v, ok := s.in.Parameters["binary_data_size"]; ok {
 		return s.binarySize(v, n)
@@ -235,8 +242,8 @@ func (d *decoder) data(s *inputState) error {
 		if d.peek() == '[' {
 			d.pos++
 			level++
-			if d.depth+level > MaxDepth {
-				return invalidf("JSON nesting deeper than %d at offset %d", MaxDepth, d.pos-1)
+			if d.depth+level > d.maxDepth() {
+				return limitf("max_depth", "JSON nesting deeper than %d at offset %d (max_depth)", d.maxDepth(), d.pos-1)
 			}
 			if d.peek() != ']' {
 				continue
@@ -342,8 +349,13 @@ func (d *decoder) element(s *inputState) error {
 			return s.elemErr(d, "expected a string for BYTES, found %s", describe(d.buf[d.pos]))
 		}
 		var err error
+		before := len(s.strBuf)
 		if s.strBuf, err = d.appendString(s.strBuf); err != nil {
 			return invalidf("%s: \"data\" element %d: %w", s.label(), s.count(), err)
+		}
+		if n := len(s.strBuf) - before; d.lim.MaxStringBytes > 0 && n > d.lim.MaxStringBytes {
+			return limitf("max_string_bytes", "%s: BYTES element %d is %d bytes, more than %d (max_string_bytes)",
+				s.label(), s.count(), n, d.lim.MaxStringBytes)
 		}
 		s.strEnds = append(s.strEnds, len(s.strBuf))
 	default:

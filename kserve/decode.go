@@ -34,7 +34,15 @@ func DecodeRequest(body []byte) (*InferRequest, error) {
 // errors also wrap tensor.ErrShape and count or size mismatches tensor.ErrDataSize. Each
 // decoded input passes tensor.Check.
 func Decode(body []byte, headerLength int) (*InferRequest, error) {
-	d := &decoder{}
+	return DecodeLimited(body, headerLength, Limits{})
+}
+
+// DecodeLimited is Decode under the given limits.
+func DecodeLimited(body []byte, headerLength int, lim Limits) (*InferRequest, error) {
+	if lim.MaxDepth <= 0 || lim.MaxDepth > MaxDepth {
+		lim.MaxDepth = MaxDepth
+	}
+	d := &decoder{lim: lim}
 	var req *InferRequest
 	pending, err := d.parseBody(body, headerLength, func() ([]binaryInput, error) {
 		var err error
@@ -45,7 +53,7 @@ func Decode(body []byte, headerLength int) (*InferRequest, error) {
 	if err != nil {
 		return nil, err
 	}
-	err = fillBinary(body, headerLength, pending, func(i int) *tensor.Tensor { return &req.Inputs[i].Tensor })
+	err = fillBinary(body, headerLength, pending, lim.MaxStringBytes, func(i int) *tensor.Tensor { return &req.Inputs[i].Tensor })
 	if err != nil {
 		return nil, err
 	}
@@ -126,6 +134,14 @@ type decoder struct {
 	// response is set when reading an inference response: its tensors are outputs, and FP16
 	// and BF16 data may be JSON numbers (inferd writes them so).
 	response bool
+	lim      Limits
+}
+
+func (d *decoder) maxDepth() int {
+	if d.lim.MaxDepth > 0 {
+		return d.lim.MaxDepth
+	}
+	return MaxDepth
 }
 
 // kind names the object being read, for errors.
@@ -206,8 +222,8 @@ func isDigit(c byte) bool { return c >= '0' && c <= '9' }
 
 func (d *decoder) enter() error {
 	d.depth++
-	if d.depth > MaxDepth {
-		return invalidf("JSON nesting deeper than %d at offset %d", MaxDepth, d.pos)
+	if d.depth > d.maxDepth() {
+		return limitf("max_depth", "JSON nesting deeper than %d at offset %d (max_depth)", d.maxDepth(), d.pos)
 	}
 	return nil
 }
@@ -526,6 +542,9 @@ func (d *decoder) request() (*InferRequest, []binaryInput, error) {
 			}
 			sawInputs = true
 			return d.array(func(i int) error {
+				if d.lim.MaxInputs > 0 && i >= d.lim.MaxInputs {
+					return limitf("max_inputs", "more than %d inputs (max_inputs)", d.lim.MaxInputs)
+				}
 				in, size, err := d.input(i)
 				if err != nil {
 					return err

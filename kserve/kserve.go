@@ -66,6 +66,7 @@ package kserve
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 
 	"github.com/inferd/inferd/tensor"
 )
@@ -78,8 +79,39 @@ var ErrInvalidRequest = errors.New("invalid inference request")
 var ErrInvalidResponse = errors.New("invalid inference response")
 
 // MaxDepth bounds the nesting of arrays and objects in a request, so that a hostile body cannot
-// exhaust the stack of a recursive reader or hide a huge tensor in deep brackets.
+// exhaust the stack of a recursive reader or hide a huge tensor in deep brackets. It is also
+// the most Limits.MaxDepth may raise it to.
 const MaxDepth = 64
+
+// Limits bound what one request may declare, beyond the size of its body. Zero fields take
+// the default: MaxDepth for the nesting, no bound for the rest. A request over a limit fails
+// with an error that wraps ErrInvalidRequest and is a *LimitError.
+type Limits struct {
+	// MaxDepth bounds the nesting of arrays and objects (at most the MaxDepth constant).
+	MaxDepth int
+	// MaxInputs bounds the number of input tensors.
+	MaxInputs int
+	// MaxRank bounds the number of dimensions of a tensor.
+	MaxRank int
+	// MaxElements bounds the element count of one tensor (the product of its shape).
+	MaxElements int64
+	// MaxStringBytes bounds the length of one BYTES element, JSON or binary.
+	MaxStringBytes int
+}
+
+// LimitError says which of the Limits a request went over.
+type LimitError struct {
+	// Limit is the name of the setting: "max_depth", "max_inputs", "max_rank",
+	// "max_elements" or "max_string_bytes".
+	Limit  string
+	detail string
+}
+
+func (e *LimitError) Error() string { return e.detail }
+
+func limitf(limit, format string, args ...any) error {
+	return &decodeError{sentinel: ErrInvalidRequest, detail: &LimitError{Limit: limit, detail: fmt.Sprintf(format, args...)}}
+}
 
 // InferRequest is a decoded inference request.
 type InferRequest struct {
