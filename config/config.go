@@ -53,6 +53,8 @@ type Config struct {
 	Log       Log       `toml:"log"`
 	Engine    Engine    `toml:"engine"`
 	Scheduler Scheduler `toml:"scheduler"`
+	Limits    Limits    `toml:"limits"`
+	Auth      Auth      `toml:"auth"`
 }
 
 // Server configures the HTTP listener. Timeouts map onto net/http.Server;
@@ -65,6 +67,34 @@ type Server struct {
 	WriteTimeout      time.Duration `toml:"write_timeout" check:"min=0" doc:"time allowed to write a response; 0 = no limit"`
 	IdleTimeout       time.Duration `toml:"idle_timeout" check:"min=0" doc:"how long an idle keep-alive connection is kept; 0 = read_timeout"`
 	ShutdownTimeout   time.Duration `toml:"shutdown_timeout" check:"min=1ms" doc:"bound on the graceful drain after SIGTERM"`
+	MaxHeaderBytes    int           `toml:"max_header_bytes" check:"min=4096" doc:"largest request header block in bytes; larger headers get 431"`
+	MaxConnections    int           `toml:"max_connections" check:"min=0" doc:"open client connections at most; more wait in the kernel's backlog; 0 = no limit"`
+	TLS               TLS           `toml:"tls"`
+}
+
+// TLS configures HTTPS on the listener and for forwarding to cluster peers. The files are
+// re-read when they change, so certificate rotation needs no restart.
+type TLS struct {
+	CertFile     string `toml:"cert_file" path:"file" doc:"PEM certificate (chain) of this node; set with key_file to serve HTTPS"`
+	KeyFile      string `toml:"key_file" path:"file" doc:"PEM private key of cert_file"`
+	ClientCAFile string `toml:"client_ca_file" path:"file" doc:"PEM CA bundle that verifies client certificates and cluster peers"`
+	ClientAuth   string `toml:"client_auth" check:"oneof=none|request|require" doc:"client certificates: none, request (verified if sent) or require (mutual TLS)"`
+}
+
+// Limits bound what one inference request may declare; each refusal is a 400 naming the key.
+type Limits struct {
+	MaxInputs      int   `toml:"max_inputs" check:"min=1" doc:"input tensors per request at most"`
+	MaxRank        int   `toml:"max_rank" check:"min=1" doc:"dimensions per tensor at most"`
+	MaxElements    int64 `toml:"max_elements" check:"min=1" doc:"elements per tensor (product of its shape) at most"`
+	MaxStringBytes int   `toml:"max_string_bytes" check:"min=1" doc:"bytes per BYTES element at most"`
+	MaxJSONDepth   int   `toml:"max_json_depth" check:"min=2" doc:"nesting of JSON arrays and objects at most (64 at most)"`
+}
+
+// Auth configures bearer-token access control.
+type Auth struct {
+	TokensFile    string `toml:"tokens_file" path:"file" doc:"file of \"<scope> <token>\" lines (scope infer or admin); empty = no tokens needed"`
+	ProtectProbes bool   `toml:"protect_probes" doc:"make /health, /ready and /v2/health/* need an infer token too"`
+	MetricsScope  string `toml:"metrics_scope" check:"oneof=open|infer|admin" doc:"token scope /metrics needs: open, infer or admin"`
 }
 
 // Models locates the model repository.
@@ -115,6 +145,11 @@ func Default() Config {
 			IdleTimeout:       120 * time.Second,
 			// Well under systemd's default TimeoutStopSec of 90s.
 			ShutdownTimeout: 30 * time.Second,
+			// KServe requests carry a handful of short headers; 64 KiB leaves room for
+			// proxies' additions while bounding what a client can make the server hold.
+			MaxHeaderBytes: 64 << 10,
+			MaxConnections: 4096,
+			TLS:            TLS{ClientAuth: "none"},
 		},
 		Models: Models{
 			Repository:   "/var/lib/inferd/models",
@@ -138,5 +173,13 @@ func Default() Config {
 			MaxQueueSize:   1024,
 			DefaultTimeout: 0,
 		},
+		Limits: Limits{
+			MaxInputs:      64,
+			MaxRank:        16,
+			MaxElements:    64 << 20,
+			MaxStringBytes: 16 << 20,
+			MaxJSONDepth:   32,
+		},
+		Auth: Auth{MetricsScope: "open"},
 	}
 }

@@ -534,8 +534,8 @@ func TestKeys(t *testing.T) {
 	for k := range want {
 		t.Errorf("key %s missing from Keys()", k)
 	}
-	if len(keys) != 24 {
-		t.Errorf("len(Keys()) = %d, want 24", len(keys))
+	if len(keys) != 38 {
+		t.Errorf("len(Keys()) = %d, want 38", len(keys))
 	}
 }
 

@@ -115,8 +115,26 @@ func validate(root *field, v reflect.Value) []Problem {
 // crossChecks holds the rules that involve more than one key and so cannot be
 // a check tag. Give each problem the Key the operator should edit.
 func crossChecks(c *Config) []Problem {
-	// None yet; e.g. a later [server.tls] needs cert_file and key_file together.
-	return nil
+	var out []Problem
+	bad := func(key, format string, args ...any) {
+		out = append(out, Problem{Key: key, Err: fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, args...)...)})
+	}
+	tls := c.Server.TLS
+	if (tls.CertFile == "") != (tls.KeyFile == "") {
+		bad("server.tls.key_file", "cert_file and key_file must be set together")
+	}
+	if tls.ClientAuth != "none" && tls.ClientAuth != "" {
+		if tls.ClientCAFile == "" {
+			bad("server.tls.client_auth", "%q needs client_ca_file", tls.ClientAuth)
+		}
+		if tls.CertFile == "" {
+			bad("server.tls.client_auth", "%q needs cert_file and key_file (client certificates need HTTPS)", tls.ClientAuth)
+		}
+	}
+	if c.Limits.MaxJSONDepth > 64 {
+		bad("limits.max_json_depth", "%d is more than 64, the decoder's own bound", c.Limits.MaxJSONDepth)
+	}
+	return out
 }
 
 func asError(ps []Problem) error {
