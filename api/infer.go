@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"math/bits"
+	"net"
 	"net/http"
 	"strconv"
 	"sync"
@@ -34,8 +35,11 @@ func (s *Server) inferHandler(w http.ResponseWriter, r *http.Request) {
 		writeError(w, statusOf(err), err.Error())
 		return
 	}
-	req, err := kserve.Decode(body, headerLength)
+	req, err := kserve.DecodeLimited(body, headerLength, *s.limits.Load())
 	if err != nil {
+		if le := (*kserve.LimitError)(nil); errors.As(err, &le) {
+			s.limitExceeded(le.Limit)
+		}
 		writeError(w, statusOf(err), err.Error())
 		return
 	}
@@ -183,6 +187,7 @@ func nonNegativeInt(name string, v any) (int64, error) {
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, int, error) {
 	limit := s.maxBody.Load()
 	if r.ContentLength > limit {
+		s.limitExceeded("max_request_bytes")
 		return nil, http.StatusRequestEntityTooLarge,
 			fmt.Errorf("request body of %d bytes is over the limit of %d bytes (server.max_request_bytes)", r.ContentLength, limit)
 	}
@@ -201,8 +206,15 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, int, 
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
 			s.bodies.put(buf)
+			s.limitExceeded("max_request_bytes")
 			return nil, http.StatusRequestEntityTooLarge,
 				fmt.Errorf("request body is over the limit of %d bytes (server.max_request_bytes)", limit)
+		}
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			s.bodies.put(buf)
+			s.limitExceeded("read_timeout")
+			return nil, http.StatusRequestTimeout, fmt.Errorf("the request body did not arrive within server.read_timeout: %w", err)
 		}
 		if err != nil {
 			s.bodies.put(buf)
@@ -241,5 +253,11 @@ func (p *bodyPool) put(b []byte) {
 	if c < len(p.classes) {
 		b = b[:0]
 		p.classes[c].Put(&b)
+	}
+}
+
+func (s *Server) limitExceeded(limit string) {
+	if s.opts.LimitExceeded != nil {
+		s.opts.LimitExceeded(limit)
 	}
 }

@@ -66,6 +66,11 @@ type Options struct {
 	Name, Version string
 	// MaxRequestBytes bounds request bodies (413 above it).
 	MaxRequestBytes int64
+	// Limits bound what a request may declare (400 above them).
+	Limits kserve.Limits
+	// LimitExceeded, when set, is told the name of each limit a request goes over
+	// ("max_request_bytes" and the kserve.Limits names), for a metric.
+	LimitExceeded func(limit string)
 	// Components adds the daemon's other components (engine, GPUs, reload) to /health.
 	Components func() map[string]Component
 	// Metrics, when set, is served at /metrics.
@@ -81,6 +86,7 @@ type Server struct {
 	started time.Time
 	phase   atomic.Int32
 	maxBody atomic.Int64
+	limits  atomic.Pointer[kserve.Limits]
 	bodies  bodyPool
 	mux     *http.ServeMux
 }
@@ -89,12 +95,16 @@ type Server struct {
 func New(repo Repository, infer Inferer, opts Options, log *slog.Logger) *Server {
 	s := &Server{repo: repo, infer: infer, opts: opts, log: log, started: time.Now(), mux: http.NewServeMux()}
 	s.maxBody.Store(opts.MaxRequestBytes)
+	s.limits.Store(&opts.Limits)
 	s.routes()
 	return s
 }
 
 // SetMaxRequestBytes changes the request body limit (a configuration reload applies it live).
 func (s *Server) SetMaxRequestBytes(n int64) { s.maxBody.Store(n) }
+
+// SetLimits changes the request limits (a configuration reload applies them live).
+func (s *Server) SetLimits(l kserve.Limits) { s.limits.Store(&l) }
 
 // SetPhase moves the server to another lifecycle phase.
 func (s *Server) SetPhase(p Phase) { s.phase.Store(int32(p)) }
