@@ -31,7 +31,7 @@ var allowed = map[string][]string{
 	"api":                             {"engine", "kserve", "models", "scheduler", "tensor"},
 	"daemon":                          {"api", "config", "engine", "metrics", "models", "scheduler", "tensor", "watch"},
 	"metrics":                         {},
-	"cmd/inferd":                      {"api", "config", "daemon", "engine", "engine/ort", "internal/buildinfo", "perf"},
+	"cmd/inferd":                      {"api", "config", "daemon", "engine", "engine/ort", "internal/buildinfo", "logging", "perf"},
 	"perf":                            {"engine", "kserve", "tensor"},
 	"internal/buildinfo":              {},
 	"internal/onnxgen":                {},
@@ -43,6 +43,8 @@ var allowed = map[string][]string{
 	"internal/testutil":               {},
 	"watch":                           {},
 	"e2e":                             {},
+	"e2e/systemd":                     {},
+	"logging":                         {},
 	"bench/cmd/bench":                 {"internal/testmodels", "perf", "tensor"},
 	"bench/cmd/floor":                 {},
 	"cluster":                         {},
@@ -50,6 +52,7 @@ var allowed = map[string][]string{
 	"tlsconf":                         {},
 	"cluster/route":                   {"cluster"},
 	"cluster/rollout":                 {"cluster"},
+	"cluster/policy":                  {"cluster", "cluster/rollout", "cluster/route"},
 }
 
 // exclusive names third-party modules that only one package may import.
