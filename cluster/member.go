@@ -3,6 +3,18 @@
 // versions each serves, and cluster-wide records (rollout state) that every node converges on.
 // Routing and forwarding of requests between nodes live in cluster/route; rollouts in
 // cluster/rollout. Both consume the Member view defined here.
+//
+// Start returns a Node: its Members (with this node's own judgement of each peer's
+// Liveness, see liveness.go), its advertised serving state and catalog (SetServing,
+// SetCatalog) and the records every node converges on (PutRecord, Records), with Changes to
+// wait for any of them. Node metadata stays small and versioned (meta.go); full catalogs and
+// records travel by named broadcasts, reliable fetches and push-pull (gossip.go), in a
+// bounded binary format that rejects garbage without panicking (wire.go, FuzzDecodeMessage).
+// A re-join loop heals partitions (rejoin.go).
+//
+// The package must not route or forward requests, decide rollouts, or serve HTTP, and
+// imports nothing else of inferd. Its setters never block on the network; only Start, Join,
+// Leave and Shutdown do.
 package cluster
 
 import "time"

@@ -12,7 +12,7 @@ while IFS=: read -r file _ line; do
   pkg=$(dirname "$file")
   target=$(sed -E 's/^func (Fuzz[A-Za-z0-9_]*)\(.*/\1/' <<<"$line")
   log=build/fuzz/$(tr / _ <<<"${pkg#./}")-$target.log
-  if go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" "$pkg" >"$log" 2>&1; then
+  if go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" -fuzzminimizetime 3s "$pkg" >"$log" 2>&1; then
     result=ok
   else
     result="FAILED (see $log)"
