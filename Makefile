@@ -1,7 +1,8 @@
 # inferd — the two commands a newcomer needs are `make run` and `make test`.
 GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -X github.com/inferd/inferd/internal/buildinfo.version=$(VERSION)
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+LDFLAGS := -X github.com/inferd/inferd/internal/buildinfo.version=$(VERSION) -X github.com/inferd/inferd/internal/buildinfo.revision=$(REVISION)
 ORT_DIR := build/onnxruntime
 ORT_LIB := $(ORT_DIR)/libonnxruntime.so.1
 CONFIG  ?= configs/inferd.toml
@@ -12,6 +13,8 @@ export INFERD_ONNXRUNTIME_LIBRARY := $(abspath $(ORT_LIB))
 export CGO_ENABLED := 1
 
 .PHONY: all deps build run test test-short vet e2e bench models clean node-server-test bench-swap fuzz
+.PHONY: package package-cuda e2e-systemd
+.PHONY: deps-cuda gpu-check
 
 all: build
 
@@ -20,6 +23,20 @@ deps: $(ORT_LIB)
 
 $(ORT_LIB): scripts/fetch-ort.sh
 	./scripts/fetch-ort.sh $(ORT_DIR)
+
+## deps-cuda: fetch ONNX Runtime 1.29.0's CUDA 13 execution provider (npm, ~180 MB download, ~230 MB
+## on disk) into build/onnxruntime-cuda, beside a copy of the CPU library; only GPU work needs it
+ORT_CUDA_DIR := build/onnxruntime-cuda
+deps-cuda: deps
+	./scripts/fetch-ort-cuda.sh $(ORT_CUDA_DIR) $(ORT_DIR)
+
+## gpu-check: checks on a real NVIDIA GPU (build tag gpu, docs/gpu.md): NVML inventory and telemetry
+## against nvidia-smi, a model on CUDA against the CPU, raw ORT on CUDA against inferd; skips
+## without a GPU, and checks inventory and telemetry only without the CUDA provider. The library
+## is build/onnxruntime-cuda's when make deps-cuda ran, else ORT_CUDA_LIB=/path/libonnxruntime.so.1
+ORT_CUDA_LIB ?= $(if $(wildcard $(ORT_CUDA_DIR)/libonnxruntime_providers_cuda.so),$(ORT_CUDA_DIR)/libonnxruntime.so.1,$(ORT_LIB))
+gpu-check: deps
+	INFERD_ONNXRUNTIME_LIBRARY=$(abspath $(ORT_CUDA_LIB)) $(GO) test -count=1 -timeout 20m -tags gpu -v ./e2e/gpu/
 
 ## build: build bin/inferd
 build: deps
@@ -72,6 +89,25 @@ fuzz: deps
 ## models: regenerate the committed demo model repository from internal/testmodels
 models:
 	$(GO) run ./internal/testmodels/cmd/gendemo configs/models
+
+## package: dist/inferd_<version>-1_amd64.deb and dist/inferd-<version>-1.x86_64.rpm (nfpm; version from git)
+package: deps
+	GO=$(GO) ./packaging/package.sh
+
+## package-cuda: the optional inferd-cuda packages (ONNX Runtime's CUDA provider, ~230 MB download)
+package-cuda: deps
+	./scripts/fetch-ort-cuda.sh build/onnxruntime-cuda $(ORT_DIR)
+	GO=$(GO) ./packaging/package.sh cuda
+
+## e2e-systemd: the packages in a booted systemd (Debian bookworm under systemd-nspawn), lintian,
+## rpm checks; needs root, systemd-container, debootstrap, lintian and rpm (.ci/run installs them)
+e2e-systemd: package
+	@if [ "$$(id -u)" != 0 ]; then echo "e2e-systemd: skipped: needs root (systemd-nspawn, debootstrap)"; exit 0; fi; \
+	./e2e/systemd/mkrootfs.sh build/e2e-systemd/bookworm-rootfs.tar && \
+	INFERD_ROOTFS=$(abspath build/e2e-systemd/bookworm-rootfs.tar) \
+	INFERD_DEB=$$(ls -t $(abspath dist)/inferd_*_amd64.deb | head -n1) \
+	INFERD_RPM=$$(ls -t $(abspath dist)/inferd-[0-9]*.x86_64.rpm | head -n1) \
+	$(GO) test -count=1 -timeout 20m -tags e2e_systemd -v ./e2e/systemd/
 
 clean:
 	rm -rf bin build dist

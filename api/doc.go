@@ -8,4 +8,9 @@
 // version 404, a model version that is not ready (or a server that is stopping) 503, a body
 // over the configured limit 413, and a failure inside the runtime 500. Every error body is
 // {"error": "..."}.
+//
+// Every response carries X-Request-Id (the client's own when well-formed); at debug level each
+// request is logged with it once answered, and below debug nothing per request is measured.
+// Inference requests that end here, before the scheduler, are reported through
+// Options.Refused; the scheduler counts the rest, so that each request is counted once.
 package api

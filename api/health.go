@@ -24,6 +24,9 @@ type modelHealth struct {
 	State    string `json:"state"`
 	Reason   string `json:"reason,omitempty"`
 	Provider string `json:"execution_provider,omitempty"`
+	GPUs     []int  `json:"gpus,omitempty"`
+	// Fallback says why a version that asked for a GPU runs on the CPU.
+	Fallback string `json:"cpu_fallback_reason,omitempty"`
 }
 
 // health answers liveness: 200 for as long as the process serves HTTP, with every component's
@@ -78,7 +81,7 @@ func (s *Server) modelsComponent() Component {
 		h := modelHealth{Name: e.Name, Version: e.Version, State: string(e.State), Reason: e.Reason}
 		if e.State == models.StateReady {
 			if v, err := s.repo.Resolve(e.Name, e.Version); err == nil {
-				h.Provider = v.Provider
+				h.Provider, h.GPUs, h.Fallback = v.Provider, v.GPUs, v.Fallback
 			}
 		} else {
 			state = "degraded"

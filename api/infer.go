@@ -20,19 +20,19 @@ import (
 
 func (s *Server) inferHandler(w http.ResponseWriter, r *http.Request) {
 	if s.Phase() == PhaseStopping {
-		writeError(w, http.StatusServiceUnavailable, "server is shutting down")
+		s.inferFailed(w, r, nil, http.StatusServiceUnavailable, "server is shutting down")
 		return
 	}
 	body, status, err := s.readBody(w, r)
 	if err != nil {
-		writeError(w, status, err.Error())
+		s.inferFailed(w, r, nil, status, err.Error())
 		return
 	}
 	// The request's tensors alias body until the response is written; then it is reused.
 	defer s.bodies.put(body)
 	headerLength, err := kserve.ParseHeaderLength(r.Header.Get(kserve.HeaderContentLength))
 	if err != nil {
-		writeError(w, statusOf(err), err.Error())
+		s.inferFailed(w, r, nil, statusOf(err), err.Error())
 		return
 	}
 	req, err := kserve.DecodeLimited(body, headerLength, *s.limits.Load())
@@ -40,29 +40,36 @@ func (s *Server) inferHandler(w http.ResponseWriter, r *http.Request) {
 		if le := (*kserve.LimitError)(nil); errors.As(err, &le) {
 			s.limitExceeded(le.Limit)
 		}
-		writeError(w, statusOf(err), err.Error())
+		s.inferFailed(w, r, nil, statusOf(err), err.Error())
 		return
 	}
 	sreq, err := schedulingRequest(req)
 	if err != nil {
-		writeError(w, statusOf(err), err.Error())
+		s.inferFailed(w, r, nil, statusOf(err), err.Error())
 		return
 	}
-	v, outputs, err := s.run(r, sreq)
+	v, outputs, counted, err := s.run(r, sreq)
 	if err != nil {
 		if r.Context().Err() != nil {
 			// The client went away; there is nobody to answer.
-			s.log.Debug("client left before its inference finished", "model", r.PathValue("model"))
+			s.log.Debug("client left before its inference finished", "model", r.PathValue("model"), "request_id", requestID(w))
+			if !counted {
+				s.refused(r, v, OutcomeCanceled)
+			}
 			return
 		}
 		status := statusOf(err)
 		if status == http.StatusInternalServerError {
-			s.log.Error("inference failed", "model", r.PathValue("model"), "version", r.PathValue("version"), "err", err)
+			s.log.Error("inference failed", "model", r.PathValue("model"), "version", r.PathValue("version"), "request_id", requestID(w), "err", err)
 		}
 		if errors.Is(err, scheduler.ErrQueueFull) {
 			w.Header().Set("Retry-After", "1")
 		}
-		writeError(w, status, err.Error())
+		if counted {
+			writeError(w, status, err.Error())
+		} else {
+			s.inferFailed(w, r, v, status, err.Error())
+		}
 		return
 	}
 	resp := kserve.InferResponse{ModelName: v.Model, ModelVersion: v.Label(), ID: req.ID, Outputs: outputs, Binary: req.BinaryOutputs(outputs)}
@@ -74,21 +81,24 @@ const maxResolves = 3
 
 // run resolves the model version and runs the request on it. A version can be replaced or
 // unloaded between Resolve and the scheduler taking the request; the request never ran then,
-// so it resolves again and runs on what serves now: a swap drops nothing.
-func (s *Server) run(r *http.Request, sreq *scheduler.Request) (*models.Version, []tensor.Tensor, error) {
+// so it resolves again and runs on what serves now: a swap drops nothing. counted reports that
+// the scheduler counted the request's outcome (it counts every request it is handed, except
+// those it refuses with ErrStopped); v is nil when no version was resolved.
+func (s *Server) run(r *http.Request, sreq *scheduler.Request) (v *models.Version, outputs []tensor.Tensor, counted bool, err error) {
 	for attempt := 1; ; attempt++ {
 		v, err := s.repo.Resolve(r.PathValue("model"), r.PathValue("version"))
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, false, err
 		}
 		if err := v.CheckRequest(sreq.Inputs, sreq.Outputs); err != nil {
-			return nil, nil, err
+			return v, nil, false, err
 		}
 		outputs, err := s.infer.Infer(r.Context(), TargetOf(v), sreq)
-		if err != nil && errors.Is(err, scheduler.ErrStopped) && v.Retired() && attempt < maxResolves {
+		stopped := err != nil && errors.Is(err, scheduler.ErrStopped)
+		if stopped && v.Retired() && attempt < maxResolves {
 			continue
 		}
-		return v, outputs, err
+		return v, outputs, !stopped, err
 	}
 }
 
@@ -126,6 +136,9 @@ type target struct{ *models.Version }
 // TargetOf is the scheduler's view of a model version (the daemon drains retired versions
 // through it).
 func TargetOf(v *models.Version) scheduler.Target { return target{v} }
+
+// Series names the model version, so that the scheduler sums the statistics of its generations.
+func (t target) Series() (model, version string) { return t.Model, t.Label() }
 
 // Policy maps the version's settings onto the scheduler's policy.
 func (t target) Policy() scheduler.Policy {

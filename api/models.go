@@ -3,6 +3,7 @@ package api
 import (
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/inferd/inferd/engine"
@@ -70,6 +71,8 @@ type modelConfigResponse struct {
 	InstanceGroup []instanceGroup      `json:"instance_group"`
 	VersionPolicy models.VersionPolicy `json:"version_policy"`
 	Provider      string               `json:"execution_provider"`
+	// Fallback says why a version that asked for a GPU runs on the CPU.
+	Fallback string `json:"cpu_fallback_reason,omitempty"`
 }
 
 type configTensor struct {
@@ -81,6 +84,7 @@ type configTensor struct {
 type instanceGroup struct {
 	Count int    `json:"count"`
 	Kind  string `json:"kind"`
+	GPUs  []int  `json:"gpus,omitempty"` // as Triton's instance_group: the GPUs used
 }
 
 func (s *Server) modelConfig(w http.ResponseWriter, r *http.Request) {
@@ -101,9 +105,10 @@ func (s *Server) modelConfig(w http.ResponseWriter, r *http.Request) {
 		MaxBatchSize:  v.Config.MaxBatchSize,
 		Input:         configTensors(v.Signature.Inputs, v.Config.MaxBatchSize),
 		Output:        configTensors(v.Signature.Outputs, v.Config.MaxBatchSize),
-		InstanceGroup: []instanceGroup{{Count: len(v.Sessions), Kind: kind}},
+		InstanceGroup: []instanceGroup{{Count: len(v.Sessions), Kind: kind, GPUs: slices.Compact(slices.Sorted(slices.Values(v.GPUs)))}},
 		VersionPolicy: v.Config.VersionPolicy,
 		Provider:      v.Provider,
+		Fallback:      v.Fallback,
 	})
 }
 

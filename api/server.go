@@ -75,6 +75,11 @@ type Options struct {
 	Components func() map[string]Component
 	// Metrics, when set, is served at /metrics.
 	Metrics http.Handler
+	// Refused, when set, counts each inference request that ends in the API without the
+	// scheduler having counted it (malformed, unknown model, not ready, stopping): model is ""
+	// for a model that does not exist, version "" when none was resolved; outcome is one of
+	// the Outcome* constants. It must not block.
+	Refused func(model, version, outcome string)
 }
 
 // Server is the HTTP handler.
@@ -111,8 +116,6 @@ func (s *Server) SetPhase(p Phase) { s.phase.Store(int32(p)) }
 
 // Phase is the current lifecycle phase.
 func (s *Server) Phase() Phase { return Phase(s.phase.Load()) }
-
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 
 func (s *Server) routes() {
 	s.handle("GET", "/v2", s.serverMetadata)
@@ -190,6 +193,10 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 // writeError writes a KServe error body.
+// WriteError answers with status and a KServe error body {"error": msg}, for the daemon's
+// own endpoints that sit beside the API.
+func WriteError(w http.ResponseWriter, status int, msg string) { writeError(w, status, msg) }
+
 func writeError(w http.ResponseWriter, status int, msg string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)

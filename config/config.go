@@ -16,6 +16,8 @@
 //	                                 (X written like the value: 0, 1, 1ms)
 //	                 hostport        the string must be host:port with a
 //	                                 numeric port (host may be empty)
+//	                 optional        an empty string (or list) is valid
+//	                                 and skips the rules after it
 //	path:"file"    the string is a filesystem path; a relative value set in
 //	               the config file is resolved against the directory of
 //	               that file (so configs/inferd.toml can say
@@ -52,9 +54,12 @@ type Config struct {
 	Models    Models    `toml:"models"`
 	Log       Log       `toml:"log"`
 	Engine    Engine    `toml:"engine"`
+	GPU       GPU       `toml:"gpu"`
 	Scheduler Scheduler `toml:"scheduler"`
+	Metrics   Metrics   `toml:"metrics"`
 	Limits    Limits    `toml:"limits"`
 	Auth      Auth      `toml:"auth"`
+	Cluster   Cluster   `toml:"cluster"`
 }
 
 // Server configures the HTTP listener. Timeouts map onto net/http.Server;
@@ -90,6 +95,24 @@ type Limits struct {
 	MaxJSONDepth   int   `toml:"max_json_depth" check:"min=2" doc:"nesting of JSON arrays and objects at most (64 at most)"`
 }
 
+// Cluster configures gossip membership with other inferd nodes, routing between them and
+// rollouts (docs/cluster.md).
+type Cluster struct {
+	Enabled       bool          `toml:"enabled" doc:"join other inferd nodes into one service (gossip, forwarding, failover, rollouts)"`
+	Name          string        `toml:"name" doc:"stable node name, unique in the cluster; empty = the host name"`
+	Bind          string        `toml:"bind" check:"hostport" doc:"host:port (IP literal) gossip listens on, TCP and UDP"`
+	Advertise     string        `toml:"advertise" check:"optional,hostport" doc:"host:port peers reach gossip at; empty = derived from bind"`
+	HTTPAdvertise string        `toml:"http_advertise" check:"optional,hostport" doc:"host:port peers send forwarded requests to; empty = server.listen, with the advertise host when it listens on all interfaces"`
+	Join          []string      `toml:"join" doc:"seed nodes' gossip addresses (host:port); retried until they are members"`
+	SecretKeyFile string        `toml:"secret_key_file" path:"file" doc:"AES key file (base64, mode 0600; inferd keygen writes one); set = encrypted gossip, nodes without it cannot join"`
+	Label         string        `toml:"label" doc:"cluster label stamped on every gossip packet; clusters sharing a network stay apart"`
+	AllowedCIDRs  []string      `toml:"allowed_cidrs" doc:"networks gossip is accepted from; empty = any"`
+	PolicyFile    string        `toml:"policy_file" path:"file" doc:"routing.toml with traffic splits and rollouts; empty = none (every node serving a model takes a share, local first)"`
+	PerTryTimeout time.Duration `toml:"per_try_timeout" check:"min=1ms" doc:"how long one try of a forwarded request may wait for response headers before another node is tried"`
+	MaxRetries    int           `toml:"max_retries" check:"min=0" doc:"other nodes tried after a failed try, within the request's deadline and the retry budget"`
+	LeaveTimeout  time.Duration `toml:"leave_timeout" check:"min=0" doc:"on shutdown, how long to advertise draining before the listener closes, so peers stop routing here first"`
+}
+
 // Auth configures bearer-token access control.
 type Auth struct {
 	TokensFile    string `toml:"tokens_file" path:"file" doc:"file of \"<scope> <token>\" lines (scope infer or admin); empty = no tokens needed"`
@@ -120,6 +143,14 @@ type Engine struct {
 	InterOpThreads     int    `toml:"inter_op_threads" check:"min=0" doc:"threads across independent operators, per ORT session; 0 = ORT's default"`
 }
 
+// GPU configures NVIDIA GPU discovery (NVML) and the placement of models onto GPUs
+// (docs/gpu.md).
+type GPU struct {
+	MemoryFraction   float64       `toml:"memory_fraction" check:"min=0.05" doc:"share (0.05 to 1) of a GPU's free memory, the lesser of NVML's free and total less what inferd holds, that a model version may be placed into"`
+	InitRetry        time.Duration `toml:"init_retry" check:"min=0" doc:"how long to retry NVML at start while the NVIDIA driver is still loading, before running CPU-only; 0 = try once"`
+	TelemetryTimeout time.Duration `toml:"telemetry_timeout" check:"min=1ms" doc:"longest a /metrics scrape or a GPU health check waits for NVML"`
+}
+
 // Scheduler holds the defaults for models whose model.toml does not say.
 type Scheduler struct {
 	DefaultInstances    int           `toml:"default_instances" check:"min=1" doc:"instances (ORT sessions) per model version when model.toml says nothing"`
@@ -128,6 +159,11 @@ type Scheduler struct {
 	AdaptiveDelay       bool          `toml:"adaptive_delay" doc:"dispatch a forming batch before max_queue_delay once it holds as many rows as the recent load predicts"`
 	MaxQueueSize        int           `toml:"max_queue_size" check:"min=1" doc:"requests that may wait per model version; more are refused with 503 and Retry-After"`
 	DefaultTimeout      time.Duration `toml:"default_timeout" check:"min=0" doc:"longest a request may wait in the queue before it fails with 503; 0 = no limit"`
+}
+
+// Metrics configures the Prometheus endpoint, /metrics.
+type Metrics struct {
+	Listen string `toml:"listen" check:"optional,hostport" doc:"host:port of a separate listener for /metrics; empty = serve /metrics on server.listen"`
 }
 
 // Default returns the configuration used for every key that neither the file
@@ -163,6 +199,15 @@ func Default() Config {
 			IntraOpThreads:     0,
 			InterOpThreads:     1,
 		},
+		GPU: GPU{
+			// A tenth of free memory stays free: CUDA's own context, cuDNN workspaces and an
+			// estimate that errs low must not push a GPU into out-of-memory.
+			MemoryFraction: 0.9,
+			// Long enough for a driver that loads late in boot; a node without a driver
+			// settles at once whatever this says.
+			InitRetry:        30 * time.Second,
+			TelemetryTimeout: 2 * time.Second,
+		},
 		Scheduler: Scheduler{
 			DefaultInstances:    1,
 			DefaultMaxBatchSize: 0,
@@ -181,5 +226,13 @@ func Default() Config {
 			MaxJSONDepth:   32,
 		},
 		Auth: Auth{MetricsScope: "open"},
+		Cluster: Cluster{
+			Bind:          "0.0.0.0:7946",
+			PerTryTimeout: 5 * time.Second,
+			MaxRetries:    2,
+			// A few gossip rounds (200ms each) plus a probe interval: peers have heard
+			// "draining" before the listener stops taking requests.
+			LeaveTimeout: 2 * time.Second,
+		},
 	}
 }

@@ -415,8 +415,8 @@ func unknownKey(key string, root *field) error {
 				same = append(same, k)
 			}
 		}
-		if len(same) == 1 {
-			s = same[0]
+		if len(same) > 0 && len(same) <= 3 { // "listen" is server.listen or metrics.listen
+			s = strings.Join(same, " or ")
 		}
 	}
 	if s == "" {

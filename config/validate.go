@@ -11,7 +11,7 @@ import (
 
 // rule is one parsed entry of a field's check tag.
 type rule struct {
-	name  string        // nonempty, oneof, min, hostport
+	name  string        // nonempty, oneof, min, hostport, optional
 	oneof []string      // for oneof
 	min   reflect.Value // for min, of the field's type
 }
@@ -30,6 +30,8 @@ func parseRules(f *field, tag string) []rule {
 			ok = arg == "" && (f.kind == kindString || f.kind == kindStrings)
 		case "hostport":
 			ok = arg == "" && f.kind == kindString
+		case "optional":
+			ok = arg == "" && len(rules) == 0 && (f.kind == kindString || f.kind == kindStrings)
 		case "oneof":
 			r.oneof = strings.Split(arg, "|")
 			ok = arg != "" && f.kind == kindString
@@ -100,6 +102,9 @@ func validate(root *field, v reflect.Value) []Problem {
 	for _, f := range root.leaves() {
 		fv := v.FieldByIndex(f.index)
 		for _, r := range f.rules {
+			if r.name == "optional" && fv.Len() == 0 {
+				break
+			}
 			if err := r.check(f, fv); err != nil {
 				out = append(out, Problem{Key: f.key, Err: err})
 				break // one complaint per key is enough
@@ -130,6 +135,9 @@ func crossChecks(c *Config) []Problem {
 		if tls.CertFile == "" {
 			bad("server.tls.client_auth", "%q needs cert_file and key_file (client certificates need HTTPS)", tls.ClientAuth)
 		}
+	}
+	if c.GPU.MemoryFraction > 1 {
+		bad("gpu.memory_fraction", "%v is more than 1: a fraction of the free memory", c.GPU.MemoryFraction)
 	}
 	if c.Limits.MaxJSONDepth > 64 {
 		bad("limits.max_json_depth", "%d is more than 64, the decoder's own bound", c.Limits.MaxJSONDepth)

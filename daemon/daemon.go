@@ -18,11 +18,13 @@ import (
 	"net/http"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/inferd/inferd/api"
 	"github.com/inferd/inferd/config"
 	"github.com/inferd/inferd/engine"
+	"github.com/inferd/inferd/gpu"
 	"github.com/inferd/inferd/metrics"
 	"github.com/inferd/inferd/models"
 	"github.com/inferd/inferd/scheduler"
@@ -35,6 +37,9 @@ type Notifier func(state string) error
 type Options struct {
 	// Version is reported by server metadata, /health and inferd_build_info.
 	Version string
+	// Revision is the commit inferd was built from, and RuntimeVersion the version of the
+	// engine's runtime (ONNX Runtime); both label inferd_build_info.
+	Revision, RuntimeVersion string
 	// Runtime opens model sessions. The caller owns it and closes it after Run returns.
 	Runtime engine.Runtime
 	// Components adds engine and hardware detail to /health.
@@ -44,6 +49,9 @@ type Options struct {
 	// Listener, when set, is used instead of listening on cfg.Server.Listen (tests pass a
 	// listener on a free port).
 	Listener net.Listener
+	// MetricsListener, when set, serves /metrics on its own instead of listening on
+	// cfg.Metrics.Listen (tests pass a listener on a free port).
+	MetricsListener net.Listener
 	// ConfigPath is the file the configuration came from; Reload reads it again, and the
 	// daemon watches it. Empty: no configuration reloads.
 	ConfigPath string
@@ -51,6 +59,17 @@ type Options struct {
 	Env []string
 	// LogLevel, when set, is the level of the daemon's logger; reloads change it.
 	LogLevel *slog.LevelVar
+	// Watchdog is the service manager's watchdog timeout (systemd WatchdogSec=, from
+	// WATCHDOG_USEC); when set, a health loop sends WATCHDOG=1 while the daemon is healthy
+	// (watchdog.go). Zero: no heartbeat.
+	Watchdog time.Duration
+	// StopHeartbeat, when it yields, makes the health loop withhold WATCHDOG=1 from then on, as
+	// a hung daemon would: a debug hook for testing the watchdog. Nil: never.
+	StopHeartbeat <-chan struct{}
+	// GPU finds the node's NVIDIA GPUs for model placement, /health and /metrics (gpu.go); the
+	// caller creates it (gpu.New) and closes it after Run returns. Nil: no GPU discovery, and
+	// every model runs on the CPU.
+	GPU *gpu.NVML
 }
 
 // Daemon is one running inferd.
@@ -71,6 +90,12 @@ type Daemon struct {
 
 	stateMu sync.Mutex
 	reload  reloadState
+
+	hw hardware // set in New, read-only after (gpu.go)
+
+	sec     *security                 // TLS and tokens (security.go); set in New
+	handler handlerSwitch             // what the listener serves: the API, then the cluster's router
+	cluster atomic.Pointer[clustered] // set once the node joined (cluster.go)
 }
 
 // reloadState is what /health says about configuration reloads.
@@ -89,7 +114,8 @@ func New(cfg *config.Config, opts Options, log *slog.Logger) (*Daemon, error) {
 	if opts.Notify == nil {
 		opts.Notify = func(string) error { return nil }
 	}
-	m := metrics.New(opts.Version)
+	m := metrics.New(metrics.BuildInfo{Version: opts.Version, Revision: opts.Revision, ORTVersion: opts.RuntimeVersion})
+	m.ConfigLastReloadSuccessTimestamp.SetToCurrentTime()
 	repo := models.New(cfg.Models.Repository, opts.Runtime, defaults(cfg), log.With("component", "models"))
 	repo.SetControl(cfg.Models.Control)
 	sched := scheduler.New(log.With("component", "scheduler"))
@@ -100,14 +126,25 @@ func New(cfg *config.Config, opts Options, log *slog.Logger) (*Daemon, error) {
 			result = "failure"
 		}
 		m.ModelLoads.WithLabelValues(e.Model, result).Inc()
+		m.ModelLastLoadTimestamp.WithLabelValues(e.Model, result).SetToCurrentTime()
 	})
+	inference := registerCollectors(m, repo, sched)
 	d := &Daemon{cfg: cfg, opts: opts, log: log, repo: repo, sched: sched, metrics: m, addr: make(chan net.Addr, 1)}
+	d.setupHardware(cfg)
+	sec, err := newSecurity(cfg, d)
+	if err != nil {
+		return nil, err
+	}
+	d.sec = sec
 	d.api = api.New(repo, sched, api.Options{
 		Name:            "inferd",
 		Version:         opts.Version,
 		MaxRequestBytes: cfg.Server.MaxRequestBytes,
+		Limits:          limits(cfg),
+		LimitExceeded:   func(l string) { m.LimitRejections.WithLabelValues(l).Inc() },
 		Components:      d.components,
-		Metrics:         m.Handler(),
+		Metrics:         d.metricsOnAPI(),
+		Refused:         inference.Refused,
 	}, log.With("component", "api"))
 	return d, nil
 }
@@ -148,6 +185,7 @@ func (d *Daemon) components() map[string]api.Component {
 		c.State = "degraded"
 	}
 	out["config"] = c
+	d.hardwareComponents(out)
 	return out
 }
 
@@ -174,8 +212,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 			return fmt.Errorf("listen on %s: %w", cfg.Server.Listen, err)
 		}
 	}
+	ln = d.sec.listener(ln, cfg.Server.MaxConnections)
+	d.handler.set(d.front(d.api, cfg))
 	hs := &http.Server{
-		Handler:           d.api,
+		Handler: &d.handler,
+		// net/http answers headers over this bound itself, in plain text; below it, front
+		// answers those over server.max_header_bytes with a KServe error.
+		MaxHeaderBytes:    2 * cfg.Server.MaxHeaderBytes,
 		ReadHeaderTimeout: cfg.Server.ReadHeaderTimeout,
 		ReadTimeout:       cfg.Server.ReadTimeout,
 		WriteTimeout:      cfg.Server.WriteTimeout,
@@ -184,13 +227,33 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(ln) }()
+	stopMetrics, merr := d.serveMetrics(cfg)
+	if merr != nil {
+		_ = hs.Close()
+		return merr
+	}
+	defer stopMetrics()
 	d.addr <- ln.Addr()
 	d.log.Info("listening", "addr", ln.Addr().String(), "repository", cfg.Models.Repository, "control", cfg.Models.Control)
 	d.notify("STATUS=loading models from " + cfg.Models.Repository)
 
-	if err := d.repo.Sync(ctx); err != nil && ctx.Err() == nil {
+	stopExtending := d.extendTimeoutWhile("loading models from " + cfg.Models.Repository)
+	stopHardware := d.startHardware(ctx)
+	defer stopHardware()
+	err := d.repo.Sync(ctx)
+	stopExtending()
+	if err != nil && ctx.Err() == nil {
 		d.notify("STATUS=model repository unreadable: " + err.Error())
 		d.log.Error("model repository unreadable; serving no models until it appears", "err", err)
+	}
+	if cfg.Cluster.Enabled && ctx.Err() == nil {
+		c, h, err := d.startCluster(ctx, cfg, ln.Addr(), d.api)
+		if err != nil {
+			_ = hs.Close()
+			return err
+		}
+		d.cluster.Store(c)
+		d.handler.set(d.front(h, cfg))
 	}
 	watchCtx, stopWatching := context.WithCancel(ctx)
 	d.startWatchers(watchCtx)
@@ -200,6 +263,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.notify(fmt.Sprintf("READY=1\nSTATUS=serving %d of %d model versions on %s", ready, total, ln.Addr()))
 		d.log.Info("ready", "model_versions_ready", ready, "model_versions", total)
 	}
+	stopHeartbeat := d.startHeartbeat(ctx)
 
 	var runErr error
 	select {
@@ -207,6 +271,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	case err := <-serveErr:
 		runErr = fmt.Errorf("http server: %w", err)
 	}
+	stopHeartbeat()
 	stopWatching()
 	d.stopWatchers()
 	return errors.Join(runErr, d.shutdown(hs))
@@ -221,11 +286,17 @@ func (d *Daemon) config() *config.Config {
 func (d *Daemon) shutdown(hs *http.Server) error {
 	timeout := d.config().Server.ShutdownTimeout
 	d.notify("STOPPING=1\nSTATUS=draining in-flight requests")
-	d.api.SetPhase(api.PhaseStopping)
 	d.log.Info("shutting down", "drain_timeout", timeout)
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
+	c := d.cluster.Load()
+	if c != nil {
+		// Peers hear "draining" and route elsewhere before this node refuses anything; it
+		// keeps serving meanwhile.
+		c.leave(ctx, d.config().Cluster.LeaveTimeout)
+	}
+	d.api.SetPhase(api.PhaseStopping)
 	// The HTTP server stops accepting at once and waits for every handler in flight; the
 	// scheduler then has nothing left but requests whose clients already left.
 	var errs []error
@@ -234,6 +305,9 @@ func (d *Daemon) shutdown(hs *http.Server) error {
 	}
 	if err := d.sched.Close(ctx); err != nil {
 		errs = append(errs, err)
+	}
+	if c != nil {
+		c.close(ctx)
 	}
 	d.repo.Close(ctx)
 	d.log.Info("stopped", "drained_in", time.Since(start).Round(time.Millisecond))

@@ -61,6 +61,12 @@ func start(t *testing.T, shutdownTimeout time.Duration) *harness {
 // runs a daemon with cfg and opts (Runtime, Listener and Notify filled in) until the test ends.
 func launch(t *testing.T, repo string, cfg *config.Config, opts daemon.Options) (*harness, *daemon.Daemon) {
 	t.Helper()
+	return launchLogged(t, repo, cfg, opts, quiet)
+}
+
+// launchLogged is launch with the daemon logging to log.
+func launchLogged(t *testing.T, repo string, cfg *config.Config, opts daemon.Options, log *slog.Logger) (*harness, *daemon.Daemon) {
+	t.Helper()
 	testutil.WriteFile(t, repo, "double/1/model.onnx", []byte("fake"))
 	rt := enginetest.New()
 	rt.Register(filepath.Join(repo, "double", "1", "model.onnx"), doubleSig, double)
@@ -76,7 +82,7 @@ func launch(t *testing.T, repo string, cfg *config.Config, opts daemon.Options) 
 		}
 		return nil
 	}
-	d, err := daemon.New(cfg, opts, quiet)
+	d, err := daemon.New(cfg, opts, log)
 	if err != nil {
 		t.Fatal(err)
 	}

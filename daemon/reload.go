@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"reflect"
 	"sync"
 	"time"
 
@@ -31,7 +32,9 @@ func (d *Daemon) Reload(ctx context.Context) error {
 		return errors.New("reload: the daemon was started without a configuration file")
 	}
 	d.notify(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", monotonicMicros()))
+	stopExtending := d.extendTimeoutWhile("reloading the configuration")
 	result, restart, err := d.reloadLocked(ctx)
+	stopExtending()
 	d.metrics.ConfigReloads.WithLabelValues(result).Inc()
 	d.metrics.ConfigLastReloadTimestamp.Set(float64(time.Now().Unix()))
 	st := reloadState{At: time.Now(), Result: result, RestartRequired: restart}
@@ -44,10 +47,12 @@ func (d *Daemon) Reload(ctx context.Context) error {
 		d.log.Error("configuration reload failed; the previous configuration stays in force", "file", d.opts.ConfigPath, "err", err)
 	case result == "unchanged":
 		d.metrics.ConfigLastReloadSuccessful.Set(1)
+		d.metrics.ConfigLastReloadSuccessTimestamp.SetToCurrentTime()
 		status = "configuration unchanged"
 		d.log.Info("configuration unchanged", "file", d.opts.ConfigPath)
 	default:
 		d.metrics.ConfigLastReloadSuccessful.Set(1)
+		d.metrics.ConfigLastReloadSuccessTimestamp.SetToCurrentTime()
 		if len(restart) > 0 {
 			status = fmt.Sprintf("configuration reloaded; restart needed for %v", restart)
 		}
@@ -81,6 +86,14 @@ func (d *Daemon) reloadLocked(ctx context.Context) (result string, restart []str
 		return "failed", nil, err
 	}
 	old := d.cfg
+	// The routing policy is part of the transaction: a broken routing.toml fails the reload
+	// before anything changes.
+	var applyPolicy func()
+	if c := d.cluster.Load(); c != nil && next.Cluster.Enabled {
+		if applyPolicy, err = c.prepare(next.Cluster.PolicyFile); err != nil {
+			return "failed", nil, err
+		}
+	}
 	restart = restartRequired(old, next)
 	for _, k := range restart {
 		d.log.Warn("this setting changes only at restart; keeping the running value", "key", k)
@@ -92,6 +105,13 @@ func (d *Daemon) reloadLocked(ctx context.Context) (result string, restart []str
 	applied.Server.WriteTimeout, applied.Server.IdleTimeout = old.Server.WriteTimeout, old.Server.IdleTimeout
 	applied.Log.Format = old.Log.Format
 	applied.Engine.OnnxRuntimeLibrary = old.Engine.OnnxRuntimeLibrary
+	applied.GPU.InitRetry, applied.GPU.TelemetryTimeout = old.GPU.InitRetry, old.GPU.TelemetryTimeout
+	applied.Metrics.Listen = old.Metrics.Listen
+	applied.Server.MaxHeaderBytes, applied.Server.MaxConnections = old.Server.MaxHeaderBytes, old.Server.MaxConnections
+	applied.Server.TLS, applied.Auth = old.Server.TLS, old.Auth
+	policyFile := next.Cluster.PolicyFile
+	applied.Cluster = old.Cluster
+	applied.Cluster.PolicyFile = policyFile
 
 	if d.opts.LogLevel != nil {
 		var level slog.Level
@@ -100,7 +120,12 @@ func (d *Daemon) reloadLocked(ctx context.Context) (result string, restart []str
 		}
 	}
 	d.api.SetMaxRequestBytes(applied.Server.MaxRequestBytes)
+	d.api.SetLimits(limits(&applied))
+	if applyPolicy != nil {
+		applyPolicy()
+	}
 	d.repo.SetDefaults(defaults(&applied))
+	d.repo.SetGPUMemoryFraction(applied.GPU.MemoryFraction)
 	d.repo.SetControl(applied.Models.Control)
 	if applied.Models.Repository != old.Models.Repository {
 		d.log.Info("model repository moved", "from", old.Models.Repository, "to", applied.Models.Repository)
@@ -133,6 +158,17 @@ func restartRequired(old, next *config.Config) []string {
 	add(old.Server.IdleTimeout != next.Server.IdleTimeout, "server.idle_timeout")
 	add(old.Log.Format != next.Log.Format, "log.format")
 	add(old.Engine.OnnxRuntimeLibrary != next.Engine.OnnxRuntimeLibrary, "engine.onnxruntime_library")
+	add(old.GPU.InitRetry != next.GPU.InitRetry, "gpu.init_retry")
+	add(old.GPU.TelemetryTimeout != next.GPU.TelemetryTimeout, "gpu.telemetry_timeout")
+	add(old.Metrics.Listen != next.Metrics.Listen, "metrics.listen")
+	add(old.Server.MaxHeaderBytes != next.Server.MaxHeaderBytes, "server.max_header_bytes")
+	add(old.Server.MaxConnections != next.Server.MaxConnections, "server.max_connections")
+	// The files named here are re-read when they change; their names are fixed at start.
+	add(old.Server.TLS != next.Server.TLS, "server.tls")
+	add(old.Auth != next.Auth, "auth")
+	oc, nc := old.Cluster, next.Cluster
+	oc.PolicyFile, nc.PolicyFile = "", ""
+	add(!reflect.DeepEqual(oc, nc), "cluster")
 	return keys
 }
 

@@ -52,6 +52,10 @@ type Options struct {
 	Provider string
 	// DeviceID is the GPU index for ProviderCUDA.
 	DeviceID int
+	// GPUMemLimit caps, in bytes, the memory arena of a ProviderCUDA session on its GPU (weights
+	// and activations); 0 leaves it unbounded. The arena grows only as the session needs, so
+	// the cap is what placement admitted, not what the session takes at once.
+	GPUMemLimit int64
 }
 
 // Session is one loaded instance of a model. Run may be called from one goroutine at a time per
@@ -87,4 +91,8 @@ var (
 	ErrRun = errors.New("inference failed")
 	// ErrClosed: the session was closed.
 	ErrClosed = errors.New("session closed")
+	// ErrProviderUnavailable: the execution provider asked for (CUDA) cannot be had from the
+	// runtime's library or the machine. An engine never falls back by itself: the caller
+	// decides whether another provider will do.
+	ErrProviderUnavailable = errors.New("execution provider unavailable")
 )

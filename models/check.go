@@ -17,6 +17,13 @@ func (v *Version) CheckRequest(inputs []tensor.Tensor, outputs []string) error {
 	}
 	seen := make(map[string]bool, len(inputs))
 	batch := int64(-1)
+	// Without batching, a leading dimension that every input leaves dynamic is still taken as
+	// the batch: the inputs must agree on it, or ONNX Runtime would broadcast one against the
+	// other and answer for a batch nobody sent.
+	leadingDynamic := len(v.Signature.Inputs) > 1
+	for _, s := range v.Signature.Inputs {
+		leadingDynamic = leadingDynamic && len(s.Shape) > 0 && s.Shape[0] < 0
+	}
 	for i := range inputs {
 		t := &inputs[i]
 		spec, ok := v.Signature.Input(t.Name)
@@ -43,9 +50,9 @@ func (v *Version) CheckRequest(inputs []tensor.Tensor, outputs []string) error {
 		if t.NumElements() == 0 {
 			return fmt.Errorf("%w: input %q has no elements (shape %s)", ErrInvalidInput, t.Name, tensor.FormatShape(t.Shape))
 		}
-		if v.Config.MaxBatchSize > 0 {
+		if v.Config.MaxBatchSize > 0 || leadingDynamic {
 			rows := t.Shape[0]
-			if rows > int64(v.Config.MaxBatchSize) {
+			if v.Config.MaxBatchSize > 0 && rows > int64(v.Config.MaxBatchSize) {
 				return fmt.Errorf("%w: input %q has batch size %d, over the model's max_batch_size %d",
 					ErrInvalidInput, t.Name, rows, v.Config.MaxBatchSize)
 			}

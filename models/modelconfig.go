@@ -86,9 +86,22 @@ func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d)
 type InstanceConfig struct {
 	// Count is the number of sessions per loaded version (0 = daemon default).
 	Count int `toml:"count" json:"count"`
-	// Device is "cpu", "gpu" or "auto". This build runs every model on the CPU execution
-	// provider; "gpu" fails to load with a clear reason rather than falling back silently.
+	// Device is "cpu" (the default), "gpu" or "auto". "gpu" runs every instance on a GPU that
+	// placement admits it to (see package placement), or fails to load with the reason unless
+	// CPUFallback allows the CPU; "auto" takes a GPU when one fits and the CPU otherwise. A
+	// version that asked for a GPU and runs on the CPU says why (Version.Fallback).
 	Device string `toml:"device" json:"device"`
+	// GPUs lists the GPUs (NVML indices, as nvidia-smi numbers them) the model may use; empty
+	// means any.
+	GPUs []int `toml:"gpus" json:"gpus,omitempty"`
+	// CPUFallback lets a device = "gpu" model run on the CPU when no GPU can take it.
+	CPUFallback bool `toml:"cpu_fallback" json:"cpu_fallback"`
+	// Spread places the instances on different GPUs where they fit, instead of all on one.
+	Spread bool `toml:"spread" json:"spread,omitempty"`
+	// GPUMemoryBytes is each instance's GPU memory estimate, for a model whose computed
+	// estimate (weights + arena at max batch) is wrong; 0 computes it. It also caps the
+	// instance's ORT arena.
+	GPUMemoryBytes int64 `toml:"gpu_memory_bytes" json:"gpu_memory_bytes,omitempty"`
 	// IntraOpThreads per session (0 = the daemon's setting, or an even share of the cores).
 	IntraOpThreads int `toml:"intra_op_threads" json:"intra_op_threads"`
 }
@@ -195,6 +208,7 @@ func (c Config) validate() error {
 	if !slices.Contains([]string{DeviceCPU, DeviceGPU, DeviceAuto}, c.Instance.Device) {
 		errs = append(errs, fmt.Errorf("instance.device %q must be cpu, gpu or auto", c.Instance.Device))
 	}
+	errs = append(errs, c.Instance.validateGPU()...)
 	if c.Instance.IntraOpThreads < 0 {
 		errs = append(errs, fmt.Errorf("instance.intra_op_threads %d must be >= 0", c.Instance.IntraOpThreads))
 	}

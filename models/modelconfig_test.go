@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -54,6 +55,18 @@ func TestReadConfig(t *testing.T) {
 		{name: "wrong type", content: "max_batch_size = \"big\"\n", errs: []string{"model.toml:1:"}},
 		{name: "negative batch", content: "max_batch_size = -1\n", errs: []string{"max_batch_size -1"}},
 		{name: "bad device", content: "[instance]\ndevice = \"tpu\"\n", errs: []string{"instance.device \"tpu\""}},
+		{
+			name:    "gpu settings",
+			content: "[instance]\ndevice = \"gpu\"\ngpus = [1, 3]\ncpu_fallback = true\nspread = true\ngpu_memory_bytes = 1073741824\n",
+			want: Config{Instance: InstanceConfig{Count: 2, Device: "gpu", GPUs: []int{1, 3}, CPUFallback: true, Spread: true, GPUMemoryBytes: 1 << 30},
+				VersionPolicy: VersionPolicy{Latest: 1}},
+		},
+		{name: "cpu_fallback is harmless on cpu", content: "[instance]\ncpu_fallback = true\n",
+			want: Config{Instance: InstanceConfig{Count: 2, Device: "cpu", CPUFallback: true}, VersionPolicy: VersionPolicy{Latest: 1}}},
+		{name: "gpu settings with device cpu", content: "[instance]\ngpus = [0]\nspread = true\n",
+			errs: []string{`instance.gpus, instance.spread set, but instance.device is "cpu"`}},
+		{name: "bad gpu list", content: "[instance]\ndevice = \"auto\"\ngpus = [-1, 2, 2]\ngpu_memory_bytes = -5\n",
+			errs: []string{"instance.gpus: -1 is not a GPU index", "GPU 2 listed twice", "gpu_memory_bytes -5"}},
 		{name: "two policies", content: "[version_policy]\nlatest = 2\nall = true\n", errs: []string{"only one of"}},
 		{name: "bad override dim", content: "[[inputs]]\nname = \"x\"\nshape = [0]\n", errs: []string{"dimension 0 must be positive"}},
 	}
@@ -80,7 +93,7 @@ func TestReadConfig(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got.MaxBatchSize != c.want.MaxBatchSize || got.Instance != c.want.Instance ||
+			if got.MaxBatchSize != c.want.MaxBatchSize || !reflect.DeepEqual(got.Instance, c.want.Instance) ||
 				got.VersionPolicy.Latest != c.want.VersionPolicy.Latest || got.VersionPolicy.All != c.want.VersionPolicy.All ||
 				!slices.Equal(got.VersionPolicy.Specific, c.want.VersionPolicy.Specific) || len(got.Inputs) != len(c.want.Inputs) {
 				t.Errorf("config = %+v, want %+v", got, c.want)

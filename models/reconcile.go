@@ -17,8 +17,6 @@ import (
 	"slices"
 	"strconv"
 	"time"
-
-	"github.com/inferd/inferd/engine"
 )
 
 // drainTimeout bounds the wait for a retired version's requests before its sessions close.
@@ -340,6 +338,7 @@ func (r *Repository) retireLocked(ctx context.Context, vs []*Version) {
 			cancel()
 		}
 		closeAll(v.Sessions)
+		delete(r.onGPU, v)
 		closed = true
 		r.log.Debug("model version unloaded", "model", v.Model, "version", v.Number)
 	}
@@ -412,26 +411,16 @@ func (r *Repository) openVersion(ctx context.Context, v *Version, log *slog.Logg
 	if err := checkBatchDims(v.Config.MaxBatchSize, sig.Outputs, "output"); err != nil {
 		return err
 	}
-	if v.Config.Instance.Device == DeviceGPU {
-		return errors.New("device \"gpu\" requested, but this node has no GPU execution provider; set device = \"cpu\" or \"auto\"")
-	}
-	opts := engine.Options{
-		Provider:       engine.ProviderCPU,
-		IntraOpThreads: cmp.Or(v.Config.Instance.IntraOpThreads, r.defaults.IntraOpThreads, max(1, r.defaults.Cores/v.Config.Instance.Count)),
-		InterOpThreads: r.defaults.InterOpThreads,
-	}
 	v.Signature = sig
-	for range v.Config.Instance.Count {
-		s, err := r.rt.Open(ctx, path, opts)
-		if err != nil {
-			closeAll(v.Sessions)
-			v.Sessions = nil
-			return err
-		}
-		v.Sessions = append(v.Sessions, s)
-		v.Provider = s.Provider()
+	if err := r.openInstancesLocked(ctx, v, path, log); err != nil {
+		return err
 	}
 	if err := warmup(ctx, v, log); err != nil {
+		closeAll(v.Sessions)
+		v.Sessions = nil
+		return err
+	}
+	if err := r.settleGPULocked(ctx, v, log); err != nil {
 		closeAll(v.Sessions)
 		v.Sessions = nil
 		return err

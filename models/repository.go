@@ -49,9 +49,18 @@ type Version struct {
 	Sessions []engine.Session
 	// Provider is the execution provider the sessions run on.
 	Provider string
+	// GPUs is the GPU (NVML index) of each session, in Sessions' order; nil on the CPU.
+	GPUs []int
+	// GPUMemory is what each session is taken to hold on its GPU, in bytes: the estimate it
+	// was placed by, replaced by measured usage once loaded (when NVML can tell).
+	GPUMemory []uint64
+	// Fallback says why a version whose device is "gpu" (with cpu_fallback) or "auto" runs on
+	// the CPU; empty otherwise.
+	Fallback string
 
-	fingerprint string      // what it was loaded from: files and effective settings
-	retired     atomic.Bool // no longer routable; requests that still hold it must re-resolve
+	fingerprint string         // what it was loaded from: files and effective settings
+	baseline    map[int]uint64 // this process's GPU memory before the load, per GPU; loader only
+	retired     atomic.Bool    // no longer routable; requests that still hold it must re-resolve
 
 	state  State  // guarded by Repository.mu
 	reason string // guarded by Repository.mu
@@ -125,6 +134,10 @@ type Repository struct {
 
 	synced atomic.Bool // the first Sync has finished
 
+	devices     Devices           // guarded by loadMu
+	memFraction float64           // gpu.memory_fraction; guarded by loadMu
+	onGPU       map[*Version]bool // loaded versions holding GPU memory; guarded by loadMu
+
 	mu     sync.RWMutex
 	models map[string]*Model
 	events func(Event) // guarded by loadMu
@@ -141,7 +154,7 @@ type Event struct {
 // New returns a repository over root that opens sessions with rt. Nothing is read until Sync.
 func New(root string, rt engine.Runtime, d Defaults, log *slog.Logger) *Repository {
 	return &Repository{root: root, rt: rt, defaults: d.normalized(), log: log, control: ControlWatch,
-		models: map[string]*Model{}, unloaded: map[string]bool{}, events: func(Event) {}}
+		models: map[string]*Model{}, unloaded: map[string]bool{}, events: func(Event) {}, onGPU: map[*Version]bool{}}
 }
 
 func (d Defaults) normalized() Defaults {

@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -31,6 +32,7 @@ type queue struct {
 	waiting  int           // requests in levels
 	rows     int64         // batch rows of the requests in levels
 	running  int64         // batch rows being run
+	runningN int           // requests in the batches being run
 	peak     int64         // most rows waiting or running at once since the last dispatch
 	timed    int           // waiting requests that have a deadline
 	changed  chan struct{} // closed and replaced whenever the queue changes
@@ -97,18 +99,31 @@ func (q *queue) changedLocked() {
 	q.changed = make(chan struct{})
 }
 
+// snapshot is the queue's statistics with what waits and runs now.
+func (q *queue) snapshot() Snapshot {
+	snap := q.stats.Snapshot()
+	q.mu.Lock()
+	snap.Pending = q.waiting
+	snap.InFlight = q.waiting + q.runningN
+	q.mu.Unlock()
+	return snap
+}
+
 func (q *queue) infer(ctx context.Context, req *Request) ([]tensor.Tensor, error) {
 	prio := req.Priority
 	if prio == 0 {
 		prio = q.policy.DefaultPriority
 	}
 	if prio < 1 || prio > q.policy.PriorityLevels {
+		q.stats.refuse(OutcomeInvalid)
 		return nil, fmt.Errorf("%w: priority %d; this model has levels 1 (highest) to %d", ErrInvalidRequest, req.Priority, q.policy.PriorityLevels)
 	}
 	if req.Timeout < 0 {
+		q.stats.refuse(OutcomeInvalid)
 		return nil, fmt.Errorf("%w: negative timeout %s", ErrInvalidRequest, req.Timeout)
 	}
 	if err := ctx.Err(); err != nil {
+		q.stats.refuse(OutcomeCanceled)
 		return nil, err
 	}
 	timeout := cmpOr(req.Timeout, q.policy.DefaultTimeout)
@@ -120,7 +135,11 @@ func (q *queue) infer(ctx context.Context, req *Request) ([]tensor.Tensor, error
 		p.deadline = p.arrived.Add(timeout)
 	}
 	if err := q.push(p); err != nil {
-		q.stats.fail(1)
+		o := OutcomeQueueFull
+		if errors.Is(err, ErrStopped) {
+			o = uncounted
+		}
+		q.stats.fail(1, o)
 		return nil, err
 	}
 
@@ -135,7 +154,7 @@ func (q *queue) infer(ctx context.Context, req *Request) ([]tensor.Tensor, error
 		return r.outputs, r.err
 	case <-ctx.Done():
 		if q.withdraw(p) {
-			q.stats.fail(1)
+			q.stats.fail(1, OutcomeCanceled)
 			return nil, ctx.Err()
 		}
 		// Already in a batch: wait for it, since the batch still reads this request's inputs
@@ -144,7 +163,7 @@ func (q *queue) infer(ctx context.Context, req *Request) ([]tensor.Tensor, error
 		return nil, ctx.Err()
 	case <-expired:
 		if q.withdraw(p) {
-			q.stats.fail(1)
+			q.stats.fail(1, OutcomeTimeout)
 			return nil, fmt.Errorf("%w after %s", ErrTimeout, timeout)
 		}
 		r := <-p.done
@@ -240,7 +259,7 @@ func (q *queue) expireLocked(now time.Time) {
 		for _, p := range slices.Clone(lvl) {
 			if !p.deadline.IsZero() && !now.Before(p.deadline) {
 				q.removeLocked(p)
-				q.stats.fail(1)
+				q.stats.fail(1, OutcomeTimeout)
 				p.done <- result{err: fmt.Errorf("%w after %s", ErrTimeout, p.deadline.Sub(p.arrived))}
 			}
 		}
@@ -271,6 +290,7 @@ func (q *queue) next() []*pending {
 				q.removeLocked(p)
 				q.running += p.rows
 			}
+			q.runningN += len(batch)
 			q.peak = q.rows + q.running
 			return batch
 		}
@@ -382,6 +402,7 @@ func (q *queue) run(ctx context.Context, sess engine.Session, batch []*pending) 
 	}
 	q.mu.Lock()
 	q.running -= rows
+	q.runningN -= len(batch)
 	q.mu.Unlock()
 	q.stats.record(batch, start, computed, ran, end, err)
 	if err != nil {

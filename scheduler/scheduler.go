@@ -6,13 +6,20 @@
 // not decode wire formats, read the model repository or import ONNX Runtime.
 //
 // Lock order: Scheduler.mu, then queue.mu, then Stats.mu; none is held while a session runs.
+//
+// Its statistics are read, not pushed: Stats (per target, for the statistics extension) and
+// Totals (per model version, for metrics) copy them at the moment they are asked for, so the
+// request path keeps only the books it already keeps.
 package scheduler
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -29,6 +36,13 @@ type Target interface {
 	// Retired reports that the target was replaced or unloaded: the scheduler starts no queue
 	// for it, and requests that meet its closed queue get ErrStopped and should re-resolve.
 	Retired() bool
+}
+
+// Series is implemented by targets that are one generation of a model version that outlives
+// them (a version whose files change is reloaded as a new target). Totals sums the statistics
+// of a series' targets, forgotten ones included, so that its counts never go backwards.
+type Series interface {
+	Series() (model, version string)
 }
 
 // Policy is how one model version is queued and batched.
@@ -85,14 +99,18 @@ var (
 type Scheduler struct {
 	log *slog.Logger
 
-	mu      sync.Mutex
-	queues  map[Target]*queue
-	stopped bool
+	mu       sync.Mutex
+	queues   map[Target]*queue
+	draining map[*queue]Target       // forgotten, finishing what they hold; still in Totals
+	retired  map[seriesKey]*Snapshot // the sums of forgotten targets, by series
+	stopped  bool
 }
+
+type seriesKey struct{ model, version string }
 
 // New returns a scheduler.
 func New(log *slog.Logger) *Scheduler {
-	return &Scheduler{log: log, queues: map[Target]*queue{}}
+	return &Scheduler{log: log, queues: map[Target]*queue{}, draining: map[*queue]Target{}, retired: map[seriesKey]*Snapshot{}}
 }
 
 // queueFor returns t's queue, starting it (and its workers) on first use.
@@ -137,11 +155,55 @@ func (s *Scheduler) Stats(t Target) Snapshot {
 	if q == nil {
 		return Snapshot{}
 	}
-	snap := q.stats.Snapshot()
-	q.mu.Lock()
-	snap.Pending = q.waiting
-	q.mu.Unlock()
-	return snap
+	return q.snapshot()
+}
+
+// SeriesSnapshot is the statistics of one model version, summed over its generations.
+type SeriesSnapshot struct {
+	Model, Version string
+	Snapshot
+}
+
+// Totals returns the statistics of every model version the scheduler has queued requests for,
+// sorted by model and version: the sums over each Series' targets, those running and those
+// forgotten alike. Counts in successive Totals never decrease. Targets that do not implement
+// Series are left out.
+func (s *Scheduler) Totals() []SeriesSnapshot {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sums := make(map[seriesKey]*Snapshot, len(s.retired)+len(s.queues))
+	for k, r := range s.retired {
+		sum := &Snapshot{}
+		sum.add(r)
+		sums[k] = sum
+	}
+	live := func(t Target, q *queue) {
+		named, ok := t.(Series)
+		if !ok {
+			return
+		}
+		var k seriesKey
+		k.model, k.version = named.Series()
+		if sums[k] == nil {
+			sums[k] = &Snapshot{}
+		}
+		snap := q.snapshot()
+		sums[k].add(&snap)
+	}
+	for t, q := range s.queues {
+		live(t, q)
+	}
+	for q, t := range s.draining {
+		live(t, q)
+	}
+	out := make([]SeriesSnapshot, 0, len(sums))
+	for k, sum := range sums {
+		out = append(out, SeriesSnapshot{Model: k.model, Version: k.version, Snapshot: *sum})
+	}
+	slices.SortFunc(out, func(a, b SeriesSnapshot) int {
+		return cmp.Or(strings.Compare(a.Model, b.Model), strings.Compare(a.Version, b.Version))
+	})
+	return out
 }
 
 // Forget drains t's queue (every request already queued still runs), stops its workers and
@@ -150,11 +212,33 @@ func (s *Scheduler) Forget(ctx context.Context, t Target) error {
 	s.mu.Lock()
 	q := s.queues[t]
 	delete(s.queues, t)
+	if q != nil {
+		s.draining[q] = t
+	}
 	s.mu.Unlock()
 	if q == nil {
 		return nil
 	}
-	return q.close(ctx)
+	return s.drain(ctx, t, q)
+}
+
+// drain closes a queue that is in s.draining, then moves its statistics to the retired sums in
+// the same step that removes it, so that Totals counts them exactly once.
+func (s *Scheduler) drain(ctx context.Context, t Target, q *queue) error {
+	err := q.close(ctx)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.draining, q)
+	if named, ok := t.(Series); ok {
+		var k seriesKey
+		k.model, k.version = named.Series()
+		snap := q.stats.Snapshot()
+		if s.retired[k] == nil {
+			s.retired[k] = &Snapshot{}
+		}
+		s.retired[k].add(&snap)
+	}
+	return err
 }
 
 // Close refuses new requests, drains every queue and waits until the running requests have
@@ -164,10 +248,13 @@ func (s *Scheduler) Close(ctx context.Context) error {
 	s.stopped = true
 	queues := s.queues
 	s.queues = map[Target]*queue{}
+	for t, q := range queues {
+		s.draining[q] = t
+	}
 	s.mu.Unlock()
 	var errs []error
-	for _, q := range queues {
-		if err := q.close(ctx); err != nil {
+	for t, q := range queues {
+		if err := s.drain(ctx, t, q); err != nil {
 			errs = append(errs, err)
 		}
 	}

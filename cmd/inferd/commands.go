@@ -19,6 +19,7 @@ import (
 	"github.com/inferd/inferd/config"
 	"github.com/inferd/inferd/daemon"
 	"github.com/inferd/inferd/engine/ort"
+	"github.com/inferd/inferd/gpu"
 	"github.com/inferd/inferd/internal/buildinfo"
 )
 
@@ -67,22 +68,37 @@ func serve(ctx context.Context, cfg *config.Config, path string, env []string, l
 		return err
 	}
 	defer rt.Close()
+	sm, err := fromServiceManager(lookup(env), log)
+	if err != nil {
+		return err
+	}
+	defer sm.close()
 	engineState := api.Component{State: "ok", Detail: map[string]string{
-		"runtime": "onnxruntime " + rt.Version(), "library": rt.LibraryPath(), "providers": "CPUExecutionProvider",
+		"runtime": "onnxruntime " + rt.Version(), "library": rt.LibraryPath(), "providers": strings.Join(rt.Providers(), ","),
 	}}
+	// CUDA numbers GPUs fastest first unless told otherwise; NVML (and nvidia-smi, and
+	// model.toml's gpus) number them by PCI bus. Make the two agree before CUDA starts.
+	if lookup(env)("CUDA_DEVICE_ORDER") == "" {
+		_ = os.Setenv("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+	}
+	gpus := gpu.New(gpu.Options{InitRetry: cfg.GPU.InitRetry, Getenv: lookup(env)}, log.With("component", "gpu"))
+	defer gpus.Close()
 	d, err := daemon.New(cfg, daemon.Options{
-		Version: buildinfo.Version(),
-		Runtime: rt,
+		Version:        buildinfo.Version(),
+		Revision:       buildinfo.Revision(),
+		RuntimeVersion: rt.Version(),
+		Runtime:        rt,
 		Components: func() map[string]api.Component {
-			return map[string]api.Component{
-				"engine": engineState,
-				"gpus":   {State: "none", Detail: "GPU discovery is not built into this version; models run on the CPU execution provider"},
-			}
+			return map[string]api.Component{"engine": engineState}
 		},
-		Notify:     notifySystemd,
-		ConfigPath: path,
-		Env:        env,
-		LogLevel:   level,
+		Notify:        notifySystemd,
+		ConfigPath:    path,
+		Env:           env,
+		LogLevel:      level,
+		Listener:      sm.listener,
+		Watchdog:      sm.watchdog,
+		StopHeartbeat: sm.stopHeartbeat,
+		GPU:           gpus,
 	}, log)
 	if err != nil {
 		return err
@@ -115,6 +131,9 @@ func newLogger(w io.Writer, c config.Log, level *slog.LevelVar) *slog.Logger {
 	var l slog.Level
 	_ = l.UnmarshalText([]byte(c.Level)) // validated by config
 	level.Set(l)
+	if log, ok := journalLogger(w, level); ok {
+		return log
+	}
 	opts := &slog.HandlerOptions{Level: level}
 	if c.Format == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))
@@ -150,7 +169,7 @@ func versionCommand(env []string) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "inferd %s (%s, %s/%s)\n", buildinfo.Version(), buildinfo.GoVersion(), runtime.GOOS, runtime.GOARCH)
+			fmt.Fprintf(out, "inferd %s (revision %s, %s, %s/%s)\n", buildinfo.Version(), buildinfo.Revision(), buildinfo.GoVersion(), runtime.GOOS, runtime.GOARCH)
 			lib, tried, err := ort.FindLibrary("", lookup(env))
 			if err != nil {
 				fmt.Fprintf(out, "onnxruntime: not found (looked in %s)\n", strings.Join(tried, ", "))

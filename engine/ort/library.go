@@ -14,6 +14,12 @@ const EnvLibrary = "INFERD_ONNXRUNTIME_LIBRARY"
 // SystemLibraryDir is where the .deb and .rpm install the library.
 const SystemLibraryDir = "/usr/lib/inferd"
 
+// CUDAProviderLibrary is ONNX Runtime's CUDA execution provider; ORT loads it (and
+// sharedProviderLibrary) from the directory of libonnxruntime.so when a session asks for CUDA.
+const CUDAProviderLibrary = "libonnxruntime_providers_cuda.so"
+
+const sharedProviderLibrary = "libonnxruntime_providers_shared.so"
+
 // libraryNames are the file names looked for in each directory, best first.
 var libraryNames = [...]string{"libonnxruntime.so.1", "libonnxruntime.so"}
 

@@ -36,6 +36,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -56,8 +57,9 @@ var (
 	// SupportedVersion, or differs from the one this process already loaded.
 	ErrLibrary = errors.New("onnxruntime library")
 	// ErrProviderUnavailable: a session asked for an execution provider (CUDA) that the library
-	// or the machine cannot give it. Nothing falls back by itself: the caller decides.
-	ErrProviderUnavailable = errors.New("execution provider unavailable")
+	// or the machine cannot give it. Nothing falls back by itself: the caller decides. It is
+	// engine.ErrProviderUnavailable, so callers above the engine match it without this package.
+	ErrProviderUnavailable = engine.ErrProviderUnavailable
 	// ErrUnsupportedInput: an input this engine refuses to hand to ORT (zero elements, a NUL
 	// byte in a BYTES element, or one that does not match the model). Run wraps it together
 	// with engine.ErrRun.
@@ -135,6 +137,24 @@ func (r *Runtime) LibraryPath() string { return r.path }
 
 // Version is the ONNX Runtime version the library reports.
 func (r *Runtime) Version() string { return r.version }
+
+// Providers lists the execution providers this runtime's library can offer: always
+// engine.ProviderCPU, and engine.ProviderCUDA when ORT's CUDA provider libraries lie next to the
+// library. That CUDA is installed does not prove it works (CUDA, cuDNN and a GPU must be there
+// too): only opening a session does, and a session that cannot get it fails to open.
+func (r *Runtime) Providers() []string {
+	return providersIn(filepath.Dir(r.path))
+}
+
+func providersIn(dir string) []string {
+	out := []string{engine.ProviderCPU}
+	for _, name := range []string{CUDAProviderLibrary, sharedProviderLibrary} {
+		if st, err := os.Stat(filepath.Join(dir, name)); err != nil || !st.Mode().IsRegular() {
+			return out
+		}
+	}
+	return append(out, engine.ProviderCUDA)
+}
 
 // Close releases the runtime's hold on the ORT environment. Sessions still open keep it alive.
 // It is safe to call more than once.

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sync"
 	"testing"
 
@@ -635,11 +636,17 @@ func TestCUDAIsNeverSilent(t *testing.T) {
 	s, err := rt.Open(context.Background(), writeModel(t, "mlp", testmodels.MLP()),
 		engine.Options{Provider: engine.ProviderCUDA})
 	if err != nil {
-		if !errors.Is(err, ort.ErrProviderUnavailable) {
+		if !errors.Is(err, ort.ErrProviderUnavailable) || !errors.Is(err, engine.ErrProviderUnavailable) {
 			t.Fatalf("Open(CUDA) = %v, want ErrProviderUnavailable", err)
 		}
 		t.Logf("CUDA unavailable, as expected without a GPU library: %v", err)
+		if slices.Contains(rt.Providers(), engine.ProviderCUDA) {
+			t.Logf("(the CUDA provider libraries are installed next to %s, but CUDA itself does not work here)", rt.LibraryPath())
+		}
 		return
+	}
+	if !slices.Contains(rt.Providers(), engine.ProviderCUDA) {
+		t.Errorf("a CUDA session opened, but Providers() = %v", rt.Providers())
 	}
 	defer s.Close()
 	if s.Provider() != engine.ProviderCUDA {

@@ -80,7 +80,7 @@ func open(path string, opts engine.Options) (*Session, error) {
 	sess, err := onnx.NewDynamicAdvancedSession(path, io.inputNames, io.outputNames, so)
 	if err != nil {
 		if provider == engine.ProviderCUDA {
-			return nil, fmt.Errorf("%w: %s on CUDA device %d: %w", ErrProviderUnavailable, path, opts.DeviceID, err)
+			return nil, fmt.Errorf("%w: %s on CUDA device %d: %w (%s)", ErrProviderUnavailable, path, opts.DeviceID, err, cudaHint)
 		}
 		return nil, fmt.Errorf("%w: %s: %w", engine.ErrInvalidModel, path, err)
 	}
@@ -120,7 +120,7 @@ func sessionOptions(opts engine.Options, provider string) (*onnx.SessionOptions,
 		}
 	}
 	if provider == engine.ProviderCUDA {
-		if err := appendCUDA(so, opts.DeviceID); err != nil {
+		if err := appendCUDA(so, opts); err != nil {
 			so.Destroy()
 			return nil, err
 		}
@@ -128,19 +128,46 @@ func sessionOptions(opts engine.Options, provider string) (*onnx.SessionOptions,
 	return so, nil
 }
 
-func appendCUDA(so *onnx.SessionOptions, device int) error {
+func appendCUDA(so *onnx.SessionOptions, opts engine.Options) error {
+	if opts.DeviceID < 0 || opts.GPUMemLimit < 0 {
+		return fmt.Errorf("%w: CUDA device %d with memory limit %d: both must be >= 0",
+			ErrProviderUnavailable, opts.DeviceID, opts.GPUMemLimit)
+	}
+	fail := func(err error) error {
+		return fmt.Errorf("%w: CUDA device %d: %w (%s)", ErrProviderUnavailable, opts.DeviceID, err, cudaHint)
+	}
 	cuda, err := onnx.NewCUDAProviderOptions()
 	if err != nil {
-		return fmt.Errorf("%w: CUDA: %w", ErrProviderUnavailable, err)
+		return fail(err)
 	}
 	defer cuda.Destroy()
-	if err := cuda.Update(map[string]string{"device_id": strconv.Itoa(device)}); err != nil {
-		return fmt.Errorf("%w: CUDA device %d: %w", ErrProviderUnavailable, device, err)
+	// ORT loads the provider library here already, to parse the options.
+	if err := cuda.Update(cudaProviderOptions(opts)); err != nil {
+		return fail(err)
 	}
 	if err := so.AppendExecutionProviderCUDA(cuda); err != nil {
-		return fmt.Errorf("%w: CUDA device %d: %w", ErrProviderUnavailable, device, err)
+		return fail(err)
 	}
 	return nil
+}
+
+// cudaHint says where a CUDA failure usually comes from.
+const cudaHint = "ORT loads " + CUDAProviderLibrary + " and " + sharedProviderLibrary +
+	" from the directory of libonnxruntime.so (make deps-cuda), and they need CUDA 13, cuDNN 9 and an NVIDIA GPU; see docs/gpu.md"
+
+// cudaProviderOptions are the CUDA execution provider's settings for opts (the keys of ORT's
+// OrtCUDAProviderOptionsV2). The arena grows by what is requested rather than ORT's default of
+// the next power of two, so that a session stays near what it uses and its gpu_mem_limit (what
+// placement admitted it for) is not overshot by one doubling.
+func cudaProviderOptions(opts engine.Options) map[string]string {
+	m := map[string]string{
+		"device_id":             strconv.Itoa(opts.DeviceID),
+		"arena_extend_strategy": "kSameAsRequested",
+	}
+	if opts.GPUMemLimit > 0 {
+		m["gpu_mem_limit"] = strconv.FormatInt(opts.GPUMemLimit, 10)
+	}
+	return m
 }
 
 // Signature is the model's declared inputs and outputs.

@@ -26,12 +26,12 @@ var allowed = map[string][]string{
 	"engine/ort":                      {"engine", "tensor"},
 	"engine/enginetest":               {"engine", "tensor"},
 	"kserve":                          {"tensor"},
-	"models":                          {"engine", "tensor"},
+	"models":                          {"engine", "placement", "tensor"},
 	"scheduler":                       {"engine", "tensor"},
 	"api":                             {"engine", "kserve", "models", "scheduler", "tensor"},
-	"daemon":                          {"api", "config", "engine", "metrics", "models", "scheduler", "tensor", "watch"},
+	"daemon":                          {"api", "auth", "cluster", "cluster/policy", "cluster/rollout", "cluster/route", "config", "engine", "gpu", "hostinfo", "kserve", "metrics", "models", "scheduler", "tensor", "tlsconf", "watch"},
 	"metrics":                         {},
-	"cmd/inferd":                      {"api", "config", "daemon", "engine", "engine/ort", "internal/buildinfo", "logging", "perf"},
+	"cmd/inferd":                      {"api", "config", "daemon", "engine", "engine/ort", "gpu", "internal/buildinfo", "logging", "perf"},
 	"perf":                            {"engine", "kserve", "tensor"},
 	"internal/buildinfo":              {},
 	"internal/onnxgen":                {},
@@ -53,6 +53,10 @@ var allowed = map[string][]string{
 	"cluster/route":                   {"cluster"},
 	"cluster/rollout":                 {"cluster"},
 	"cluster/policy":                  {"cluster", "cluster/rollout", "cluster/route"},
+	"gpu":                             {},
+	"hostinfo":                        {},
+	"placement":                       {},
+	"e2e/gpu":                         {},
 }
 
 // exclusive names third-party modules that only one package may import.

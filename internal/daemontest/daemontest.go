@@ -1,6 +1,7 @@
 // Package daemontest starts the real inferd binary for tests: it builds it once per test binary,
 // runs `inferd serve` on a free loopback port with a NOTIFY_SOCKET the test reads, and tells the
-// test the address it serves on. It only ever listens on and talks to 127.0.0.1.
+// test the address it serves on. It listens on 127.0.0.1 unless the test's env names another
+// address (another 127.0.0.x, or one inside a network namespace the test made).
 package daemontest
 
 import (
@@ -56,6 +57,14 @@ var listeningRE = regexp.MustCompile(`msg=listening addr=(\S+)`)
 // is still running.
 func Start(t testing.TB, bin, config string, env ...string) *Daemon {
 	t.Helper()
+	return StartWrapped(t, nil, bin, config, env...)
+}
+
+// StartWrapped is Start with the command line prefixed by wrapper, such as
+// {"ip", "netns", "exec", "ns1"}. The wrapper must exec the binary in place (keep its process),
+// so that PID and Signal reach inferd itself.
+func StartWrapped(t testing.TB, wrapper []string, bin, config string, env ...string) *Daemon {
+	t.Helper()
 	sock := filepath.Join(t.TempDir(), "notify.sock")
 	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
 	if err != nil {
@@ -64,7 +73,8 @@ func Start(t testing.TB, bin, config string, env ...string) *Daemon {
 	d := &Daemon{notify: conn, done: make(chan struct{})}
 	go d.readNotify()
 
-	cmd := exec.Command(bin, "serve", "--config", config)
+	argv := append(append(append([]string(nil), wrapper...), bin), "serve", "--config", config)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), "INFERD_SERVER_LISTEN=127.0.0.1:0", "NOTIFY_SOCKET="+sock)
 	cmd.Env = append(cmd.Env, env...)
 	stderr, err := cmd.StderrPipe()

@@ -1,0 +1,327 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/inferd/inferd/api"
+	"github.com/inferd/inferd/cluster"
+	"github.com/inferd/inferd/cluster/policy"
+	"github.com/inferd/inferd/cluster/rollout"
+	"github.com/inferd/inferd/cluster/route"
+	"github.com/inferd/inferd/config"
+	"github.com/inferd/inferd/models"
+	"github.com/inferd/inferd/scheduler"
+)
+
+// clustered is the daemon's part in a cluster: its gossip node, the router in front of the
+// local API, the rollout controller and the routing policy in force.
+type clustered struct {
+	node     *cluster.Node
+	router   *route.Router
+	rollouts *rollout.Controller
+	policy   atomic.Pointer[policy.Policy]
+	stop     context.CancelFunc
+	done     sync.WaitGroup
+}
+
+// catalogInterval is how often the node compares its repository index with the catalog it
+// advertises; a change is gossiped at once.
+const catalogInterval = 250 * time.Millisecond
+
+// startCluster joins the cluster and puts the router in front of next. httpAddr is the
+// listener's address, advertised to peers unless cluster.http_advertise says otherwise.
+func (d *Daemon) startCluster(ctx context.Context, cfg *config.Config, httpAddr net.Addr, next http.Handler) (*clustered, http.Handler, error) {
+	cc := cfg.Cluster
+	name := cc.Name
+	if name == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return nil, nil, fmt.Errorf("cluster.name is empty and the host name is unknown: %w", err)
+		}
+		name = h
+	}
+	var key []byte
+	if cc.SecretKeyFile != "" {
+		var err error
+		if key, err = cluster.LoadKeyFile(cc.SecretKeyFile); err != nil {
+			return nil, nil, fmt.Errorf("cluster.secret_key_file: %w", err)
+		}
+	}
+	advertiseHTTP, err := httpAdvertise(cc, httpAddr)
+	if err != nil {
+		return nil, nil, err
+	}
+	pol := &policy.Policy{Splits: map[string]route.Split{}}
+	if cc.PolicyFile != "" {
+		if pol, err = policy.Load(cc.PolicyFile); err != nil {
+			return nil, nil, err
+		}
+	}
+	log := d.log.With("component", "cluster")
+	node, err := cluster.Start(ctx, cluster.Options{
+		Name: name, Bind: cc.Bind, Advertise: cc.Advertise, Join: cc.Join, SecretKey: key,
+		Label: cc.Label, AllowedCIDRs: cc.AllowedCIDRs, HTTPAddr: advertiseHTTP,
+		Class: d.hardwareClass(), Logger: log,
+	})
+	if err != nil && !errors.Is(err, cluster.ErrJoin) {
+		return nil, nil, fmt.Errorf("cluster: %w", err)
+	}
+	if err != nil {
+		// The seeds may simply not be up yet: the re-join loop keeps trying.
+		log.Warn("no seed answered yet; serving alone until one does", "join", cc.Join, "err", err)
+	}
+	c := &clustered{node: node}
+	c.policy.Store(pol)
+	c.rollouts, err = rollout.New(rollout.Config{
+		Node: name, Store: node, Counters: counters{d.sched}, Leader: rollout.MembersLeader(node.Members),
+		Logger: log.With("part", "rollout"),
+	})
+	if err != nil {
+		_ = node.Shutdown()
+		return nil, nil, fmt.Errorf("rollouts: %w", err)
+	}
+	if err := c.rollouts.SetDefinitions(pol.Rollouts); err != nil {
+		_ = node.Shutdown()
+		return nil, nil, fmt.Errorf("rollouts: %w", err)
+	}
+	clientTLS := d.sec.peerTLS()
+	c.router = route.New(next, node, policy.NewSplits(c.policy.Load, c.rollouts), route.Options{
+		Node: name, MaxBodyBytes: cfg.Server.MaxRequestBytes, PerTryTimeout: cc.PerTryTimeout,
+		MaxRetries: retries(cc.MaxRetries), TLS: clientTLS,
+	}, log.With("part", "route"))
+
+	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	c.stop = stop
+	c.done.Add(2)
+	go func() {
+		defer c.done.Done()
+		_ = c.rollouts.Run(runCtx)
+	}()
+	go func() {
+		defer c.done.Done()
+		d.publishCatalog(runCtx, node)
+	}()
+
+	mux := http.NewServeMux()
+	c.routes(mux)
+	mux.Handle("/", c.router)
+	log.Info("cluster node started", "name", name, "gossip", node.GossipAddr(), "http", advertiseHTTP, "encrypted", key != nil)
+	return c, mux, nil
+}
+
+// retries maps the config's "0 = none" onto route's "negative = none, 0 = default".
+func retries(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
+}
+
+// httpAdvertise is the address peers forward requests to.
+func httpAdvertise(cc config.Cluster, listen net.Addr) (string, error) {
+	if cc.HTTPAdvertise != "" {
+		return cc.HTTPAdvertise, nil
+	}
+	host, port, err := net.SplitHostPort(listen.String())
+	if err != nil {
+		return "", fmt.Errorf("listener address %s: %w", listen, err)
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		// Listening everywhere: the gossip advertise (or bind) host is the one peers use.
+		ghost := cc.Advertise
+		if ghost == "" {
+			ghost = cc.Bind
+		}
+		gh, _, err := net.SplitHostPort(ghost)
+		if err != nil || gh == "" || net.ParseIP(gh).IsUnspecified() {
+			return "", errors.New("server.listen is on all interfaces: set cluster.http_advertise (or cluster.advertise) to the address peers should use")
+		}
+		host = gh
+	}
+	return net.JoinHostPort(host, port), nil
+}
+
+// publishCatalog keeps the node's advertised catalog equal to the repository's index.
+func (d *Daemon) publishCatalog(ctx context.Context, node *cluster.Node) {
+	var last []cluster.CatalogVersion
+	t := time.NewTicker(catalogInterval)
+	defer t.Stop()
+	for {
+		cur := d.catalog()
+		if !slices.Equal(cur, last) {
+			if err := node.SetCatalog(cluster.Catalog{Models: cur}); err != nil {
+				d.log.Warn("catalog not published", "err", err)
+			} else {
+				last = cur
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// catalog is the repository's index as peers need it: each version, its state and provider.
+func (d *Daemon) catalog() []cluster.CatalogVersion {
+	idx := d.repo.Index()
+	out := make([]cluster.CatalogVersion, 0, len(idx))
+	for _, e := range idx {
+		cv := cluster.CatalogVersion{Model: e.Name, Version: e.Version, State: string(e.State)}
+		if e.State == models.StateReady {
+			if v, err := d.repo.Resolve(e.Name, e.Version); err == nil {
+				cv.Provider = v.Provider
+			}
+		}
+		out = append(out, cv)
+	}
+	return out
+}
+
+// leave advertises draining, waits for peers to hear it, and is called before the HTTP
+// listener stops; close leaves and shuts gossip down after the drain.
+func (c *clustered) leave(ctx context.Context, wait time.Duration) {
+	if err := c.node.SetServing(cluster.ServingDraining); err != nil {
+		return
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+func (c *clustered) close(ctx context.Context) {
+	c.stop()
+	c.done.Wait()
+	c.router.Close()
+	_ = c.node.Leave(ctx)
+	_ = c.node.Shutdown()
+}
+
+// prepare reads and checks a routing policy; the func it returns puts it in force.
+func (c *clustered) prepare(path string) (func(), error) {
+	pol := &policy.Policy{Splits: map[string]route.Split{}}
+	if path != "" {
+		var err error
+		if pol, err = policy.Load(path); err != nil {
+			return nil, err
+		}
+	}
+	if err := rollout.ValidateDefinitions(pol.Rollouts); err != nil {
+		return nil, err
+	}
+	return func() {
+		if err := c.rollouts.SetDefinitions(pol.Rollouts); err != nil {
+			return // validated above
+		}
+		c.policy.Store(pol)
+	}, nil
+}
+
+// routes serves the cluster's own endpoints.
+func (c *clustered) routes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /v2/cluster/members", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, membersView{Members: c.node.Members(), Routing: c.router.Stats()})
+	})
+	mux.HandleFunc("GET /v2/cluster/rollouts", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]any{"rollouts": c.rollouts.Status()})
+	})
+	mux.HandleFunc("POST /v2/cluster/rollouts/{model}/{action}", func(w http.ResponseWriter, r *http.Request) {
+		model, action := r.PathValue("model"), r.PathValue("action")
+		var err error
+		switch action {
+		case "start":
+			err = c.rollouts.Start(model)
+		case "promote":
+			err = c.rollouts.Promote(model)
+		case "promote-full":
+			err = c.rollouts.PromoteFull(model)
+		case "abort":
+			err = c.rollouts.Abort(model, "aborted by an operator")
+		default:
+			api.WriteError(w, http.StatusNotFound, fmt.Sprintf("unknown rollout action %q (start, promote, promote-full, abort)", action))
+			return
+		}
+		if err != nil {
+			status := http.StatusConflict
+			if errors.Is(err, rollout.ErrNoDefinition) || errors.Is(err, rollout.ErrNoRollout) {
+				status = http.StatusNotFound
+			}
+			api.WriteError(w, status, err.Error())
+			return
+		}
+		for _, st := range c.rollouts.Status() {
+			if st.Model == model {
+				writeJSON(w, http.StatusOK, st)
+				return
+			}
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"model": model})
+	})
+	mux.HandleFunc("/v2/cluster/", func(w http.ResponseWriter, r *http.Request) {
+		api.WriteError(w, http.StatusNotFound, "no cluster endpoint "+r.Method+" "+r.URL.Path)
+	})
+}
+
+type membersView struct {
+	Members []cluster.Member `json:"members"`
+	Routing route.Stats      `json:"routing"`
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// counters gives rollout analysis this node's request counters of a model version.
+type counters struct{ s *scheduler.Scheduler }
+
+func (c counters) Snapshot(model, version string) (rollout.Counts, bool) {
+	for _, t := range c.s.Totals() {
+		if t.Model != model || t.Version != version {
+			continue
+		}
+		o := t.Outcomes
+		errs := o[scheduler.OutcomeFailed] + o[scheduler.OutcomeTimeout] + o[scheduler.OutcomeQueueFull]
+		out := rollout.Counts{
+			Requests: o[scheduler.OutcomeSuccess] + errs, Errors: errs,
+			LatencyCount: t.RequestDuration.Count, LatencySum: t.RequestDuration.Sum,
+		}
+		var cum uint64
+		for i, b := range scheduler.LatencyBuckets() {
+			cum += t.RequestDuration.Counts[i]
+			out.Buckets = append(out.Buckets, rollout.Bucket{UpperBound: b, Count: cum})
+		}
+		return out, true
+	}
+	return rollout.Counts{}, false
+}
+
+// hardwareClass is what the node advertises to peers: "cpu", or "gpu:<count>x<name>" by the
+// first GPU NVML found.
+func (d *Daemon) hardwareClass() string {
+	if d.opts.GPU == nil {
+		return "cpu"
+	}
+	st := d.opts.GPU.Status()
+	if !st.Available || len(st.Devices) == 0 {
+		return "cpu"
+	}
+	return fmt.Sprintf("gpu:%dx%s", len(st.Devices), st.Devices[0].Name)
+}

@@ -1,0 +1,327 @@
+//go:build gpu
+
+package gpucheck
+
+import (
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/inferd/inferd/engine"
+	"github.com/inferd/inferd/engine/ort"
+	"github.com/inferd/inferd/gpu"
+	"github.com/inferd/inferd/internal/daemontest"
+	"github.com/inferd/inferd/internal/testmodels"
+	"github.com/inferd/inferd/internal/testutil"
+	"github.com/inferd/inferd/perf"
+	"github.com/inferd/inferd/tensor"
+)
+
+// The benchmark model: an FP32 MLP big enough for a GPU to matter.
+const (
+	wideIn, wideHidden, wideOut = 1024, 4096, 1024
+	benchBatch                  = 64
+)
+
+// duration is each throughput measurement's window; INFERD_GPU_CHECK_DURATION changes it.
+func duration() time.Duration {
+	if d, err := time.ParseDuration(os.Getenv("INFERD_GPU_CHECK_DURATION")); err == nil && d > 0 {
+		return d
+	}
+	return 5 * time.Second
+}
+
+// gpus finds the GPUs through package gpu, as the daemon does, or skips the test on a machine
+// without any.
+func gpus(t *testing.T) (*gpu.NVML, gpu.Status) {
+	t.Helper()
+	nv := gpu.New(gpu.Options{}, slog.New(slog.NewTextHandler(t.Output(), nil)))
+	t.Cleanup(func() { nv.Close() })
+	st := nv.Init(t.Context())
+	if !st.Available {
+		t.Skipf("no NVIDIA GPU here (%s): nothing to check; make gpu-check needs a machine with one", st.Reason)
+	}
+	return nv, st
+}
+
+// cudaRuntime loads the ONNX Runtime library (INFERD_ONNXRUNTIME_LIBRARY, which make gpu-check
+// points at build/onnxruntime-cuda when make deps-cuda fetched it) and skips the test when ORT's
+// CUDA provider is not beside it.
+func cudaRuntime(t *testing.T) *ort.Runtime {
+	t.Helper()
+	rt, err := ort.New(ort.RuntimeOptions{}, slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})))
+	if err != nil {
+		t.Fatalf("ONNX Runtime: %v", err)
+	}
+	t.Cleanup(func() { rt.Close() })
+	if !slices.Contains(rt.Providers(), engine.ProviderCUDA) {
+		t.Skipf("the CUDA execution provider is absent (no %s next to %s): checking the GPU inventory and telemetry only. "+
+			"Run make deps-cuda, or set INFERD_ONNXRUNTIME_LIBRARY to a libonnxruntime.so.1 that has it beside it.",
+			ort.CUDAProviderLibrary, rt.LibraryPath())
+	}
+	return rt
+}
+
+// firstUsable is the first GPU models may be placed on.
+func firstUsable(t *testing.T, st gpu.Status) gpu.Device {
+	t.Helper()
+	for _, d := range st.Devices {
+		if ok, _ := d.Usable(); ok {
+			return d
+		}
+	}
+	t.Skip("no GPU here is usable for models (all lost, in MIG mode or hidden by CUDA_VISIBLE_DEVICES)")
+	return gpu.Device{}
+}
+
+// smiRow is one GPU as nvidia-smi reports it.
+type smiRow map[string]string
+
+var smiFields = []string{"index", "uuid", "name", "pci.bus_id", "memory.total", "memory.used", "driver_version",
+	"mig.mode.current", "temperature.gpu", "power.draw", "enforced.power.limit", "utilization.gpu"}
+
+func nvidiaSMI(t *testing.T) []smiRow {
+	t.Helper()
+	smi, err := exec.LookPath("nvidia-smi")
+	if err != nil {
+		t.Skip("nvidia-smi not found: cannot cross-check the inventory")
+	}
+	out, err := exec.Command(smi, "--query-gpu="+strings.Join(smiFields, ","), "--format=csv,noheader,nounits").Output()
+	if err != nil {
+		t.Fatalf("nvidia-smi: %v", err)
+	}
+	r := csv.NewReader(strings.NewReader(string(out)))
+	r.TrimLeadingSpace = true
+	records, err := r.ReadAll()
+	if err != nil {
+		t.Fatalf("nvidia-smi output: %v\n%s", err, out)
+	}
+	var rows []smiRow
+	for _, rec := range records {
+		row := smiRow{}
+		for i, f := range smiFields {
+			row[f] = strings.TrimSpace(rec[i])
+		}
+		rows = append(rows, row)
+	}
+	return rows
+}
+
+func (r smiRow) float(field string) (float64, bool) {
+	v, err := strconv.ParseFloat(r[field], 64)
+	return v, err == nil // "[N/A]" and "[Not Supported]" are unknown
+}
+
+// TestInventoryMatchesNvidiaSMI compares package gpu's inventory and one telemetry snapshot
+// with nvidia-smi's, GPU by GPU.
+func TestInventoryMatchesNvidiaSMI(t *testing.T) {
+	nv, st := gpus(t)
+	rows := nvidiaSMI(t)
+	if len(rows) != len(st.Devices) {
+		t.Fatalf("nvidia-smi lists %d GPUs, NVML through inferd %d", len(rows), len(st.Devices))
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	snap, err := nv.Snapshot(ctx)
+	if err != nil {
+		t.Fatalf("Snapshot: %v", err)
+	}
+	const mib = 1 << 20
+	for i, d := range snap.Devices {
+		r := rows[i]
+		t.Logf("GPU %d: %s %s %s, %d MiB, driver %s, CUDA %s, MIG %v, CUDA ordinal %d; %.0f%% busy, %.0f °C, %.1f of %.0f W, %d MiB used",
+			d.Index, d.Name, d.UUID, d.PCIBusID, d.MemoryTotal/mib, snap.DriverVersion, snap.CUDAVersion, d.MIG, d.CUDAOrdinal,
+			d.Utilization*100, d.Temperature, d.Power, d.PowerLimit, d.MemoryUsed/mib)
+		same := func(what, ours, theirs string) {
+			if !strings.EqualFold(ours, theirs) {
+				t.Errorf("GPU %d %s: inferd %q, nvidia-smi %q", i, what, ours, theirs)
+			}
+		}
+		same("index", strconv.Itoa(d.Index), r["index"])
+		same("uuid", d.UUID, r["uuid"])
+		same("name", d.Name, r["name"])
+		same("pci bus id", d.PCIBusID, r["pci.bus_id"])
+		same("driver", snap.DriverVersion, r["driver_version"])
+		same("memory.total MiB", strconv.FormatUint(d.MemoryTotal/mib, 10), r["memory.total"])
+		if mig := r["mig.mode.current"]; mig == "Enabled" || mig == "Disabled" {
+			same("MIG mode", map[bool]string{true: "Enabled", false: "Disabled"}[d.MIG], mig)
+		}
+		// Telemetry moves between two reads: compare within what a second can change.
+		near := func(what string, ours float64, field string, tol float64) {
+			theirs, ok := r.float(field)
+			if !ok {
+				if !math.IsNaN(ours) {
+					t.Logf("GPU %d %s: nvidia-smi has none, inferd %v", i, what, ours)
+				}
+				return
+			}
+			if math.IsNaN(ours) || math.Abs(ours-theirs) > tol {
+				t.Errorf("GPU %d %s: inferd %v, nvidia-smi %v (tolerance %v)", i, what, ours, theirs, tol)
+			}
+		}
+		near("temperature °C", d.Temperature, "temperature.gpu", 5)
+		near("power limit W", d.PowerLimit, "enforced.power.limit", 1)
+		near("power draw W", d.Power, "power.draw", 50)
+		near("memory used MiB", float64(d.MemoryUsed/mib), "memory.used", 512)
+		near("utilization %", d.Utilization*100, "utilization.gpu", 50)
+		if d.Problem != "" {
+			t.Errorf("GPU %d has a problem: %s", i, d.Problem)
+		}
+	}
+}
+
+func wideModel(t *testing.T) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "model.onnx")
+	if err := os.WriteFile(path, testmodels.Wide(wideIn, wideHidden, wideOut), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestCUDAMatchesCPU runs the same model on the CUDA and CPU execution providers and compares
+// the outputs. CUDA may use TF32 for FP32 matrix products on Ampere and later, so the bound is
+// a relative error of 1e-2, not bit equality.
+func TestCUDAMatchesCPU(t *testing.T) {
+	_, st := gpus(t)
+	rt := cudaRuntime(t)
+	dev := firstUsable(t, st)
+	path := wideModel(t)
+	cuda, err := rt.Open(t.Context(), path, engine.Options{Provider: engine.ProviderCUDA, DeviceID: dev.CUDAOrdinal, GPUMemLimit: 4 << 30})
+	if err != nil {
+		t.Fatalf("open on CUDA device %d (GPU %d, %s): %v", dev.CUDAOrdinal, dev.Index, dev.Name, err)
+	}
+	defer cuda.Close()
+	if cuda.Provider() != engine.ProviderCUDA {
+		t.Fatalf("session reports %s", cuda.Provider())
+	}
+	cpu, err := rt.Open(t.Context(), path, engine.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cpu.Close()
+	rng := rand.New(rand.NewPCG(1, 2))
+	x := make([]float32, benchBatch*wideIn)
+	for i := range x {
+		x[i] = rng.Float32()*2 - 1
+	}
+	in := []tensor.Tensor{tensor.FromFloat32s("input", []int64{benchBatch, wideIn}, x)}
+	outGPU, err := cuda.Run(t.Context(), in, nil)
+	if err != nil {
+		t.Fatalf("run on CUDA: %v", err)
+	}
+	outCPU, err := cpu.Run(t.Context(), in, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, c := outGPU[0].Float32s(), outCPU[0].Float32s()
+	ref := testmodels.WideForward(wideIn, wideHidden, wideOut, x)
+	var diff, norm, maxAbs float64
+	for i := range c {
+		d := float64(g[i] - c[i])
+		diff += d * d
+		norm += float64(c[i]) * float64(c[i])
+		maxAbs = max(maxAbs, math.Abs(d))
+		if math.Abs(float64(c[i]-ref[i])) > 1e-3*(1+math.Abs(float64(ref[i]))) {
+			t.Fatalf("the CPU itself disagrees with the reference at %d: %v vs %v", i, c[i], ref[i])
+		}
+	}
+	rel := math.Sqrt(diff / max(norm, 1e-30))
+	t.Logf("CUDA vs CPU on GPU %d (%s): relative L2 error %.2e, largest absolute difference %.2e over %d values", dev.Index, dev.Name, rel, maxAbs, len(c))
+	if rel > 1e-2 {
+		t.Errorf("CUDA output differs from CPU output: relative L2 error %.2e > 1e-2", rel)
+	}
+}
+
+// TestThroughputRawCUDAVsInferd measures the model at batch 64 in-process on CUDA (the
+// physical limit) and through the inferd binary serving it on the GPU with dynamic batching
+// (64 concurrent binary clients sending one row each), and prints the ratio. It checks that the
+// daemon really runs the model on CUDA and reports the GPU in /health and /metrics; the ratio
+// itself is reported, not asserted (it depends on the machine).
+func TestThroughputRawCUDAVsInferd(t *testing.T) {
+	_, st := gpus(t)
+	rt := cudaRuntime(t)
+	dev := firstUsable(t, st)
+	ctx := t.Context()
+	repo := t.TempDir()
+	model := filepath.Join(repo, "wide", "1", "model.onnx")
+	testutil.WriteFile(t, repo, "wide/1/model.onnx", testmodels.Wide(wideIn, wideHidden, wideOut))
+	testutil.WriteFile(t, repo, "wide/model.toml", []byte(fmt.Sprintf(
+		"max_batch_size = %d\n[instance]\ndevice = \"gpu\"\ngpus = [%d]\n[dynamic_batching]\nmax_queue_delay = \"2ms\"\n", benchBatch, dev.Index)))
+
+	raw, err := perf.RunRaw(ctx, rt, perf.RawConfig{ModelFile: model, Provider: engine.ProviderCUDA, Batches: []int{benchBatch},
+		Instances: []int{1}, Threads: []int{1}, Duration: duration()})
+	if err != nil {
+		t.Fatalf("raw ORT on CUDA: %v", err)
+	}
+	rawRows := raw.Best.RowsPerSec
+
+	cfg := filepath.Join(t.TempDir(), "inferd.toml")
+	testutil.WriteFile(t, filepath.Dir(cfg), "inferd.toml", []byte(fmt.Sprintf("[models]\nrepository = %q\n", repo)))
+	bin := daemontest.Build(t, t.TempDir())
+	d := daemontest.Start(t, bin, cfg, "INFERD_ONNXRUNTIME_LIBRARY="+rt.LibraryPath())
+	d.WaitReady(t)
+	health := fetch(t, d.URL+"/health")
+	var body struct {
+		Components struct {
+			Models struct {
+				Detail []struct {
+					Name, State string
+					Provider    string `json:"execution_provider"`
+					GPUs        []int  `json:"gpus"`
+				} `json:"detail"`
+			} `json:"models"`
+		} `json:"components"`
+	}
+	if err := json.Unmarshal([]byte(health), &body); err != nil {
+		t.Fatal(err)
+	}
+	if m := body.Components.Models.Detail; len(m) != 1 || m[0].State != "READY" || m[0].Provider != engine.ProviderCUDA || !slices.Equal(m[0].GPUs, []int{dev.Index}) {
+		t.Fatalf("inferd does not serve the model on GPU %d with CUDA: %s", dev.Index, health)
+	}
+	if metrics := fetch(t, d.URL+"/metrics"); !strings.Contains(metrics, fmt.Sprintf(`inferd_gpu_up{gpu="%d"`, dev.Index)) {
+		t.Errorf("/metrics has no inferd_gpu_up for GPU %d", dev.Index)
+	}
+	served, err := perf.Run(ctx, perf.Config{URL: d.URL, Model: "wide", Concurrency: []int{benchBatch}, Binary: true,
+		Batch: 1, Duration: duration()})
+	if err != nil {
+		t.Fatalf("inferd perf: %v", err)
+	}
+	step := served.Steps[0]
+	if step.Errors > 0 {
+		t.Errorf("%d requests failed: %s", step.Errors, step.FirstError)
+	}
+	fmt.Printf("\ngpu-check throughput on GPU %d (%s), %dx%dx%dx%d FP32 MLP, %s windows:\n", dev.Index, dev.Name,
+		wideIn, wideHidden, wideHidden, wideOut, duration())
+	fmt.Printf("  raw ORT CUDA, batch %d, in-process:            %10.0f rows/s\n", benchBatch, rawRows)
+	fmt.Printf("  inferd, %d clients x 1 row, binary, batched:  %10.0f rows/s  (p50 %s, p99 %s)\n", benchBatch, step.RowsPerSec,
+		step.Latency.P50, step.Latency.P99)
+	if rawRows > 0 {
+		fmt.Printf("  inferd / raw:                                  %10.2f\n\n", step.RowsPerSec/rawRows)
+	}
+}
+
+func fetch(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}

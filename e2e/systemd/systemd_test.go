@@ -1,0 +1,307 @@
+//go:build e2e_systemd
+
+package systemd
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/inferd/inferd/internal/testutil"
+)
+
+const infer = "curl -s -o /tmp/out.json -w '%{http_code}' -H 'Content-Type: application/json' " +
+	"--data-binary @/mnt/e2e/request.json http://127.0.0.1:8080/v2/models/mlp/infer"
+
+// prepareShare fills the directory the container sees read-only at /mnt/e2e: the package, an
+// upgrade of it (the same payload under a higher version), the demo MLP and requests for it.
+func prepareShare(t *testing.T, deb string) (share, upgradeVersion string) {
+	t.Helper()
+	root := testutil.ModuleRoot(t)
+	share = t.TempDir()
+	if err := os.Chmod(share, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	copyFile(t, deb, filepath.Join(share, "inferd.deb"))
+	if out, err := exec.Command("cp", "-r", filepath.Join(root, "configs/models/mlp"), filepath.Join(share, "mlp")).CombinedOutput(); err != nil {
+		t.Fatalf("copying the demo model: %v\n%s", err, out)
+	}
+	copyFile(t, filepath.Join(root, "configs/demo-request.json"), filepath.Join(share, "request.json"))
+	// The same request padded with whitespace (256 KiB, well over curl's upload buffer, so its
+	// rate limit paces it), for a client that uploads it slowly.
+	req, err := os.ReadFile(filepath.Join(root, "configs/demo-request.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	slow := append(bytes.TrimRight(req, "}\n"), append(bytes.Repeat([]byte(" "), 256<<10), '}')...)
+	if err := os.WriteFile(filepath.Join(share, "slow-request.json"), slow, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	version, err := exec.Command("dpkg-deb", "-f", deb, "Version").Output()
+	if err != nil {
+		t.Fatalf("dpkg-deb -f: %v", err)
+	}
+	upstream := strings.TrimSuffix(strings.TrimSpace(string(version)), "-1")
+	upgradeVersion = upstream + ".1"
+	nfpm := exec.Command("go", "tool", "nfpm", "package", "--config", "nfpm.yaml", "--packager", "deb",
+		"--target", filepath.Join(share, "inferd-upgrade.deb"))
+	nfpm.Dir = root
+	nfpm.Env = append(os.Environ(), "PKG_VERSION="+upgradeVersion, "PKG_MAINTAINER=inferd e2e <e2e@inferd.example>",
+		"PKG_LICENSE=LicenseRef-inferd-unspecified")
+	if out, err := nfpm.CombinedOutput(); err != nil {
+		t.Fatalf("building the upgrade package (make package stages build/package first): %v\n%s", err, out)
+	}
+	return share, upgradeVersion + "-1"
+}
+
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	b, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestDebUnderSystemd is the operator's life cycle of the .deb in a booted Debian, step by
+// step; each step depends on the ones before.
+func TestDebUnderSystemd(t *testing.T) {
+	requireRoot(t, "systemd-nspawn", "nsenter", "tar", "dpkg-deb", "go")
+	deb := input(t, "INFERD_DEB")
+	share, upgradeVersion := prepareShare(t, deb)
+	c := boot(t, extractRootfs(t), share)
+	mainPID := func() string { return c.show("inferd", "MainPID") }
+
+	// install: user, directories, enabled but not started
+	c.must("dpkg -i /mnt/e2e/inferd.deb")
+	c.must("getent passwd inferd | grep -q ':/var/lib/inferd:/usr/sbin/nologin$'")
+	if got := c.must("stat -c '%U:%G %a' /var/lib/inferd/models"); got != "inferd:inferd 750" {
+		t.Errorf("/var/lib/inferd/models is %s, want inferd:inferd 750", got)
+	}
+	if got := c.must("systemctl is-enabled inferd"); got != "enabled" {
+		t.Errorf("after install: %s, want enabled", got)
+	}
+	if out, _ := c.sh("systemctl is-active inferd"); strings.TrimSpace(out) != "inactive" {
+		t.Errorf("the package started the daemon on install: %s", out)
+	}
+	c.must("grep -q '^#listen = ' /etc/inferd/inferd.toml && test -f /etc/default/inferd && test ! -e /etc/sysconfig/inferd")
+
+	// start: active once READY=1, with the model from /var/lib/inferd/models
+	c.must("cp -r /mnt/e2e/mlp /var/lib/inferd/models/ && chown -R inferd:inferd /var/lib/inferd/models/mlp")
+	begin := time.Now()
+	c.must("systemctl start inferd")
+	wall := time.Since(begin)
+	if got := c.must("systemctl is-active inferd"); got != "active" {
+		t.Fatalf("after start: %s", got)
+	}
+	started, _ := strconv.ParseInt(c.show("inferd", "ExecMainStartTimestampMonotonic"), 10, 64)
+	ready, _ := strconv.ParseInt(c.show("inferd", "ActiveEnterTimestampMonotonic"), 10, 64)
+	t.Logf("start -> READY=1: %.1f ms (exec to active, systemd's clock); `systemctl start` returned after %s",
+		float64(ready-started)/1e3, wall.Round(time.Millisecond))
+	t.Logf("status: %s", c.show("inferd", "StatusText"))
+	if got := c.show("inferd", "User") + " " + c.show("inferd", "WatchdogUSec"); got != "inferd 30s" {
+		t.Errorf("User and WatchdogUSec: %s", got)
+	}
+
+	// idle memory of the serving daemon, one model loaded
+	rss := c.must("grep VmRSS /proc/" + mainPID() + "/status")
+	t.Logf("idle %s (one model loaded, before any request)", strings.Join(strings.Fields(rss), " "))
+
+	// inference
+	if code := c.must(infer); code != "200" {
+		t.Fatalf("inference: HTTP %s: %s", code, c.must("cat /tmp/out.json"))
+	}
+	var resp struct {
+		Outputs []struct {
+			Name  string
+			Shape []int
+			Data  []float64
+		}
+	}
+	if err := json.Unmarshal([]byte(c.must("cat /tmp/out.json")), &resp); err != nil || len(resp.Outputs) == 0 || len(resp.Outputs[0].Data) == 0 {
+		t.Fatalf("inference response: %v %+v", err, resp)
+	}
+	t.Logf("inference: %s %v", resp.Outputs[0].Name, resp.Outputs[0].Shape)
+	rss = c.must("grep VmRSS /proc/" + mainPID() + "/status")
+	t.Logf("idle %s (after one inference)", strings.Join(strings.Fields(rss), " "))
+
+	// the journal has structured entries
+	checkJournal(t, c)
+
+	// the unit's sandbox, as the running systemd assesses it
+	sec, _ := c.sh("systemd-analyze security --no-pager inferd.service")
+	if m := regexp.MustCompile(`Overall exposure level for inferd.service: ([0-9.]+) (\w+)`).FindStringSubmatch(sec); m == nil {
+		t.Errorf("systemd-analyze security:\n%s", sec)
+	} else if v, _ := strconv.ParseFloat(m[1], 64); v > 2.5 {
+		t.Errorf("exposure %s %s, want at most 2.5:\n%s", m[1], m[2], sec)
+	} else {
+		t.Logf("systemd-analyze security inferd.service (in the container): %s %s", m[1], m[2])
+	}
+
+	// reload after a config edit: takes effect, same process, still active
+	pid := mainPID()
+	c.must("sed -i 's/^#max_request_bytes = .*/max_request_bytes = 100/' /etc/inferd/inferd.toml && systemctl reload inferd")
+	c.poll("the reloaded body limit (413)", 30*time.Second, func() (bool, string) {
+		code, _ := c.sh(infer)
+		return strings.TrimSpace(code) == "413", code
+	})
+	if got := mainPID(); got != pid {
+		t.Errorf("reload restarted the daemon: MainPID %s -> %s", pid, got)
+	}
+	if got := c.must("systemctl is-active inferd"); got != "active" {
+		t.Errorf("after reload: %s", got)
+	}
+	c.must("journalctl -u inferd --no-pager -o cat | grep -q 'configuration reloaded'")
+
+	// upgrade: the edited config stays, the running daemon restarts onto the new package
+	c.must("dpkg -i /mnt/e2e/inferd-upgrade.deb")
+	if got := c.must("dpkg-query -W -f '${Version}' inferd"); got != upgradeVersion {
+		t.Errorf("after upgrade: version %s, want %s", got, upgradeVersion)
+	}
+	c.must("grep -q '^max_request_bytes = 100$' /etc/inferd/inferd.toml")
+	if got := mainPID(); got == pid || got == "0" {
+		t.Errorf("upgrade did not restart the running daemon: MainPID %s -> %s", pid, got)
+	}
+	if got := c.must("systemctl is-active inferd") + " " + c.must("systemctl is-enabled inferd"); got != "active enabled" {
+		t.Errorf("after upgrade: %s", got)
+	}
+	if code, _ := c.sh(infer); strings.TrimSpace(code) != "413" {
+		t.Errorf("after upgrade the edited limit should still apply: HTTP %s", code)
+	}
+	c.must("sed -i 's/^max_request_bytes = 100$/#max_request_bytes = 67108864/' /etc/inferd/inferd.toml && systemctl reload inferd")
+	c.poll("the default body limit again (200)", 30*time.Second, func() (bool, string) {
+		code, _ := c.sh(infer)
+		return strings.TrimSpace(code) == "200", code
+	})
+
+	// kill -9: systemd restarts it
+	restartedBy(t, c, "kill -9", "kill -9 "+mainPID(), 30*time.Second)
+
+	// the watchdog: with the debug hook on, SIGUSR2 stops the heartbeat and systemd restarts it
+	c.must(`mkdir -p /etc/systemd/system/inferd.service.d && printf '[Service]\nEnvironment=INFERD_DEBUG_HOOKS=1\nWatchdogSec=4s\n' >/etc/systemd/system/inferd.service.d/e2e.conf && systemctl daemon-reload && systemctl restart inferd`)
+	first := c.show("inferd", "WatchdogTimestampMonotonic")
+	c.poll("a watchdog ping", 15*time.Second, func() (bool, string) {
+		ts := c.show("inferd", "WatchdogTimestampMonotonic")
+		return ts != first && ts != "0", ts
+	})
+	restartedBy(t, c, "the watchdog", "kill -USR2 "+mainPID(), 60*time.Second)
+	c.must("journalctl -u inferd --no-pager -o cat | grep -q 'Watchdog timeout'")
+	c.must("rm -r /etc/systemd/system/inferd.service.d && systemctl daemon-reload && systemctl restart inferd")
+
+	// stop drains: a request still uploading when the stop begins completes
+	checkDrain(t, c)
+
+	// socket activation: systemd holds the port; the first connection starts the daemon
+	c.must("systemctl start inferd.socket")
+	if got := c.must("systemctl is-active inferd"); got == "active" {
+		t.Fatalf("inferd already running before the first connection")
+	}
+	c.poll("an inference through the activated socket", 60*time.Second, func() (bool, string) {
+		code, _ := c.sh(infer)
+		return strings.TrimSpace(code) == "200", code
+	})
+	c.must("journalctl -u inferd --no-pager -o cat | grep -q 'socket activation: serving on the socket systemd passed'")
+	c.must("systemctl stop inferd.socket inferd")
+
+	// purge: state and configuration go, the user stays
+	c.must("dpkg --purge inferd")
+	for _, p := range []string{"/var/lib/inferd", "/etc/inferd", "/etc/default/inferd", "/usr/lib/systemd/system/inferd.service",
+		"/etc/systemd/system/multi-user.target.wants/inferd.service", "/usr/bin/inferd", "/usr/lib/inferd"} {
+		if out, err := c.sh("test ! -e " + p); err != nil {
+			t.Errorf("%s still there after purge %s", p, out)
+		}
+	}
+	c.must("getent passwd inferd")
+	if out, _ := c.sh("systemctl is-enabled inferd"); !strings.Contains(out, "not-found") && strings.TrimSpace(out) != "" {
+		t.Errorf("after purge, is-enabled says %q", out)
+	}
+}
+
+// restartedBy does something to the daemon and waits until systemd has restarted it (a new
+// MainPID, active, NRestarts one more).
+func restartedBy(t *testing.T, c *container, what, script string, within time.Duration) {
+	t.Helper()
+	pid := c.show("inferd", "MainPID")
+	restarts, _ := strconv.Atoi(c.show("inferd", "NRestarts"))
+	begin := time.Now()
+	c.must(script)
+	c.poll("systemd to restart inferd after "+what, within, func() (bool, string) {
+		now, state := c.show("inferd", "MainPID"), c.show("inferd", "ActiveState")
+		return now != pid && now != "0" && state == "active", "MainPID " + now + ", " + state
+	})
+	if n, _ := strconv.Atoi(c.show("inferd", "NRestarts")); n != restarts+1 {
+		t.Errorf("NRestarts %d -> %d after %s", restarts, n, what)
+	}
+	t.Logf("%s: restarted and ready again after %s", what, time.Since(begin).Round(time.Millisecond))
+}
+
+// checkJournal reads inferd's entries as JSON and looks for the structured fields of its own
+// lines (not just text).
+func checkJournal(t *testing.T, c *container) {
+	t.Helper()
+	out := c.must("journalctl -u inferd --no-pager -o json")
+	var sawReady, sawModel bool
+	for _, line := range strings.Split(out, "\n") {
+		var e map[string]any
+		if json.Unmarshal([]byte(line), &e) != nil {
+			continue
+		}
+		if e["SYSLOG_IDENTIFIER"] != "inferd" {
+			continue
+		}
+		msg, _ := e["MESSAGE"].(string)
+		fn, _ := e["CODE_FUNC"].(string)
+		if strings.HasPrefix(msg, "ready ") && e["MODEL_VERSIONS_READY"] == "1" && e["PRIORITY"] == "6" &&
+			strings.Contains(fn, "daemon") {
+			sawReady = true
+		}
+		if e["COMPONENT"] == "models" && e["MODEL"] == "mlp" {
+			sawModel = true
+		}
+	}
+	if !sawReady || !sawModel {
+		t.Errorf("journal: ready entry with MODEL_VERSIONS_READY=1 %v, entry with COMPONENT=models MODEL=mlp %v:\n%s",
+			sawReady, sawModel, c.must("journalctl -u inferd --no-pager -o verbose | tail -n 60"))
+	}
+}
+
+// checkDrain starts a request that uploads its body slowly, stops the service while it is
+// still uploading, and expects the request to complete and the daemon to exit cleanly.
+func checkDrain(t *testing.T, c *container) {
+	t.Helper()
+	c.must(`rm -f /tmp/slow.code; (curl -s -o /dev/null -w '%{http_code}' --limit-rate 64k -H 'Content-Type: application/json' --data-binary @/mnt/e2e/slow-request.json http://127.0.0.1:8080/v2/models/mlp/infer >/tmp/slow.code 2>&1 & echo $! >/tmp/slow.pid)`)
+	c.poll("the slow upload to be under way", 15*time.Second, func() (bool, string) {
+		out, _ := c.sh(`awk '$1 == "wchar:" { print $2 }' /proc/$(cat /tmp/slow.pid)/io`)
+		n, _ := strconv.Atoi(strings.TrimSpace(out))
+		code, _ := c.sh("cat /tmp/slow.code")
+		return n > 1000, out + "; curl said: " + code
+	})
+	if code, _ := c.sh("cat /tmp/slow.code"); code != "" {
+		t.Fatalf("the slow request finished before the stop began (HTTP %s): no drain to see", code)
+	}
+	begin := time.Now()
+	c.must("systemctl stop inferd")
+	stopped := time.Since(begin)
+	c.poll("the slow request's answer", 30*time.Second, func() (bool, string) {
+		out, _ := c.sh("cat /tmp/slow.code")
+		return strings.TrimSpace(out) != "", out
+	})
+	if code := c.must("cat /tmp/slow.code"); code != "200" {
+		t.Errorf("request in flight during stop: HTTP %s", code)
+	}
+	if got := c.show("inferd", "Result") + " " + c.show("inferd", "ExecMainStatus"); got != "success 0" {
+		t.Errorf("after stop: Result ExecMainStatus = %s", got)
+	}
+	c.must("journalctl -u inferd --no-pager -o cat | grep -q '^stopped drained_in='")
+	t.Logf("stop drained an in-flight request in %s", stopped.Round(time.Millisecond))
+}

@@ -1,0 +1,55 @@
+package metrics
+
+import (
+	"slices"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// ModelState is the state of one model version at the moment of a scrape. Version is empty for
+// a model that failed as a whole (an invalid model.toml, no version directory).
+type ModelState struct {
+	Model, Version, State string
+}
+
+// ModelStates is the collector of inferd_model_state, read from the model repository at scrape
+// time: one series per model version and possible state, 1 for the state it is in and 0 for
+// the others (as node_exporter's node_systemd_unit_state), so that an alert can ask for the
+// versions that are not ready.
+type ModelStates struct {
+	states []string
+	source func() []ModelState
+	desc   *prometheus.Desc
+}
+
+// NewModelStates returns a collector over source, called once per scrape (it must be safe for
+// concurrent use). states lists every state a version can be in; a version in a state not
+// listed still reports it.
+func NewModelStates(states []string, source func() []ModelState) *ModelStates {
+	return &ModelStates{
+		states: slices.Clone(states),
+		source: source,
+		desc: prometheus.NewDesc("inferd_model_state",
+			"State of each model version: 1 for the state it is in, 0 for the others. The reason of a failure is in /v2/repository/index and /health.",
+			[]string{"model", "version", "state"}, nil),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *ModelStates) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+// Collect implements prometheus.Collector.
+func (c *ModelStates) Collect(ch chan<- prometheus.Metric) {
+	for _, m := range c.source() {
+		for _, s := range c.states {
+			v := 0.0
+			if s == m.State {
+				v = 1
+			}
+			ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, v, m.Model, m.Version, s)
+		}
+		if !slices.Contains(c.states, m.State) {
+			ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, 1, m.Model, m.Version, m.State)
+		}
+	}
+}
