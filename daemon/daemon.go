@@ -25,6 +25,7 @@ import (
 	"github.com/inferd/inferd/config"
 	"github.com/inferd/inferd/engine"
 	"github.com/inferd/inferd/gpu"
+	"github.com/inferd/inferd/hostinfo"
 	"github.com/inferd/inferd/metrics"
 	"github.com/inferd/inferd/models"
 	"github.com/inferd/inferd/scheduler"
@@ -118,6 +119,10 @@ func New(cfg *config.Config, opts Options, log *slog.Logger) (*Daemon, error) {
 	m.ConfigLastReloadSuccessTimestamp.SetToCurrentTime()
 	repo := models.New(cfg.Models.Repository, opts.Runtime, defaults(cfg), log.With("component", "models"))
 	repo.SetControl(cfg.Models.Control)
+	repo.SetMemoryProbe(func() (uint64, error) {
+		m, err := hostinfo.DetectMemory()
+		return m.UsableAvailable, err
+	})
 	sched := scheduler.New(log.With("component", "scheduler"))
 	repo.SetDrainer(drainer{sched})
 	repo.OnEvent(func(e models.Event) {

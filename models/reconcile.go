@@ -398,6 +398,9 @@ func (r *Repository) openVersion(ctx context.Context, v *Version, log *slog.Logg
 	if _, err := os.Stat(path); err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
+	if err := r.checkModelFile(path, max(v.Config.Instance.Count, 1)); err != nil {
+		return err
+	}
 	sig, err := r.rt.Inspect(path)
 	if err != nil {
 		return err
@@ -412,6 +415,9 @@ func (r *Repository) openVersion(ctx context.Context, v *Version, log *slog.Logg
 		return err
 	}
 	v.Signature = sig
+	if err := r.checkDeclaredShapes(v); err != nil {
+		return err
+	}
 	if err := r.openInstancesLocked(ctx, v, path, log); err != nil {
 		return err
 	}

@@ -138,6 +138,8 @@ type Repository struct {
 	memFraction float64           // gpu.memory_fraction; guarded by loadMu
 	onGPU       map[*Version]bool // loaded versions holding GPU memory; guarded by loadMu
 
+	memProbe MemoryProbe // guarded by loadMu (memguard.go)
+
 	mu     sync.RWMutex
 	models map[string]*Model
 	events func(Event) // guarded by loadMu

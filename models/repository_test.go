@@ -203,22 +203,29 @@ func TestCheckRequest(t *testing.T) {
 	}
 }
 
+// TestCheckRequestMismatchedBatch: inputs that disagree on the batch are refused, with
+// batching and without it (where ONNX Runtime would broadcast one against the other).
 func TestCheckRequestMismatchedBatch(t *testing.T) {
-	dir := t.TempDir()
-	testutil.WriteFile(t, dir, "multi/1/model.onnx", testmodels.MultiIO())
-	testutil.WriteFile(t, dir, "multi/model.toml", []byte("max_batch_size = 8\n"))
-	r := models.New(dir, newRuntime(t), models.Defaults{}, quiet)
-	if err := r.Sync(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close(context.Background())
-	v, err := r.Resolve("multi", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = v.CheckRequest([]tensor.Tensor{f32("x", []int64{2, 3}, 6), i64("y", []int64{3, 3}, 9)}, nil)
-	if !errors.Is(err, models.ErrInvalidInput) || !strings.Contains(err.Error(), "batch size 3, but other inputs have 2") {
-		t.Fatalf("err = %v", err)
+	for _, toml := range []string{"max_batch_size = 8\n", "max_batch_size = 0\n"} {
+		dir := t.TempDir()
+		testutil.WriteFile(t, dir, "multi/1/model.onnx", testmodels.MultiIO())
+		testutil.WriteFile(t, dir, "multi/model.toml", []byte(toml))
+		r := models.New(dir, newRuntime(t), models.Defaults{}, quiet)
+		if err := r.Sync(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		v, err := r.Resolve("multi", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = v.CheckRequest([]tensor.Tensor{f32("x", []int64{2, 3}, 6), i64("y", []int64{3, 3}, 9)}, nil)
+		if !errors.Is(err, models.ErrInvalidInput) || !strings.Contains(err.Error(), "batch size 3, but other inputs have 2") {
+			t.Errorf("%s: err = %v", toml, err)
+		}
+		if err := v.CheckRequest([]tensor.Tensor{f32("x", []int64{2, 3}, 6), i64("y", []int64{2, 3}, 6)}, nil); err != nil {
+			t.Errorf("%s: matching batches refused: %v", toml, err)
+		}
+		r.Close(context.Background())
 	}
 }
 
