@@ -12,7 +12,7 @@ LISTEN  ?= 127.0.0.1:8080
 export INFERD_ONNXRUNTIME_LIBRARY := $(abspath $(ORT_LIB))
 export CGO_ENABLED := 1
 
-.PHONY: all deps build run test test-short vet e2e bench models clean node-server-test bench-swap fuzz
+.PHONY: all deps build run test test-short vet e2e bench models clean node-server-test bench-swap fuzz vulncheck
 .PHONY: package package-cuda e2e-systemd
 .PHONY: deps-cuda gpu-check
 
@@ -80,6 +80,10 @@ BENCH_REPS     ?= 3
 BENCH_FLAGS    ?=
 bench: build
 	$(GO) run ./bench/cmd/bench -duration $(BENCH_DURATION) -warmup $(BENCH_WARMUP) -reps $(BENCH_REPS) $(BENCH_FLAGS)
+
+## vulncheck: govulncheck on the code, with the vulnerability database from the Go module proxy
+vulncheck:
+	./scripts/vulncheck.sh
 
 ## fuzz: run every Go fuzz target for FUZZTIME each (default 30s); failures land in testdata/fuzz/
 FUZZTIME ?= 30s
