@@ -12,7 +12,7 @@ LISTEN  ?= 127.0.0.1:8080
 export INFERD_ONNXRUNTIME_LIBRARY := $(abspath $(ORT_LIB))
 export CGO_ENABLED := 1
 
-.PHONY: all deps build run test test-short vet e2e bench models clean node-server-test bench-swap fuzz vulncheck
+.PHONY: all deps build run test test-short vet e2e bench models clean node-server-test bench-swap fuzz vulncheck soak
 .PHONY: package package-cuda e2e-systemd
 .PHONY: deps-cuda gpu-check
 
@@ -80,6 +80,14 @@ BENCH_REPS     ?= 3
 BENCH_FLAGS    ?=
 bench: build
 	$(GO) run ./bench/cmd/bench -duration $(BENCH_DURATION) -warmup $(BENCH_WARMUP) -reps $(BENCH_REPS) $(BENCH_FLAGS)
+
+## soak: a 3-node cluster under JSON and binary load through model swaps, corrupt models, reloads,
+## SIGKILLs and rolling restarts (default 10 minutes: make soak SOAK_DURATION=3m)
+SOAK_DURATION ?= 10m
+soak: deps
+	@mkdir -p build
+	$(GO) test -count=1 -timeout 0 -tags e2e,soak -run TestSoak -v ./e2e/ -args -soak.duration=$(SOAK_DURATION) >build/soak.log 2>&1; \
+	  rc=$$?; grep -E "soak_test.go|^(ok|FAIL|---)" build/soak.log; echo "full log: build/soak.log"; exit $$rc
 
 ## vulncheck: govulncheck on the code, with the vulnerability database from the Go module proxy
 vulncheck:

@@ -1,0 +1,357 @@
+//go:build e2e && soak
+
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/inferd/inferd/internal/daemontest"
+	"github.com/inferd/inferd/internal/testmodels"
+)
+
+var soakDuration = flag.Duration("soak.duration", 10*time.Minute, "how long make soak runs")
+
+// soakNode is one daemon of the soak cluster; it can be killed and started again under the
+// same name, gossip port and repository.
+type soakNode struct {
+	name, repo, config string
+	mu                 sync.Mutex
+	d                  *daemontest.Daemon
+	up                 bool
+}
+
+func (n *soakNode) url() (string, bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if !n.up {
+		return "", false
+	}
+	return n.d.URL, true
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// soakStats is what the clients saw.
+type soakStats struct {
+	sent, ok, redirected, failed atomic.Int64
+	mu                           sync.Mutex
+	failures                     []string
+	window                       []time.Duration // latencies of the current interval
+}
+
+func (s *soakStats) fail(msg string) {
+	s.failed.Add(1)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.failures) < 50 {
+		s.failures = append(s.failures, time.Now().Format("15:04:05.000 ")+msg)
+	}
+}
+
+func (s *soakStats) observe(d time.Duration) {
+	s.mu.Lock()
+	s.window = append(s.window, d)
+	s.mu.Unlock()
+}
+
+// p99 returns the p99 of the interval's latencies and starts a new interval.
+func (s *soakStats) p99() (time.Duration, int) {
+	s.mu.Lock()
+	w := s.window
+	s.window = nil
+	s.mu.Unlock()
+	if len(w) == 0 {
+		return 0, 0
+	}
+	slices.Sort(w)
+	return w[(len(w)*99)/100], len(w)
+}
+
+// soakClient sends requests to a random node that is up, in JSON or binary, and checks each
+// answer against the model's reference. A connection that fails before any answer (the node
+// was killed under it) is retried on another node, as a load balancer would; any HTTP error is a
+// failure.
+func soakClient(ctx context.Context, nodes []*soakNode, binaryFormat bool, seed uint64, st *soakStats) {
+	r := rand.New(rand.NewPCG(seed, 7))
+	client := &http.Client{Timeout: 30 * time.Second}
+	for ctx.Err() == nil {
+		x := []float32{r.Float32(), r.Float32(), r.Float32(), r.Float32()}
+		body, hlen := soakBody(x, binaryFormat)
+		st.sent.Add(1)
+		for attempt := 0; ; attempt++ {
+			var up []string
+			for _, n := range nodes {
+				if u, ok := n.url(); ok {
+					up = append(up, u)
+				}
+			}
+			if len(up) == 0 || ctx.Err() != nil {
+				return
+			}
+			url := up[r.IntN(len(up))]
+			req, _ := http.NewRequestWithContext(ctx, "POST", url+"/v2/models/mlp/infer", bytes.NewReader(body))
+			req.Header.Set("Content-Type", "application/json")
+			if hlen >= 0 {
+				req.Header.Set("Inference-Header-Content-Length", strconv.Itoa(hlen))
+			}
+			start := time.Now()
+			resp, err := client.Do(req)
+			if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				var op *net.OpError
+				if errors.As(err, &op) && attempt < 5 {
+					st.redirected.Add(1)
+					continue
+				}
+				st.fail(fmt.Sprintf("%s: %v", url, err))
+				break
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			st.observe(time.Since(start))
+			if resp.StatusCode != 200 {
+				st.fail(fmt.Sprintf("%s: %d %s", url, resp.StatusCode, b))
+				break
+			}
+			if err := checkMLP(resp.Header.Get("Inference-Header-Content-Length"), b, x); err != nil {
+				st.fail(fmt.Sprintf("%s: %v", url, err))
+				break
+			}
+			st.ok.Add(1)
+			break
+		}
+	}
+}
+
+func soakBody(x []float32, binaryFormat bool) ([]byte, int) {
+	if !binaryFormat {
+		b, _ := json.Marshal(map[string]any{"inputs": []any{map[string]any{"name": "input", "shape": []int{1, 4}, "datatype": "FP32", "data": x}}})
+		return b, -1
+	}
+	h := []byte(`{"inputs":[{"name":"input","shape":[1,4],"datatype":"FP32","parameters":{"binary_data_size":16}}],"parameters":{"binary_data_output":true}}`)
+	b := slices.Clone(h)
+	for _, v := range x {
+		b = binary.LittleEndian.AppendUint32(b, math.Float32bits(v))
+	}
+	return b, len(h)
+}
+
+func checkMLP(hlen string, body []byte, x []float32) error {
+	want := testmodels.MLPForward(x)
+	var got []float32
+	if hlen != "" {
+		n, err := strconv.Atoi(hlen)
+		if err != nil || n > len(body) {
+			return fmt.Errorf("bad header length %q", hlen)
+		}
+		for i := n; i+4 <= len(body); i += 4 {
+			got = append(got, math.Float32frombits(binary.LittleEndian.Uint32(body[i:])))
+		}
+	} else {
+		var r struct {
+			Outputs []struct{ Data []float32 } `json:"outputs"`
+		}
+		if err := json.Unmarshal(body, &r); err != nil || len(r.Outputs) != 1 {
+			return fmt.Errorf("bad body %q", body)
+		}
+		got = r.Outputs[0].Data
+	}
+	if len(got) != len(want) {
+		return fmt.Errorf("%d outputs, want %d", len(got), len(want))
+	}
+	for i := range want {
+		if math.Abs(float64(got[i]-want[i])) > 1e-4 {
+			return fmt.Errorf("output %v, want %v", got, want)
+		}
+	}
+	return nil
+}
+
+type nodeSample struct {
+	rssKiB     int64
+	goroutines float64
+}
+
+func sampleNode(t *testing.T, n *soakNode) nodeSample {
+	n.mu.Lock()
+	d := n.d
+	n.mu.Unlock()
+	return nodeSample{rssKiB: rssKiB(t, d.PID()), goroutines: goroutines(t, d.URL)}
+}
+
+// TestSoak runs a 3-node cluster under steady JSON and binary load while, at random intervals,
+// model versions are swapped, a corrupt model is dropped in, the configuration is reloaded, a
+// node is SIGKILLed and restarted, and a node is rolled (SIGTERM, graceful leave, restart).
+// Every request must succeed; RSS and goroutines of a node that ran the whole time must not grow
+// by more than 10%.
+func TestSoak(t *testing.T) {
+	bin := daemontest.Build(t, t.TempDir())
+	root := t.TempDir()
+	ports := []int{freePort(t), freePort(t), freePort(t)}
+	var nodes []*soakNode
+	for i := range 3 {
+		n := &soakNode{name: fmt.Sprintf("soak-%d", i), repo: filepath.Join(root, fmt.Sprintf("repo%d", i))}
+		if err := testmodels.WriteRepository(n.repo); err != nil {
+			t.Fatal(err)
+		}
+		var join []string
+		for j, p := range ports {
+			if j != i {
+				join = append(join, fmt.Sprintf("%q", fmt.Sprintf("127.0.0.1:%d", p)))
+			}
+		}
+		n.config = filepath.Join(root, n.name+".toml")
+		cfg := fmt.Sprintf("[models]\nrepository = %q\nquiet_period = \"200ms\"\n[cluster]\nenabled = true\nname = %q\nbind = \"127.0.0.1:%d\"\njoin = [%s]\nper_try_timeout = \"2s\"\nleave_timeout = \"2s\"\n",
+			n.repo, n.name, ports[i], joinList(join))
+		if err := os.WriteFile(n.config, []byte(cfg), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		nodes = append(nodes, n)
+	}
+	start := func(n *soakNode) {
+		d := daemontest.Start(t, bin, n.config)
+		d.WaitReady(t)
+		n.mu.Lock()
+		n.d, n.up = d, true
+		n.mu.Unlock()
+	}
+	for _, n := range nodes {
+		start(n)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var st soakStats
+	var wg sync.WaitGroup
+	for i := range 6 {
+		wg.Add(1)
+		go func() { defer wg.Done(); soakClient(ctx, nodes, i%2 == 1, uint64(i), &st) }()
+	}
+	// Node 0 runs the whole time: its resources at the start and the end are compared.
+	<-time.After(min(30*time.Second, *soakDuration/10)) // warmup: the load settles
+	st.p99()
+	before := sampleNode(t, nodes[0])
+
+	r := rand.New(rand.NewPCG(42, 42))
+	version := 1
+	events := map[string]int{}
+	deadline := time.Now().Add(*soakDuration)
+	nextReport := time.Now().Add(30 * time.Second)
+	var report []string
+	corrupt := ""
+	for time.Now().Before(deadline) {
+		<-time.After(time.Duration(2+r.IntN(6)) * time.Second) // the chaos schedule's own pace
+		if corrupt != "" {
+			if err := os.RemoveAll(corrupt); err != nil {
+				t.Fatal(err)
+			}
+			corrupt = ""
+		}
+		if time.Now().After(nextReport) {
+			p99, n := st.p99()
+			report = append(report, fmt.Sprintf("%s p99 %v over %d requests", time.Now().Format("15:04:05"), p99.Round(time.Microsecond), n))
+			nextReport = time.Now().Add(30 * time.Second)
+		}
+		switch ev := r.IntN(5); ev {
+		case 0: // swap: a new version of mlp (same weights) on every node
+			version++
+			for _, n := range nodes {
+				writeModel(t, n.repo, "mlp", version, testmodels.MLP())
+			}
+			events["model swaps"]++
+		case 1: // a corrupt model next to it, then removed
+			n := nodes[r.IntN(3)]
+			writeModel(t, n.repo, "mlp", version+1, []byte("this is not an onnx model"))
+			corrupt = filepath.Join(n.repo, "mlp", strconv.Itoa(version+1))
+			events["corrupt models"]++
+		case 2: // configuration reload
+			n := nodes[r.IntN(3)]
+			if u, ok := n.url(); ok && u != "" {
+				n.mu.Lock()
+				n.d.Signal(t, syscall.SIGHUP)
+				n.mu.Unlock()
+				events["config reloads"]++
+			}
+		case 3, 4: // kill or roll node 1 or 2
+			n := nodes[1+r.IntN(2)]
+			n.mu.Lock()
+			n.up = false
+			d := n.d
+			n.mu.Unlock()
+			if ev == 3 {
+				d.Signal(t, syscall.SIGKILL)
+				events["SIGKILLs"]++
+			} else {
+				d.Signal(t, syscall.SIGTERM)
+				events["rolling restarts"]++
+			}
+			waitCtx, stop := context.WithTimeout(context.Background(), 60*time.Second)
+			_, _ = d.Wait(waitCtx)
+			stop()
+			start(n)
+		}
+	}
+	after := sampleNode(t, nodes[0])
+	var final []string
+	for _, n := range nodes[1:] {
+		s := sampleNode(t, n)
+		final = append(final, fmt.Sprintf("%s (restarted) RSS %d KiB, goroutines %v", n.name, s.rssKiB, s.goroutines))
+	}
+	cancel()
+	wg.Wait()
+	for _, line := range report {
+		t.Log(line)
+	}
+	t.Logf("soak %v: %d requests sent, %d succeeded, %d failed; %d re-sent after a connection to a killed node failed; events %v",
+		*soakDuration, st.sent.Load(), st.ok.Load(), st.failed.Load(), st.redirected.Load(), events)
+	t.Logf("node soak-0 (ran throughout) RSS %d KiB -> %d KiB, goroutines %v -> %v; %v", before.rssKiB, after.rssKiB, before.goroutines, after.goroutines, final)
+	for _, f := range st.failures {
+		t.Error(f)
+	}
+	if float64(after.rssKiB) > 1.10*float64(before.rssKiB) {
+		t.Errorf("RSS grew from %d KiB to %d KiB (more than 10%%)", before.rssKiB, after.rssKiB)
+	}
+	if after.goroutines > 1.10*before.goroutines {
+		t.Errorf("goroutines grew from %v to %v (more than 10%%)", before.goroutines, after.goroutines)
+	}
+}
+
+func joinList(addrs []string) string {
+	out := ""
+	for i, a := range addrs {
+		if i > 0 {
+			out += ", "
+		}
+		out += a
+	}
+	return out
+}
