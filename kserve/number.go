@@ -1,6 +1,9 @@
 package kserve
 
-import "math"
+import (
+	"encoding/binary"
+	"math"
+)
 
 // numberToken is a scanned JSON number. Its value is ±mant × 10^exp10 unless inexact (a nonzero
 // digit beyond the 19 that fit in mant was dropped); exp10 is clamped far outside any float's
@@ -52,6 +55,21 @@ func (d *decoder) number() (n numberToken, ok bool) {
 			n.end = i
 			return n, false
 		}
+		// Eight significant digits at a time while they fit (a float32 written shortest has
+		// at most nine): one multiply-add instead of eight dependent ones.
+		for nd > 0 || (i < len(b) && b[i] != '0') {
+			if nd+8 > maxMantDigits || i+8 > len(b) {
+				break
+			}
+			v, ok := eightDigits(b[i:])
+			if !ok {
+				break
+			}
+			n.mant = n.mant*100_000_000 + v
+			nd += 8
+			n.exp10 -= 8
+			i += 8
+		}
 		for ; i < len(b) && isDigit(b[i]); i++ {
 			switch {
 			case nd < maxMantDigits:
@@ -90,6 +108,20 @@ func (d *decoder) number() (n numberToken, ok bool) {
 	}
 	n.end = i
 	return n, true
+}
+
+// eightDigits reads b[:8] as an eight-digit decimal number when all eight bytes are ASCII
+// digits (the SWAR method simdjson uses: every step works on all eight bytes at once).
+func eightDigits(b []byte) (uint64, bool) {
+	v := binary.LittleEndian.Uint64(b)
+	// Each byte is a digit when its high nibble is 3 and adding 6 does not carry into it.
+	if (v&0xF0F0F0F0F0F0F0F0)|(((v+0x0606060606060606)&0xF0F0F0F0F0F0F0F0)>>4) != 0x3333333333333333 {
+		return 0, false
+	}
+	v -= 0x3030303030303030
+	v = v*10 + v>>8 // pairs: byte 2k holds digit pair k (first digit most significant)
+	v = ((v&0x000000FF000000FF)*(100+(1000000<<32)) + ((v>>16)&0x000000FF000000FF)*(1+(10000<<32))) >> 32
+	return v, true
 }
 
 var pow10 = [...]float64{1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10,

@@ -1,6 +1,7 @@
 package kserve
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"strconv"
@@ -125,4 +126,22 @@ func FuzzFastFloat(f *testing.F) {
 		}
 		checkFastFloat(t, s)
 	})
+}
+
+func TestEightDigits(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	for range 100000 {
+		n := r.Uint64N(100_000_000)
+		s := fmt.Sprintf("%08d", n)
+		if got, ok := eightDigits([]byte(s)); !ok || got != n {
+			t.Fatalf("eightDigits(%q) = %d, %v", s, got, ok)
+		}
+		// Any non-digit byte anywhere is refused.
+		b := []byte(s)
+		b[r.IntN(8)] = byte(r.IntN(256))
+		_, err := strconv.ParseUint(string(b), 10, 64)
+		if _, ok := eightDigits(b); ok != (err == nil && len(strings.TrimLeft(string(b), "0123456789")) == 0) {
+			t.Fatalf("eightDigits(%q) ok = %v", b, ok)
+		}
+	}
 }
