@@ -24,7 +24,11 @@ type notes struct {
 	lines []string
 }
 
-func (n *notes) notify(s string) { n.mu.Lock(); n.lines = append(n.lines, strings.Split(s, "\n")...); n.mu.Unlock() }
+func (n *notes) notify(s string) {
+	n.mu.Lock()
+	n.lines = append(n.lines, strings.Split(s, "\n")...)
+	n.mu.Unlock()
+}
 
 // take returns the lines since the last take.
 func (n *notes) take() []string {
@@ -48,11 +52,11 @@ func count(lines []string, prefix string) int {
 func TestHeartbeat(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var (
-			n      notes
-			mu     sync.Mutex
+			n       notes
+			mu      sync.Mutex
 			verdict error
-			block  chan struct{} // non-nil: the probe blocks until it is closed
-			probes int
+			block   chan struct{} // non-nil: the probe blocks until it is closed
+			probes  int
 		)
 		stop := make(chan struct{})
 		hb := &heartbeat{period: 10 * time.Second, notify: n.notify, stop: stop, log: discard,
@@ -199,10 +203,10 @@ func TestProgressProbe(t *testing.T) {
 		a, b    [2]int // pending, executions
 		wantErr string
 	}{
-		{0, [2]int{0, 0}, [2]int{0, 0}, ""},                           // idle
-		{10 * time.Second, [2]int{3, 5}, [2]int{0, 0}, ""},            // a has a queue: watch it
-		{30 * time.Second, [2]int{3, 9}, [2]int{0, 0}, ""},            // a made progress
-		{59 * time.Second, [2]int{3, 9}, [2]int{0, 0}, ""},            // 29s without: not yet
+		{0, [2]int{0, 0}, [2]int{0, 0}, ""},                // idle
+		{10 * time.Second, [2]int{3, 5}, [2]int{0, 0}, ""}, // a has a queue: watch it
+		{30 * time.Second, [2]int{3, 9}, [2]int{0, 0}, ""}, // a made progress
+		{59 * time.Second, [2]int{3, 9}, [2]int{0, 0}, ""}, // 29s without: not yet
 		{60 * time.Second, [2]int{4, 9}, [2]int{0, 0}, "model a version 1: 4 requests waiting and no batch finished for 30s"},
 		{61 * time.Second, [2]int{4, 9}, [2]int{2, 1}, "model a version 1"}, // still stalled; b just started
 		{62 * time.Second, [2]int{0, 9}, [2]int{2, 1}, ""},                  // a's queue emptied
