@@ -81,7 +81,11 @@ type Options struct {
 	// suspect. Default 3×ProbeInterval + ProbeTimeout.
 	SuspectAfter time.Duration
 	// RejoinInterval is the first delay of the re-join loop; each failed attempt at an
-	// address doubles its delay up to RejoinMaxInterval. Defaults 5s and 1m.
+	// address doubles its delay up to RejoinMaxInterval. Defaults 5s and 15s: memberlist
+	// heals a partition by itself only while it still gossips to the dead (PushPullInterval,
+	// 30s), so after a longer one the re-join loop alone merges the halves, within about
+	// RejoinMaxInterval (plus a stream timeout for an attempt in flight) of the heal. An
+	// attempt is one TCP exchange per missing address, cheap at this rate.
 	RejoinInterval    time.Duration
 	RejoinMaxInterval time.Duration
 	// ForgetAfter is how long a dead or left peer stays listed (and, if dead, re-joined)
@@ -121,7 +125,7 @@ func (o Options) withDefaults() Options {
 	def(&o.StreamTimeout, 10*time.Second)
 	def(&o.SuspectAfter, 3*o.ProbeInterval+o.ProbeTimeout)
 	def(&o.RejoinInterval, 5*time.Second)
-	def(&o.RejoinMaxInterval, time.Minute)
+	def(&o.RejoinMaxInterval, 15*time.Second)
 	if o.RejoinMaxInterval < o.RejoinInterval {
 		o.RejoinMaxInterval = o.RejoinInterval
 	}

@@ -1,14 +1,17 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,8 +33,11 @@ type clustered struct {
 	router   *route.Router
 	rollouts *rollout.Controller
 	policy   atomic.Pointer[policy.Policy]
-	stop     context.CancelFunc
-	done     sync.WaitGroup
+	// policyData is the routing.toml in force, to tell a changed file on reload; written at
+	// start and then only under the daemon's reloadMu.
+	policyData []byte
+	stop       context.CancelFunc
+	done       sync.WaitGroup
 }
 
 // catalogInterval is how often the node compares its repository index with the catalog it
@@ -61,11 +67,9 @@ func (d *Daemon) startCluster(ctx context.Context, cfg *config.Config, httpAddr 
 	if err != nil {
 		return nil, nil, err
 	}
-	pol := &policy.Policy{Splits: map[string]route.Split{}}
-	if cc.PolicyFile != "" {
-		if pol, err = policy.Load(cc.PolicyFile); err != nil {
-			return nil, nil, err
-		}
+	pol, polData, err := loadPolicy(cc.PolicyFile)
+	if err != nil {
+		return nil, nil, err
 	}
 	log := d.log.With("component", "cluster")
 	node, err := cluster.Start(ctx, cluster.Options{
@@ -80,7 +84,7 @@ func (d *Daemon) startCluster(ctx context.Context, cfg *config.Config, httpAddr 
 		// The seeds may simply not be up yet: the re-join loop keeps trying.
 		log.Warn("no seed answered yet; serving alone until one does", "join", cc.Join, "err", err)
 	}
-	c := &clustered{node: node}
+	c := &clustered{node: node, policyData: polData}
 	c.policy.Store(pol)
 	c.rollouts, err = rollout.New(rollout.Config{
 		Node: name, Store: node, Counters: counters{d.sched}, Leader: rollout.MembersLeader(node.Members),
@@ -102,10 +106,24 @@ func (d *Daemon) startCluster(ctx context.Context, cfg *config.Config, httpAddr 
 
 	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	c.stop = stop
-	c.done.Add(2)
+	c.done.Add(3)
 	go func() {
 		defer c.done.Done()
 		_ = c.rollouts.Run(runCtx)
+	}()
+	go func() {
+		defer c.done.Done()
+		// A rollout record from another node (an abort, a promotion) steers routing here as
+		// soon as gossip delivers it, not at the controller's next tick.
+		for {
+			changed := node.Changes()
+			c.rollouts.Refresh()
+			select {
+			case <-runCtx.Done():
+				return
+			case <-changed:
+			}
+		}
 	}()
 	go func() {
 		defer c.done.Done()
@@ -178,7 +196,10 @@ func (d *Daemon) catalog() []cluster.CatalogVersion {
 	idx := d.repo.Index()
 	out := make([]cluster.CatalogVersion, 0, len(idx))
 	for _, e := range idx {
-		cv := cluster.CatalogVersion{Model: e.Name, Version: e.Version, State: string(e.State)}
+		// The catalog speaks the cluster's lower-case state names ("ready", ...), which
+		// cluster.Catalog.Ready and the routers of every node match; the repository's are the
+		// KServe index's upper-case ones.
+		cv := cluster.CatalogVersion{Model: e.Name, Version: e.Version, State: strings.ToLower(string(e.State))}
 		if e.State == models.StateReady {
 			if v, err := d.repo.Resolve(e.Name, e.Version); err == nil {
 				cv.Provider = v.Provider
@@ -211,14 +232,40 @@ func (c *clustered) close(ctx context.Context) {
 	_ = c.node.Shutdown()
 }
 
-// prepare reads and checks a routing policy; the func it returns puts it in force.
+// loadPolicy reads and checks a routing policy file and returns it with its bytes; no file
+// is the empty policy.
+func loadPolicy(path string) (*policy.Policy, []byte, error) {
+	if path == "" {
+		return &policy.Policy{Splits: map[string]route.Split{}}, nil, nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("routing policy: %w", err)
+	}
+	pol, err := policy.Parse(path, data)
+	if err != nil {
+		return nil, nil, err
+	}
+	return pol, data, nil
+}
+
+// policyChanged reports whether the routing policy at path differs from the one in force
+// (an unreadable file counts as changed, so that the reload reports why). Called under the
+// daemon's reloadMu.
+func (c *clustered) policyChanged(path string) bool {
+	if path == "" {
+		return c.policyData != nil
+	}
+	data, err := os.ReadFile(path)
+	return err != nil || !bytes.Equal(data, c.policyData)
+}
+
+// prepare reads and checks a routing policy; the func it returns puts it in force. Both are
+// called under the daemon's reloadMu.
 func (c *clustered) prepare(path string) (func(), error) {
-	pol := &policy.Policy{Splits: map[string]route.Split{}}
-	if path != "" {
-		var err error
-		if pol, err = policy.Load(path); err != nil {
-			return nil, err
-		}
+	pol, data, err := loadPolicy(path)
+	if err != nil {
+		return nil, err
 	}
 	if err := rollout.ValidateDefinitions(pol.Rollouts); err != nil {
 		return nil, err
@@ -228,16 +275,23 @@ func (c *clustered) prepare(path string) (func(), error) {
 			return // validated above
 		}
 		c.policy.Store(pol)
+		c.policyData = data
 	}, nil
 }
 
-// routes serves the cluster's own endpoints.
+// routes serves the cluster's own endpoints. Their JSON is a view of this node's state with
+// its own field names (snake_case, as the rest of the API), not the Go types of the cluster
+// packages, so those can change without changing what `inferd members` and scripts read.
 func (c *clustered) routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v2/cluster/members", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, membersView{Members: c.node.Members(), Routing: c.router.Stats()})
+		writeJSON(w, http.StatusOK, c.membersView())
 	})
 	mux.HandleFunc("GET /v2/cluster/rollouts", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]any{"rollouts": c.rollouts.Status()})
+		v := rolloutsView{Node: c.node.Name(), Rollouts: []rolloutView{}}
+		for _, st := range c.rollouts.Status() {
+			v.Rollouts = append(v.Rollouts, newRolloutView(st))
+		}
+		writeJSON(w, http.StatusOK, v)
 	})
 	mux.HandleFunc("POST /v2/cluster/rollouts/{model}/{action}", func(w http.ResponseWriter, r *http.Request) {
 		model, action := r.PathValue("model"), r.PathValue("action")
@@ -250,7 +304,12 @@ func (c *clustered) routes(mux *http.ServeMux) {
 		case "promote-full":
 			err = c.rollouts.PromoteFull(model)
 		case "abort":
-			err = c.rollouts.Abort(model, "aborted by an operator")
+			reason, rerr := abortReason(w, r)
+			if rerr != nil {
+				api.WriteError(w, http.StatusBadRequest, rerr.Error())
+				return
+			}
+			err = c.rollouts.Abort(model, reason)
 		default:
 			api.WriteError(w, http.StatusNotFound, fmt.Sprintf("unknown rollout action %q (start, promote, promote-full, abort)", action))
 			return
@@ -265,20 +324,112 @@ func (c *clustered) routes(mux *http.ServeMux) {
 		}
 		for _, st := range c.rollouts.Status() {
 			if st.Model == model {
-				writeJSON(w, http.StatusOK, st)
+				writeJSON(w, http.StatusOK, newRolloutView(st))
 				return
 			}
 		}
-		writeJSON(w, http.StatusOK, map[string]string{"model": model})
+		writeJSON(w, http.StatusOK, rolloutView{Model: model})
 	})
 	mux.HandleFunc("/v2/cluster/", func(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, http.StatusNotFound, "no cluster endpoint "+r.Method+" "+r.URL.Path)
 	})
 }
 
+// maxAbortBody bounds the optional {"reason": "..."} of an abort.
+const maxAbortBody = 4 << 10
+
+// abortReason reads the optional JSON body of an abort; no body means the default reason.
+func abortReason(w http.ResponseWriter, r *http.Request) (string, error) {
+	const byOperator = "aborted by an operator"
+	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxAbortBody))
+	if err != nil {
+		return "", fmt.Errorf("abort body: %w", err)
+	}
+	if len(bytes.TrimSpace(data)) == 0 {
+		return byOperator, nil
+	}
+	var body struct {
+		Reason string `json:"reason"`
+	}
+	if err := json.Unmarshal(data, &body); err != nil {
+		return "", fmt.Errorf(`abort body: want {"reason": "..."}: %w`, err)
+	}
+	if body.Reason == "" {
+		return byOperator, nil
+	}
+	return byOperator + ": " + body.Reason, nil
+}
+
+// membersView is GET /v2/cluster/members: every member as this node sees it, and this node's
+// routing counters.
 type membersView struct {
-	Members []cluster.Member `json:"members"`
-	Routing route.Stats      `json:"routing"`
+	Node    string       `json:"node"`
+	Members []memberView `json:"members"`
+	Routing route.Stats  `json:"routing"`
+}
+
+type memberView struct {
+	Name     string           `json:"name"`
+	Local    bool             `json:"local,omitempty"`
+	Liveness cluster.Liveness `json:"liveness"`
+	Serving  cluster.Serving  `json:"serving"`
+	// Routable: alive and not draining, so this node may send it requests.
+	Routable   bool      `json:"routable"`
+	HTTPAddr   string    `json:"http_addr"`
+	GossipAddr string    `json:"gossip_addr"`
+	Class      string    `json:"class"`
+	Since      time.Time `json:"since"`
+	// CatalogGeneration is the catalog held; CatalogStale says the member's metadata names a
+	// newer one that has not arrived yet.
+	CatalogGeneration uint64                   `json:"catalog_generation"`
+	CatalogStale      bool                     `json:"catalog_stale,omitempty"`
+	Models            []cluster.CatalogVersion `json:"models"`
+}
+
+func (c *clustered) membersView() membersView {
+	v := membersView{Node: c.node.Name(), Members: []memberView{}, Routing: c.router.Stats()}
+	for _, m := range c.node.Members() {
+		v.Members = append(v.Members, memberView{
+			Name: m.Name, Local: m.Local, Liveness: m.Liveness, Serving: m.Serving, Routable: m.Routable(),
+			HTTPAddr: m.HTTPAddr, GossipAddr: m.GossipAddr, Class: m.Class, Since: m.Since,
+			CatalogGeneration: m.Catalog.Generation, CatalogStale: m.Catalog.Generation < m.MetaGeneration,
+			Models: append([]cluster.CatalogVersion{}, m.Catalog.Models...),
+		})
+	}
+	return v
+}
+
+// rolloutsView is GET /v2/cluster/rollouts: the rollout state this node has converged on.
+type rolloutsView struct {
+	Node     string        `json:"node"`
+	Rollouts []rolloutView `json:"rollouts"`
+}
+
+type rolloutView struct {
+	Model          string        `json:"model"`
+	Stable         string        `json:"stable,omitempty"`
+	Canary         string        `json:"canary,omitempty"`
+	Phase          rollout.Phase `json:"phase,omitempty"`
+	Step           int           `json:"step"`
+	CanaryWeight   float64       `json:"canary_weight"`
+	Reason         string        `json:"reason,omitempty"`
+	Generation     uint64        `json:"generation"`
+	By             string        `json:"by,omitempty"`
+	Updated        time.Time     `json:"updated,omitzero"`
+	StepStarted    time.Time     `json:"step_started,omitzero"`
+	Passed         int           `json:"passed,omitempty"`
+	Failed         int           `json:"failed,omitempty"`
+	Inconclusive   int           `json:"inconclusive,omitempty"`
+	DefinitionHash string        `json:"definition_hash,omitempty"`
+}
+
+func newRolloutView(st rollout.State) rolloutView {
+	return rolloutView{
+		Model: st.Model, Stable: st.Stable, Canary: st.Canary, Phase: st.Phase, Step: st.Step,
+		CanaryWeight: st.CanaryWeight, Reason: st.Reason, Generation: st.Generation, By: st.By,
+		Updated: st.Updated, StepStarted: st.StepStarted,
+		Passed: st.Passed, Failed: st.Failed, Inconclusive: st.Inconclusive, DefinitionHash: st.DefinitionHash,
+	}
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

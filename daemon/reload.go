@@ -79,7 +79,10 @@ func (d *Daemon) reloadLocked(ctx context.Context) (result string, restart []str
 		return "failed", nil, fmt.Errorf("reading %s: %w", d.opts.ConfigPath, err)
 	}
 	if d.applied != nil && bytes.Equal(data, d.applied) {
-		return "unchanged", nil, nil
+		// routing.toml is a file of its own: editing it alone and reloading applies it.
+		if c := d.cluster.Load(); c == nil || !c.policyChanged(d.cfg.Cluster.PolicyFile) {
+			return "unchanged", nil, nil
+		}
 	}
 	next, err := config.LoadBytes(d.opts.ConfigPath, data, d.opts.Env)
 	if err != nil {

@@ -196,7 +196,8 @@ func (c *Controller) currentLocked() map[string]*entry {
 	return out
 }
 
-func (c *Controller) refreshLocked() {
+// refreshLocked replaces the view Weights reads with the winning records, and returns it.
+func (c *Controller) refreshLocked() map[string]State {
 	view := map[string]State{}
 	for model, e := range c.currentLocked() {
 		if e.err == nil {
@@ -204,6 +205,7 @@ func (c *Controller) refreshLocked() {
 		}
 	}
 	c.view.Store(&view)
+	return view
 }
 
 // driveLocked moves one model's rollout forward, as the leader, and reports whether it wrote a
@@ -446,18 +448,24 @@ func (c *Controller) Abort(model, reason string) error {
 	return nil
 }
 
-// Status returns every rollout's converged state, by model.
+// Status returns every rollout's converged state, by model. What it returns is in force: it
+// refreshes the view Weights reads, so a caller that sees "aborted" knows routing does too.
 func (c *Controller) Status() []State {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	var out []State
-	for _, e := range c.currentLocked() {
-		if e.err == nil {
-			out = append(out, e.st)
-		}
-	}
+	view := c.refreshLocked()
+	out := slices.Collect(maps.Values(view))
 	slices.SortFunc(out, func(a, b State) int { return strings.Compare(a.Model, b.Model) })
 	return out
+}
+
+// Refresh brings the view Weights reads up to the store's records now, rather than at the
+// next Reconcile: call it when the store changed (a record arrived by gossip), so that routing
+// follows an abort or a promotion within a gossip round instead of up to an Interval later.
+func (c *Controller) Refresh() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.refreshLocked()
 }
 
 // Weights is what routing should use for the model now: the canary's share in percent, the

@@ -465,3 +465,40 @@ func TestRun(t *testing.T) {
 		}
 	})
 }
+
+// A record that arrives by gossip steers Weights once Refresh (or Status) runs, without
+// waiting for the next Reconcile.
+func TestRefreshFollowsGossip(t *testing.T) {
+	clock, counters := newFakeClock(), newFakeCounters()
+	storeA, storeB := newMemStore(), newMemStore()
+	def := canaryDef(weightStep(25), pauseStep(0))
+	a := newNode(t, "a", storeA, counters, clock, true, def)
+	b := newNode(t, "b", storeB, counters, clock, false, def)
+	a.Reconcile()
+	gossip(storeA, storeB)
+	b.Reconcile()
+	expect(t, b, PhasePaused, 1, 25)
+
+	if err := a.Abort(model, "bad canary"); err != nil {
+		t.Fatal(err)
+	}
+	gossip(storeA, storeB)
+	if _, _, w, _ := b.Weights(model); w != 25 {
+		t.Fatalf("Weights before any refresh = %v, want the old 25", w)
+	}
+	b.Refresh()
+	if _, _, w, ok := b.Weights(model); !ok || w != 0 {
+		t.Fatalf("Weights after Refresh = %v %v, want 0 (aborted)", w, ok)
+	}
+
+	if err := a.Start(model); err != nil {
+		t.Fatal(err)
+	}
+	gossip(storeA, storeB)
+	if st := b.state(t, model); st.Phase != PhasePaused {
+		t.Fatalf("Status after restart: %s", st.Phase)
+	}
+	if _, _, w, _ := b.Weights(model); w != 25 {
+		t.Fatalf("Weights after Status = %v, want 25: what Status reports must be in force", w)
+	}
+}

@@ -82,5 +82,7 @@
 // # Threading
 //
 // Controller methods are safe for concurrent use. Weights is lock-free and reads a view refreshed
-// by every Reconcile (so it lags the store by at most one Interval) and by this node's own writes.
+// by every Reconcile, by Refresh, by Status and by this node's own writes. A record that arrives by
+// gossip is in force once one of those runs: the daemon calls Refresh on every change of the
+// store, and without that the view lags the store by at most one Interval.
 package rollout

@@ -1,6 +1,7 @@
 // Command inferd is the inference appliance daemon and its command-line tools: serve runs the
 // daemon, validate checks a configuration file, perf measures a server (or a model in-process),
-// version says what was built.
+// version says what was built; members and rollout show and steer a cluster, keygen writes its
+// gossip key.
 package main
 
 import (
