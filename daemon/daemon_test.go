@@ -157,10 +157,11 @@ func TestServesThenDrainsInFlight(t *testing.T) {
 
 	h.cancel()
 	h.waitState(t, "STOPPING=1")
-	// New connections are refused once the listener closes; the held request is still running.
+	// New requests are refused (503 while the listener closes, then no connection at all); the
+	// held request is still running.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if _, _, err := post(h.url); err != nil {
+		if code, _, err := post(h.url); err != nil || code == http.StatusServiceUnavailable {
 			break
 		}
 		if time.Now().After(deadline) {
