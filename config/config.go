@@ -104,7 +104,7 @@ type Cluster struct {
 	Advertise     string        `toml:"advertise" check:"optional,hostport" doc:"host:port peers reach gossip at; empty = derived from bind"`
 	HTTPAdvertise string        `toml:"http_advertise" check:"optional,hostport" doc:"host:port peers send forwarded requests to; empty = server.listen, with the advertise host when it listens on all interfaces"`
 	Join          []string      `toml:"join" doc:"seed nodes' gossip addresses (host:port); retried until they are members"`
-	SecretKeyFile string        `toml:"secret_key_file" path:"file" doc:"AES key file (base64, mode 0600; inferd keygen writes one); set = encrypted gossip, nodes without it cannot join"`
+	SecretKeyFile string        `toml:"secret_key_file" path:"file" doc:"AES key file (base64, mode 0600; inferd keygen writes one); set = encrypted gossip, nodes without it cannot join; empty = /etc/inferd/cluster.key if it exists"`
 	Label         string        `toml:"label" doc:"cluster label stamped on every gossip packet; clusters sharing a network stay apart"`
 	AllowedCIDRs  []string      `toml:"allowed_cidrs" doc:"networks gossip is accepted from; empty = any"`
 	PolicyFile    string        `toml:"policy_file" path:"file" doc:"routing.toml with traffic splits and rollouts; empty = none (every node serving a model takes a share, local first)"`

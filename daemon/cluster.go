@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -40,6 +41,10 @@ type clustered struct {
 	done       sync.WaitGroup
 }
 
+// DefaultClusterKeyFile is the gossip key used when cluster.secret_key_file is empty and this
+// file exists.
+const DefaultClusterKeyFile = "/etc/inferd/cluster.key"
+
 // catalogInterval is how often the node compares its repository index with the catalog it
 // advertises; a change is gossiped at once.
 const catalogInterval = 250 * time.Millisecond
@@ -57,10 +62,18 @@ func (d *Daemon) startCluster(ctx context.Context, cfg *config.Config, httpAddr 
 		name = h
 	}
 	var key []byte
-	if cc.SecretKeyFile != "" {
+	keyFile := cc.SecretKeyFile
+	if keyFile == "" {
+		// Encrypted by default once the well-known key exists (inferd keygen writes it there).
+		def := cmp.Or(d.opts.DefaultClusterKeyFile, DefaultClusterKeyFile)
+		if _, err := os.Stat(def); err == nil {
+			keyFile = def
+		}
+	}
+	if keyFile != "" {
 		var err error
-		if key, err = cluster.LoadKeyFile(cc.SecretKeyFile); err != nil {
-			return nil, nil, fmt.Errorf("cluster.secret_key_file: %w", err)
+		if key, err = cluster.LoadKeyFile(keyFile); err != nil {
+			return nil, nil, fmt.Errorf("cluster.secret_key_file %s: %w", keyFile, err)
 		}
 	}
 	advertiseHTTP, err := httpAdvertise(cc, httpAddr)

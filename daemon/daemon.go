@@ -47,6 +47,8 @@ type Options struct {
 	Components func() map[string]api.Component
 	// Notify reports lifecycle states to the service manager; nil sends nothing.
 	Notify Notifier
+	// DefaultClusterKeyFile overrides DefaultClusterKeyFile (tests).
+	DefaultClusterKeyFile string
 	// Listener, when set, is used instead of listening on cfg.Server.Listen (tests pass a
 	// listener on a free port).
 	Listener net.Listener
