@@ -62,7 +62,7 @@ case "$what" in
     licenses
     packaging/genconfig.sh configs/inferd.toml >"$stage/inferd.toml"
     gzip -9n <packaging/inferd.1 >"$stage/inferd.1.gz"
-    first=$(git log --reverse --format=%ad --date=format:%Y | head -n1)
+    first=$(git log --max-parents=0 --format=%ad --date=format:%Y HEAD | tail -n1)
     last=$(git log -1 --format=%ad --date=format:%Y)
     years=$first
     [ "$first" = "$last" ] || years="$first-$last"
