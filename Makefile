@@ -19,7 +19,7 @@ export GOTOOLCHAIN
 export INFERD_ONNXRUNTIME_LIBRARY := $(abspath $(ORT_LIB))
 export CGO_ENABLED := 1
 
-.PHONY: all deps build run test test-short vet e2e bench models clean node-server-test bench-swap bench-cluster fuzz vulncheck soak
+.PHONY: all deps build run test test-short vet e2e bench models clean node-server-test bench-swap bench-cluster fuzz vulncheck soak bench-cluster-doc
 .PHONY: package package-cuda e2e-systemd
 .PHONY: deps-cuda gpu-check
 
@@ -91,6 +91,16 @@ BENCH_REPS     ?= 3
 BENCH_FLAGS    ?=
 bench: build
 	$(GO) run ./bench/cmd/bench -duration $(BENCH_DURATION) -warmup $(BENCH_WARMUP) -reps $(BENCH_REPS) $(BENCH_FLAGS)
+	$(MAKE) --no-print-directory bench-cluster-doc
+
+## bench-cluster-doc: run the cluster benchmark and append its numbers to docs/benchmarks.md (part of make bench)
+bench-cluster-doc: deps
+	@mkdir -p build
+	$(GO) test -count=1 -timeout 10m -tags e2e,bench -run TestClusterBench -v ./e2e/ >build/bench-cluster.log 2>&1 || { tail -50 build/bench-cluster.log; exit 1; }
+	{ echo; echo "## Cluster: forwarding overhead and failover"; echo; \
+	  echo "From \`make bench-cluster\` (\`e2e/cluster_bench_test.go\`), run by \`make bench\` right after the runs above: two or three"; \
+	  echo "real daemons on 127.0.0.x, the same client for local and forwarded requests."; echo; \
+	  grep -h "^cluster benchmark" build/bench-cluster.log | sed 's/^cluster benchmark: /- /'; } >>docs/benchmarks.md
 
 ## soak: a 3-node cluster under JSON and binary load through model swaps, corrupt models, reloads,
 ## SIGKILLs and rolling restarts (default 10 minutes: make soak SOAK_DURATION=3m)

@@ -47,10 +47,16 @@ type clusterNode struct {
 	env    []string
 	wrap   []string     // command prefix (ip netns exec NS), nil on loopback
 	client *http.Client // reaches the node
+	https  bool         // the node serves TLS
 	d      *daemontest.Daemon
 }
 
-func (n *clusterNode) url() string { return "http://" + n.http }
+func (n *clusterNode) url() string {
+	if n.https {
+		return "https://" + n.http
+	}
+	return "http://" + n.http
+}
 
 // testCluster is a set of nodes sharing a model repository, a routing policy and a gossip key.
 type testCluster struct {
