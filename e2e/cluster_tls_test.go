@@ -77,7 +77,7 @@ targets = [ { node = "n1", weight = 0 }, { node = "n2", weight = 100 } ]
 	c := newTestCluster(t, clusterSpec{
 		nodes: 2, repo: clusterRepo(t), policy: policy,
 		client: func(int) *http.Client { return client },
-		extra: fmt.Sprintf("[server.tls]\ncert_file = %q\nkey_file = %q\nclient_ca_file = %q\nclient_auth = \"require\"\n", cert, key, cert),
+		extra:  fmt.Sprintf("[server.tls]\ncert_file = %q\nkey_file = %q\nclient_ca_file = %q\nclient_auth = \"require\"\n", cert, key, cert),
 	})
 	for _, n := range c.nodes {
 		n.https = true
