@@ -69,7 +69,7 @@ func ParseScope(s string) (Scope, error) {
 // MinTokenLength is the shortest token the file may hold: shorter ones are guessable.
 const MinTokenLength = 16
 
-// ErrNoTokens is returned by ParseTokens for a file without any token.
+// ErrNoTokens is wrapped by LoadTokens for a file without any token.
 var ErrNoTokens = errors.New("no tokens in file")
 
 type entry struct {
@@ -77,10 +77,10 @@ type entry struct {
 	scope Scope
 }
 
-// ParseTokens reads a token file: one token per line as "<scope> <token>", where scope is
+// parseTokens reads a token file: one token per line as "<scope> <token>", where scope is
 // infer or admin; blank lines and lines starting with # are ignored. Errors name the line but
 // never echo a token.
-func ParseTokens(data []byte) ([]entry, error) {
+func parseTokens(data []byte) ([]entry, error) {
 	var out []entry
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(make([]byte, 0, 4096), 64*1024)
@@ -172,7 +172,7 @@ func (t *Tokens) reloadLocked() error {
 	}
 	var entries []entry
 	if err == nil {
-		entries, err = ParseTokens(data)
+		entries, err = parseTokens(data)
 		if err != nil {
 			err = fmt.Errorf("token file %s: %w", t.path, err)
 		}

@@ -49,7 +49,7 @@ func TestParseTokens(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			got, err := ParseTokens([]byte(c.body))
+			got, err := parseTokens([]byte(c.body))
 			if c.err != "" {
 				if err == nil || !strings.Contains(err.Error(), c.err) {
 					t.Fatalf("err = %v, want it to contain %q", err, c.err)
