@@ -29,12 +29,14 @@ mirror() {
 }
 if [ -z "${MIRROR:-}" ]; then
   MIRROR=$(mirror | grep -v -- '-security' | grep -i debian | head -n1 || true)
+  [ -n "$MIRROR" ] || MIRROR=$(mirror | grep -v -- '-security' | head -n1 || true)
 fi
-MIRROR=${MIRROR:-http://deb.debian.org/debian}
+[ -n "${MIRROR:-}" ] || { echo "mkrootfs: no Debian mirror found in this machine's apt sources; set MIRROR=<url>" >&2; exit 1; }
 
 command -v debootstrap >/dev/null || { echo "mkrootfs: debootstrap is needed (apt-get install debootstrap)" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || { echo "mkrootfs: debootstrap needs root" >&2; exit 1; }
 
+mkdir -p "$(dirname "$OUT")"
 tmp=$(mktemp -d "$(dirname "$OUT")/rootfs.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 echo "mkrootfs: debootstrap $SUITE from $MIRROR (a few minutes, once)" >&2
