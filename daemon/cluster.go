@@ -292,19 +292,19 @@ func (c *clustered) prepare(path string) (func(), error) {
 	}, nil
 }
 
-// routes serves the cluster's own endpoints. Their JSON is a view of this node's state with
-// its own field names (snake_case, as the rest of the API), not the Go types of the cluster
-// packages, so those can change without changing what `inferd members` and scripts read.
+// routes serves the cluster's own endpoints, in snake_case JSON as the rest of the API: members
+// through a view of their own (membersView), rollouts as rollout.State, whose JSON names that
+// package keeps stable for `inferd rollout` and scripts.
 func (c *clustered) routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v2/cluster/members", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, c.membersView())
+		api.WriteJSON(w, http.StatusOK, c.membersView())
 	})
 	mux.HandleFunc("GET /v2/cluster/rollouts", func(w http.ResponseWriter, r *http.Request) {
-		v := rolloutsView{Node: c.node.Name(), Rollouts: []rolloutView{}}
-		for _, st := range c.rollouts.Status() {
-			v.Rollouts = append(v.Rollouts, newRolloutView(st))
+		v := rolloutsView{Node: c.node.Name(), Rollouts: c.rollouts.Status()}
+		if v.Rollouts == nil {
+			v.Rollouts = []rollout.State{} // [] rather than null
 		}
-		writeJSON(w, http.StatusOK, v)
+		api.WriteJSON(w, http.StatusOK, v)
 	})
 	mux.HandleFunc("POST /v2/cluster/rollouts/{model}/{action}", func(w http.ResponseWriter, r *http.Request) {
 		model, action := r.PathValue("model"), r.PathValue("action")
@@ -337,11 +337,11 @@ func (c *clustered) routes(mux *http.ServeMux) {
 		}
 		for _, st := range c.rollouts.Status() {
 			if st.Model == model {
-				writeJSON(w, http.StatusOK, newRolloutView(st))
+				api.WriteJSON(w, http.StatusOK, st)
 				return
 			}
 		}
-		writeJSON(w, http.StatusOK, rolloutView{Model: model})
+		api.WriteJSON(w, http.StatusOK, rollout.State{Model: model})
 	})
 	mux.HandleFunc("/v2/cluster/", func(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, http.StatusNotFound, "no cluster endpoint "+r.Method+" "+r.URL.Path)
@@ -414,43 +414,8 @@ func (c *clustered) membersView() membersView {
 
 // rolloutsView is GET /v2/cluster/rollouts: the rollout state this node has converged on.
 type rolloutsView struct {
-	Node     string        `json:"node"`
-	Rollouts []rolloutView `json:"rollouts"`
-}
-
-type rolloutView struct {
-	Model          string        `json:"model"`
-	Stable         string        `json:"stable,omitempty"`
-	Canary         string        `json:"canary,omitempty"`
-	Phase          rollout.Phase `json:"phase,omitempty"`
-	Step           int           `json:"step"`
-	CanaryWeight   float64       `json:"canary_weight"`
-	Reason         string        `json:"reason,omitempty"`
-	Generation     uint64        `json:"generation"`
-	By             string        `json:"by,omitempty"`
-	Updated        time.Time     `json:"updated,omitzero"`
-	StepStarted    time.Time     `json:"step_started,omitzero"`
-	Passed         int           `json:"passed,omitempty"`
-	Failed         int           `json:"failed,omitempty"`
-	Inconclusive   int           `json:"inconclusive,omitempty"`
-	DefinitionHash string        `json:"definition_hash,omitempty"`
-}
-
-func newRolloutView(st rollout.State) rolloutView {
-	return rolloutView{
-		Model: st.Model, Stable: st.Stable, Canary: st.Canary, Phase: st.Phase, Step: st.Step,
-		CanaryWeight: st.CanaryWeight, Reason: st.Reason, Generation: st.Generation, By: st.By,
-		Updated: st.Updated, StepStarted: st.StepStarted,
-		Passed: st.Passed, Failed: st.Failed, Inconclusive: st.Inconclusive, DefinitionHash: st.DefinitionHash,
-	}
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(v)
+	Node     string          `json:"node"`
+	Rollouts []rollout.State `json:"rollouts"`
 }
 
 // counters gives rollout analysis this node's request counters of a model version.

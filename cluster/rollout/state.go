@@ -58,30 +58,35 @@ func (p Phase) known() bool {
 	return false
 }
 
-// State is one model's rollout as the cluster agrees on it.
+// State is one model's rollout as the cluster agrees on it. Its JSON names are what
+// GET /v2/cluster/rollouts serves (records travel in their own wire form, not this one).
 type State struct {
-	Model string
+	Model string `json:"model"`
 	// Stable and Canary are the versions, so any node can route without the definition.
-	Stable, Canary string
+	Stable string `json:"stable,omitempty"`
+	Canary string `json:"canary,omitempty"`
 	// DefinitionHash is the Hash of the definition the rollout runs.
-	DefinitionHash string
+	DefinitionHash string `json:"definition_hash,omitempty"`
 	// Step is the index of the step being waited on (len(steps) once completed; where it was
 	// when promoted or aborted), counting a blue-green rollout's switch as step 0.
-	Step int
+	Step int `json:"step"`
 	// CanaryWeight is the canary's share of traffic in percent (0.01 resolution).
-	CanaryWeight float64
-	Phase        Phase
+	CanaryWeight float64 `json:"canary_weight"`
+	Phase        Phase   `json:"phase,omitempty"`
 	// Reason says why the rollout is paused or aborted, or what the last analysis saw.
-	Reason string
+	Reason string `json:"reason,omitempty"`
 	// Generation is the record's; each change is one more.
-	Generation uint64
+	Generation uint64 `json:"generation"`
 	// Updated is when the record was written; StepStarted when the current step began (a
 	// pause's deadline is StepStarted + its duration).
-	Updated, StepStarted time.Time
+	Updated     time.Time `json:"updated,omitzero"`
+	StepStarted time.Time `json:"step_started,omitzero"`
 	// Passed, Failed and Inconclusive count the current analysis step's windows.
-	Passed, Failed, Inconclusive int
+	Passed       int `json:"passed,omitempty"`
+	Failed       int `json:"failed,omitempty"`
+	Inconclusive int `json:"inconclusive,omitempty"`
 	// By is the node that wrote the record.
-	By string
+	By string `json:"by,omitempty"`
 }
 
 // wire is the JSON of a State in a record's Data. Unknown fields are ignored, so a later
