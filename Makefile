@@ -21,7 +21,7 @@ export CGO_ENABLED := 1
 
 .PHONY: all deps build run test test-short vet e2e bench models clean node-server-test bench-swap bench-cluster fuzz vulncheck soak bench-cluster-doc
 .PHONY: package package-cuda e2e-systemd
-.PHONY: deps-cuda gpu-check
+.PHONY: deps-cuda gpu-check gpu-bundle
 
 all: build
 
@@ -44,6 +44,11 @@ deps-cuda: deps
 ORT_CUDA_LIB ?= $(if $(wildcard $(ORT_CUDA_DIR)/libonnxruntime_providers_cuda.so),$(ORT_CUDA_DIR)/libonnxruntime.so.1,$(ORT_LIB))
 gpu-check: deps
 	INFERD_ONNXRUNTIME_LIBRARY=$(abspath $(ORT_CUDA_LIB)) $(GO) test -count=1 -timeout 20m -tags gpu -v ./e2e/gpu/
+
+## gpu-bundle: make gpu-check as one tarball for a GPU host without Go (docs/gpu.md):
+## build/gpu-bundle/inferd-gpu-check.tar.gz; SPLIT=60M also cuts it into pieces
+gpu-bundle: deps-cuda
+	GO=$(GO) LDFLAGS='$(LDFLAGS)' SPLIT=$(SPLIT) ./scripts/gpu-bundle.sh build/gpu-bundle $(ORT_CUDA_DIR)
 
 ## build: build bin/inferd
 build: deps
