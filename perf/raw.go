@@ -39,8 +39,10 @@ type RawConfig struct {
 	Seed   uint64
 	// MaxSamples caps the latencies kept per configuration (default 10,000,000).
 	MaxSamples int
-	// Provider is the execution provider of the sessions (default engine.ProviderCPU).
+	// Provider is the execution provider of the sessions (default engine.ProviderCPU), and
+	// DeviceID the CUDA device they open on with engine.ProviderCUDA.
 	Provider string
+	DeviceID int
 	// Logger receives progress at Info; nil discards it.
 	Logger *slog.Logger
 }
@@ -103,8 +105,8 @@ func (c RawConfig) withDefaults() (RawConfig, error) {
 	switch {
 	case c.ModelFile == "":
 		return c, fmt.Errorf("%w: no model file", ErrConfig)
-	case c.Cores < 0 || c.Duration < 0 || c.MaxSamples < 0:
-		return c, fmt.Errorf("%w: negative cores, duration or sample cap", ErrConfig)
+	case c.Cores < 0 || c.Duration < 0 || c.MaxSamples < 0 || c.DeviceID < 0:
+		return c, fmt.Errorf("%w: negative cores, duration, sample cap or device", ErrConfig)
 	}
 	for _, list := range [][]int{c.Batches, c.Instances, c.Threads} {
 		for _, v := range list {
@@ -217,7 +219,8 @@ func RunRaw(ctx context.Context, rt engine.Runtime, cfg RawConfig) (*RawReport, 
 func openSessions(ctx context.Context, rt engine.Runtime, cfg RawConfig, p pair) ([]engine.Session, error) {
 	sessions := make([]engine.Session, 0, p.instances)
 	for range p.instances {
-		s, err := rt.Open(ctx, cfg.ModelFile, engine.Options{IntraOpThreads: p.threads, InterOpThreads: 1, Provider: cfg.Provider})
+		s, err := rt.Open(ctx, cfg.ModelFile, engine.Options{IntraOpThreads: p.threads, InterOpThreads: 1,
+			Provider: cfg.Provider, DeviceID: cfg.DeviceID})
 		if err != nil {
 			closeAll(sessions)
 			return nil, fmt.Errorf("perf: opening %s with %d threads: %w", cfg.ModelFile, p.threads, err)

@@ -385,18 +385,28 @@ func (c *Controller) Start(model string) error {
 	return nil
 }
 
+// unfinishedLocked returns the model's state for a promotion, or why it cannot be promoted:
+// there is no rollout, or it has finished.
+func (c *Controller) unfinishedLocked(model string) (State, error) {
+	st, err := c.currentForOpLocked(model)
+	if err != nil {
+		return State{}, fmt.Errorf("promote: %w", err)
+	}
+	if st.Phase.Terminal() {
+		return State{}, fmt.Errorf("promote %q: %w (%s)", model, ErrFinished, st.Phase)
+	}
+	return st, nil
+}
+
 // Promote ends the step the rollout waits on (a pause, or an analysis) and goes on with the
 // next; promoting the last step completes the rollout. It needs this node's definition to be
 // the one running. Any node may call it.
 func (c *Controller) Promote(model string) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	st, err := c.currentForOpLocked(model)
+	st, err := c.unfinishedLocked(model)
 	if err != nil {
-		return fmt.Errorf("promote: %w", err)
-	}
-	if st.Phase.Terminal() {
-		return fmt.Errorf("promote %q: %w (%s)", model, ErrFinished, st.Phase)
+		return err
 	}
 	p := c.plans[model]
 	if p == nil {
@@ -414,12 +424,9 @@ func (c *Controller) Promote(model string) error {
 func (c *Controller) PromoteFull(model string) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	st, err := c.currentForOpLocked(model)
+	st, err := c.unfinishedLocked(model)
 	if err != nil {
-		return fmt.Errorf("promote: %w", err)
-	}
-	if st.Phase.Terminal() {
-		return fmt.Errorf("promote %q: %w (%s)", model, ErrFinished, st.Phase)
+		return err
 	}
 	st.Phase, st.CanaryWeight, st.Reason = PhasePromoted, 100, "promoted by operator"
 	c.writeLocked(st, PriorityOperator, "promoted fully")

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"math"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/inferd/inferd/engine"
 	"github.com/inferd/inferd/internal/daemontest"
 	"github.com/inferd/inferd/internal/spectest"
 	"github.com/inferd/inferd/internal/testmodels"
@@ -164,5 +166,39 @@ func TestVersionCommand(t *testing.T) {
 	}
 	if !strings.HasPrefix(out, "inferd dev") {
 		t.Errorf("version output %q", out)
+	}
+}
+
+// TestPerfRawCommand runs `inferd perf --raw` on the demo model through the real ONNX Runtime,
+// and checks that --raw-provider is honoured: an unknown one is refused, and CUDA where the
+// library has no working CUDA fails with the provider's reason instead of measuring the CPU.
+func TestPerfRawCommand(t *testing.T) {
+	model := filepath.Join(testutil.ModuleRoot(t), "configs", "models", "mlp", "1", "model.onnx")
+	env := []string{"INFERD_ONNXRUNTIME_LIBRARY=" + os.Getenv("INFERD_ONNXRUNTIME_LIBRARY")}
+	raw := []string{"perf", "--raw", "--model-file", model, "--raw-batches", "1,4", "--raw-instances", "1",
+		"--raw-threads", "1", "--duration", "50ms", "--warmup", "0"}
+
+	out, errOut, err := runCLI(t, env, raw...)
+	if err != nil {
+		t.Fatalf("perf --raw: %v\n%s", err, errOut)
+	}
+	for _, want := range []string{engine.ProviderCPU, "Best:"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("perf --raw output lacks %q:\n%s", want, out)
+		}
+	}
+
+	if _, _, err := runCLI(t, env, append(raw, "--raw-provider", "tpu")...); err == nil || !strings.Contains(err.Error(), "--raw-provider") {
+		t.Errorf("--raw-provider tpu: %v, want a refusal naming the flag", err)
+	}
+
+	out, _, err = runCLI(t, env, append(raw, "--raw-provider", "cuda", "--raw-device", "0")...)
+	switch {
+	case err != nil:
+		if !errors.Is(err, engine.ErrProviderUnavailable) {
+			t.Errorf("perf --raw on CUDA failed without the provider's reason: %v", err)
+		}
+	case !strings.Contains(out, engine.ProviderCUDA):
+		t.Errorf("perf --raw --raw-provider cuda measured something else:\n%s", out)
 	}
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/inferd/inferd/engine"
 	"github.com/inferd/inferd/engine/ort"
 	"github.com/inferd/inferd/perf"
 )
@@ -35,6 +36,8 @@ type perfFlags struct {
 	modelFile, library       string
 	rawBatches               string
 	rawInstances, rawThreads string
+	rawProvider              string
+	rawDevice                int
 	verbose                  bool
 }
 
@@ -90,6 +93,8 @@ rows/s: the physical limit a server on this machine can approach.`,
 	fl.StringVar(&f.library, "onnxruntime-library", "", "--raw: path to libonnxruntime.so (default: $INFERD_ONNXRUNTIME_LIBRARY, /usr/lib/inferd, next to the binary, build/onnxruntime)")
 	fl.StringVar(&f.rawBatches, "raw-batches", "1:64:x2", "--raw: batch sizes")
 	fl.StringVar(&f.rawInstances, "raw-instances", "", "--raw: instance counts (default: powers of two up to the cores, and the cores)")
+	fl.StringVar(&f.rawProvider, "raw-provider", "cpu", "--raw: execution provider, cpu or cuda (needs make deps-cuda's library, docs/gpu.md)")
+	fl.IntVar(&f.rawDevice, "raw-device", 0, "--raw --raw-provider cuda: the CUDA device (ordinal) to run on")
 	fl.StringVar(&f.rawThreads, "raw-threads", "", "--raw: intra-op thread counts (default: as --raw-instances)")
 	fl.BoolVarP(&f.verbose, "verbose", "v", false, "log progress to stderr")
 	return cmd
@@ -153,6 +158,14 @@ func (f *perfFlags) run(ctx context.Context, cmd *cobra.Command, env []string, l
 func (f *perfFlags) runRaw(ctx context.Context, out io.Writer, env []string, log *slog.Logger, cfg perf.RawConfig) error {
 	if cfg.ModelFile == "" {
 		return errors.New("--raw needs --model-file")
+	}
+	switch strings.ToLower(f.rawProvider) {
+	case "cpu":
+		cfg.Provider = engine.ProviderCPU
+	case "cuda":
+		cfg.Provider, cfg.DeviceID = engine.ProviderCUDA, f.rawDevice
+	default:
+		return fmt.Errorf("--raw-provider %q: want cpu or cuda", f.rawProvider)
 	}
 	var err error
 	if cfg.Batches, err = perf.ParseSweep(f.rawBatches); err != nil {

@@ -263,7 +263,7 @@ func TestThroughputRawCUDAVsInferd(t *testing.T) {
 	testutil.WriteFile(t, repo, "wide/model.toml", []byte(fmt.Sprintf(
 		"max_batch_size = %d\n[instance]\ndevice = \"gpu\"\ngpus = [%d]\n[dynamic_batching]\nmax_queue_delay = \"2ms\"\n", benchBatch, dev.Index)))
 
-	raw, err := perf.RunRaw(ctx, rt, perf.RawConfig{ModelFile: model, Provider: engine.ProviderCUDA, Batches: []int{benchBatch},
+	raw, err := perf.RunRaw(ctx, rt, perf.RawConfig{ModelFile: model, Provider: engine.ProviderCUDA, DeviceID: dev.CUDAOrdinal, Batches: []int{benchBatch},
 		Instances: []int{1}, Threads: []int{1}, Duration: duration()})
 	if err != nil {
 		t.Fatalf("raw ORT on CUDA: %v", err)
