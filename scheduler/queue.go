@@ -24,8 +24,11 @@ type queue struct {
 	policy  Policy
 	log     *slog.Logger
 	stats   *Stats
+	ctx     context.Context    // of every run; done once a drain has run out of time
 	cancel  context.CancelFunc // cancels runs in flight once a drain has run out of time
 	workers sync.WaitGroup
+
+	instances []*instance
 
 	mu       sync.Mutex
 	levels   [][]*pending  // FIFO per priority level; levels[0] is priority 1
@@ -38,6 +41,12 @@ type queue struct {
 	changed  chan struct{} // closed and replaced whenever the queue changes
 	closing  bool
 	finished chan struct{} // closed when every worker has exited
+}
+
+// instance is one session and the state its worker and direct runs share under queue.mu.
+type instance struct {
+	sess engine.Session
+	busy bool // running a batch, taken by its worker or by a caller (queue.direct)
 }
 
 // pending is a request in the queue.
@@ -80,14 +89,17 @@ func startQueue(t Target, log *slog.Logger) (*queue, error) {
 		policy:   p,
 		log:      log,
 		stats:    newStats(),
+		ctx:      ctx,
 		cancel:   cancel,
 		levels:   make([][]*pending, p.PriorityLevels),
 		changed:  make(chan struct{}),
 		finished: make(chan struct{}),
 	}
 	for _, s := range sessions {
+		inst := &instance{sess: s}
+		q.instances = append(q.instances, inst)
 		q.workers.Add(1)
-		go q.work(ctx, s)
+		go q.work(inst)
 	}
 	go func() { q.workers.Wait(); close(q.finished) }()
 	return q, nil
@@ -133,6 +145,11 @@ func (q *queue) infer(ctx context.Context, req *Request) ([]tensor.Tensor, error
 	}
 	if timeout > 0 {
 		p.deadline = p.arrived.Add(timeout)
+	}
+	if inst := q.direct(p); inst != nil {
+		q.run(inst, []*pending{p}, true)
+		r := <-p.done
+		return r.outputs, r.err
 	}
 	if err := q.push(p); err != nil {
 		o := OutcomeQueueFull
@@ -226,6 +243,43 @@ func (q *queue) push(p *pending) error {
 	return nil
 }
 
+// direct takes an idle instance for p, to run it on the caller's goroutine, when the queue is
+// empty and p alone is a batch the queue would run at once (formLocked's rules). It saves the
+// two goroutine hand-offs of the queue (to a worker and back) where they buy nothing: a request
+// that finds nothing to wait for. It returns nil when p must queue.
+func (q *queue) direct(p *pending) *instance {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closing || q.waiting > 0 || !q.readyAloneLocked(p) {
+		return nil
+	}
+	for _, inst := range q.instances {
+		if !inst.busy {
+			inst.busy = true
+			p.taken = true
+			q.running += p.rows
+			q.runningN++
+			q.peak = q.running
+			return inst
+		}
+	}
+	return nil
+}
+
+// readyAloneLocked reports whether p, alone in an empty queue, would form a batch that runs at
+// once.
+func (q *queue) readyAloneLocked(p *pending) bool {
+	limit := int64(q.policy.MaxBatchSize)
+	switch {
+	case limit == 0, p.rows >= limit, q.policy.MaxQueueDelay <= 0:
+		return true
+	case slices.Contains(q.policy.PreferredBatchSizes, int(p.rows)):
+		return true
+	}
+	peak := max(q.peak, p.rows+q.running)
+	return q.policy.AdaptiveDelay && p.rows >= min(limit, peak-q.running)
+}
+
 // withdraw removes p from the queue if no worker has taken it yet.
 func (q *queue) withdraw(p *pending) bool {
 	q.mu.Lock()
@@ -266,16 +320,18 @@ func (q *queue) expireLocked(now time.Time) {
 	}
 }
 
-// next blocks until a batch is ready and takes it out of the queue. It returns nil when the
-// queue is closing and empty.
-func (q *queue) next() []*pending {
+// next blocks until inst is free and a batch is ready, and takes the batch out of the queue for
+// inst. It returns nil when the queue is closing and empty and inst is free.
+func (q *queue) next(inst *instance) []*pending {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	for {
 		now := time.Now()
 		q.expireLocked(now)
-		if q.waiting == 0 {
-			if q.closing {
+		// inst is busy while a caller runs on it (direct); the caller's release wakes this
+		// worker, which stays until then even when the queue closes: the drain waits for it.
+		if q.waiting == 0 || inst.busy {
+			if q.closing && !inst.busy {
 				return nil
 			}
 			changed := q.changed
@@ -292,6 +348,7 @@ func (q *queue) next() []*pending {
 			}
 			q.runningN += len(batch)
 			q.peak = q.rows + q.running
+			inst.busy = true
 			return batch
 		}
 		changed := q.changed
@@ -372,22 +429,25 @@ collect:
 }
 
 // work is one instance's loop: take a batch, run it, deliver, until the queue closes.
-func (q *queue) work(ctx context.Context, sess engine.Session) {
+func (q *queue) work(inst *instance) {
 	defer q.workers.Done()
 	for {
-		batch := q.next()
+		batch := q.next(inst)
 		if batch == nil {
 			return
 		}
-		q.run(ctx, sess, batch)
+		q.run(inst, batch, false)
 	}
 }
 
-func (q *queue) run(ctx context.Context, sess engine.Session, batch []*pending) {
+// run runs batch on inst, which the caller has marked busy, frees inst and delivers the
+// results. direct is a run on a caller's goroutine (queue.direct): freeing inst then wakes the
+// workers, since inst's own may be waiting for it.
+func (q *queue) run(inst *instance, batch []*pending, direct bool) {
 	start := time.Now()
 	inputs := concat(batch)
 	computed := time.Now()
-	outputs, err := sess.Run(ctx, inputs, batch[0].req.Outputs)
+	outputs, err := inst.sess.Run(q.ctx, inputs, batch[0].req.Outputs)
 	ran := time.Now()
 	var parts [][]tensor.Tensor
 	if err == nil {
@@ -403,6 +463,10 @@ func (q *queue) run(ctx context.Context, sess engine.Session, batch []*pending) 
 	q.mu.Lock()
 	q.running -= rows
 	q.runningN -= len(batch)
+	inst.busy = false
+	if direct {
+		q.changedLocked()
+	}
 	q.mu.Unlock()
 	q.stats.record(batch, start, computed, ran, end, err)
 	if err != nil {

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -390,6 +392,91 @@ func TestAdaptiveDelay(t *testing.T) {
 		got := m.ran()
 		if last := got[len(got)-1]; !slices.Equal(last, []float32{20, 21, 22, 23}) {
 			t.Fatalf("last batch %v, want [20 21 22 23]", last)
+		}
+		// The load has dropped, but the prediction still expects four rows: the next lone
+		// request waits the full delay, once; the one after runs at once.
+		now := time.Since(start)
+		if o := <-send(s, tg, start, rows(30)); o.err != nil || o.when != now+100*time.Millisecond {
+			t.Fatalf("first lone request after the crowd finished at %s (%v), want %s", o.when, o.err, now+100*time.Millisecond)
+		}
+		if o := <-send(s, tg, start, rows(31)); o.err != nil || o.when != now+100*time.Millisecond {
+			t.Fatalf("second lone request finished at %s (%v), want at once (%s)", o.when, o.err, now+100*time.Millisecond)
+		}
+	})
+}
+
+// TestDirectRunHoldsItsInstance: a lone request that finds an idle instance and nothing to
+// wait for runs on the caller's own goroutine. While it runs, its instance is not the worker's:
+// a second request waits for it (the session never runs twice at once), and a drain waits for
+// the caller's run to finish before it returns.
+func TestDirectRunHoldsItsInstance(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rt := enginetest.New()
+		release := make(chan struct{})
+		var mu sync.Mutex
+		var running, most int
+		var stacks []string
+		rt.Register("m", sig, func(in []tensor.Tensor) ([]tensor.Tensor, error) {
+			buf := make([]byte, 16<<10)
+			mu.Lock()
+			running++
+			most = max(most, running)
+			stacks = append(stacks, string(buf[:runtime.Stack(buf, false)]))
+			mu.Unlock()
+			<-release
+			mu.Lock()
+			running--
+			mu.Unlock()
+			v := in[0].Float32s()
+			for i := range v {
+				v[i] = -v[i]
+			}
+			return []tensor.Tensor{tensor.FromFloat32s("y", in[0].Shape, v)}, nil
+		})
+		sess, err := rt.Open(context.Background(), "m", engine.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tg := &target{sessions: []engine.Session{sess},
+			policy: scheduler.Policy{MaxBatchSize: 4, MaxQueueDelay: time.Millisecond, AdaptiveDelay: true}}
+		s := scheduler.New(quiet)
+		start := time.Now()
+
+		first := send(s, tg, start, rows(1))
+		synctest.Wait()
+		second := send(s, tg, start, rows(2))
+		synctest.Wait()
+		closed := make(chan error, 1)
+		go func() { closed <- s.Close(context.Background()) }()
+		synctest.Wait()
+		select {
+		case err := <-closed:
+			t.Fatalf("the drain returned (%v) while a caller's run was in flight", err)
+		default:
+		}
+		mu.Lock()
+		if len(stacks) != 1 {
+			t.Fatalf("%d runs started while the only instance was busy", len(stacks))
+		}
+		mu.Unlock()
+
+		close(release)
+		for i, r := range []<-chan outcome{first, second} {
+			if o := <-r; o.err != nil || !slices.Equal(o.out, []float32{-float32(i + 1)}) {
+				t.Errorf("request %d: %v %v", i+1, o.out, o.err)
+			}
+		}
+		if err := <-closed; err != nil {
+			t.Errorf("Close: %v", err)
+		}
+		if most != 1 || len(stacks) != 2 {
+			t.Fatalf("%d runs, at most %d at once; want 2, one at a time", len(stacks), most)
+		}
+		if !strings.Contains(stacks[0], "scheduler_test.send") {
+			t.Errorf("the lone request did not run on its caller's goroutine:\n%s", stacks[0])
+		}
+		if !strings.Contains(stacks[1], "(*queue).work") {
+			t.Errorf("the queued request did not run on the instance's worker:\n%s", stacks[1])
 		}
 	})
 }
