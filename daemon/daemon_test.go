@@ -126,8 +126,10 @@ func (h *harness) waitState(t *testing.T, want string) {
 
 const body = `{"inputs":[{"name":"x","shape":[3],"datatype":"FP32","data":[1,2,3]}]}`
 
-func post(url string) (int, string, error) {
-	resp, err := http.Post(url+"/v2/models/double/infer", "application/json", strings.NewReader(body))
+func post(url string) (int, string, error) { return postWith(http.DefaultClient, url) }
+
+func postWith(c *http.Client, url string) (int, string, error) {
+	resp, err := c.Post(url+"/v2/models/double/infer", "application/json", strings.NewReader(body))
 	if err != nil {
 		return 0, "", err
 	}
@@ -158,14 +160,20 @@ func TestServesThenDrainsInFlight(t *testing.T) {
 	h.cancel()
 	h.waitState(t, "STOPPING=1")
 	// New requests are refused (503 while the listener closes, then no connection at all); the
-	// held request is still running.
+	// held request is still running. A request sent after STOPPING=1 but before the daemon
+	// begins refusing is admitted and held at the gate: its client gives up and sends again.
+	client := &http.Client{Timeout: 250 * time.Millisecond}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if code, _, err := post(h.url); err != nil || code == http.StatusServiceUnavailable {
-			break
-		}
 		if time.Now().After(deadline) {
 			t.Fatal("still accepting requests while stopping")
+		}
+		code, _, err := postWith(client, h.url)
+		if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
+			continue
+		}
+		if err != nil || code == http.StatusServiceUnavailable {
+			break
 		}
 	}
 	select {
