@@ -69,4 +69,5 @@ command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=index,name,driver_ver
 export INFERD_TEST_BINARY=$here/inferd
 export INFERD_ONNXRUNTIME_LIBRARY=$here/onnxruntime/libonnxruntime.so.1
 "$here/inferd" version
+"$here/inferd" devices || echo "run.sh: inferd devices reports a failed CUDA check (above)"
 exec "$here/gpucheck.test" -test.v -test.count=1 -test.timeout=15m "$@"

@@ -35,7 +35,7 @@ func newRootCommand(stdout, stderr io.Writer, env []string) *cobra.Command {
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(serveCommand(env), validateCommand(env), versionCommand(env), perfCommand(env))
+	root.AddCommand(serveCommand(env), validateCommand(env), versionCommand(env), devicesCommand(env), perfCommand(env))
 	root.AddCommand(membersCommand(env), rolloutCommand(env), keygenCommand())
 	return root
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"math"
 	"net/http"
 	"os"
@@ -17,6 +18,8 @@ import (
 	"time"
 
 	"github.com/inferd/inferd/engine"
+	"github.com/inferd/inferd/engine/ort"
+	"github.com/inferd/inferd/gpu"
 	"github.com/inferd/inferd/internal/daemontest"
 	"github.com/inferd/inferd/internal/spectest"
 	"github.com/inferd/inferd/internal/testmodels"
@@ -200,5 +203,71 @@ func TestPerfRawCommand(t *testing.T) {
 		}
 	case !strings.Contains(out, engine.ProviderCUDA):
 		t.Errorf("perf --raw --raw-provider cuda measured something else:\n%s", out)
+	}
+}
+
+// TestDevicesCommand: `inferd devices` reports this machine's CPU and memory, the GPUs (or
+// why there are none) and the ONNX Runtime library with its providers, as text and as JSON.
+func TestDevicesCommand(t *testing.T) {
+	env := []string{"INFERD_ONNXRUNTIME_LIBRARY=" + os.Getenv("INFERD_ONNXRUNTIME_LIBRARY")}
+	out, errOut, err := runCLI(t, env, "devices", "--no-cuda-check")
+	if err != nil {
+		t.Fatalf("devices: %v\n%s", err, errOut)
+	}
+	for _, want := range []string{"host: ", "threads usable", "gpus: ", "onnxruntime: ", "1.29.0", engine.ProviderCPU, "cuda check: skipped: --no-cuda-check"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("devices output lacks %q:\n%s", want, out)
+		}
+	}
+
+	out, errOut, err = runCLI(t, env, "devices", "--json")
+	if err != nil {
+		t.Fatalf("devices --json: %v\n%s", err, errOut)
+	}
+	var rep devicesReport
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("devices --json: %v\n%s", err, out)
+	}
+	if rep.Host == nil || rep.Host.CPU.Threads < 1 || rep.Host.Memory.UsableTotal == 0 {
+		t.Errorf("host: %+v (%s)", rep.Host, rep.HostError)
+	}
+	if !slices.Contains(rep.ONNXRuntime.Providers, engine.ProviderCPU) || rep.ONNXRuntime.Version == "" {
+		t.Errorf("onnxruntime: %+v", rep.ONNXRuntime)
+	}
+	if !rep.GPUs.Available {
+		if rep.GPUs.Reason == "" || rep.CUDACheckSkipped != "no GPU" || len(rep.CUDAChecks) != 0 {
+			t.Errorf("a CPU-only node must say why, and check no GPU: %+v", rep)
+		}
+	}
+}
+
+// TestCUDACheck runs the CUDA check against one GPU. Where CUDA does not work (no GPU, or no
+// CUDA provider beside the library) it must fail with ONNX Runtime's reason, never pass; where
+// it works, the outputs must match the CPU's.
+func TestCUDACheck(t *testing.T) {
+	rt, err := ort.New(ort.RuntimeOptions{}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close()
+	checks := checkCUDA(t.Context(), rt, []gpu.Device{{Index: 3, CUDAOrdinal: 0}})
+	if len(checks) != 1 || checks[0].GPU != 3 {
+		t.Fatalf("checks: %+v", checks)
+	}
+	c := checks[0]
+	if c.OK {
+		if c.RelativeDiff > checkTolerance {
+			t.Errorf("passed with a relative difference of %v", c.RelativeDiff)
+		}
+		t.Logf("CUDA works here: %+v", c)
+		return
+	}
+	if !strings.Contains(c.Error, "execution provider unavailable") {
+		t.Errorf("a failed CUDA check without the provider's reason: %q", c.Error)
+	}
+	var buf bytes.Buffer
+	writeDevices(&buf, devicesReport{CUDAChecks: checks})
+	if !strings.Contains(buf.String(), "cuda check: GPU 3: FAILED: ") {
+		t.Errorf("report of a failed check:\n%s", buf.String())
 	}
 }

@@ -31,7 +31,7 @@ var allowed = map[string][]string{
 	"api":                             {"engine", "kserve", "models", "scheduler", "tensor"},
 	"daemon":                          {"api", "auth", "cluster", "cluster/policy", "cluster/rollout", "cluster/route", "config", "engine", "gpu", "hostinfo", "kserve", "metrics", "models", "scheduler", "tensor", "tlsconf", "watch"},
 	"metrics":                         {},
-	"cmd/inferd":                      {"api", "config", "daemon", "engine", "engine/ort", "gpu", "internal/buildinfo", "logging", "perf"},
+	"cmd/inferd":                      {"api", "config", "daemon", "engine", "engine/ort", "gpu", "hostinfo", "internal/buildinfo", "internal/testmodels", "logging", "perf", "tensor"},
 	"perf":                            {"engine", "kserve", "tensor"},
 	"internal/buildinfo":              {},
 	"internal/onnxgen":                {},
