@@ -46,7 +46,7 @@ type queue struct {
 // instance is one session and the state its worker and direct runs share under queue.mu.
 type instance struct {
 	sess engine.Session
-	busy bool // running a batch, taken by its worker or by a caller (queue.direct)
+	busy bool // running a batch, taken by its worker or by a caller (queue.push)
 }
 
 // pending is a request in the queue.
@@ -146,18 +146,19 @@ func (q *queue) infer(ctx context.Context, req *Request) ([]tensor.Tensor, error
 	if timeout > 0 {
 		p.deadline = p.arrived.Add(timeout)
 	}
-	if inst := q.direct(p); inst != nil {
-		q.run(inst, []*pending{p}, true)
-		r := <-p.done
-		return r.outputs, r.err
-	}
-	if err := q.push(p); err != nil {
+	inst, err := q.push(p)
+	if err != nil {
 		o := OutcomeQueueFull
 		if errors.Is(err, ErrStopped) {
 			o = uncounted
 		}
 		q.stats.fail(1, o)
 		return nil, err
+	}
+	if inst != nil {
+		q.run(inst, []*pending{p}, true)
+		r := <-p.done
+		return r.outputs, r.err
 	}
 
 	var expired <-chan time.Time
@@ -223,14 +224,18 @@ func batchKey(req *Request) (int64, string) {
 	return rows, string(b)
 }
 
-func (q *queue) push(p *pending) error {
+// push queues p. When p finds the queue empty, an instance idle, and formLocked would run p
+// alone at once, push takes p back out for that instance and returns it: the caller runs p on
+// its own goroutine, saving the queue's two goroutine hand-offs (to a worker and back) where
+// they buy nothing.
+func (q *queue) push(p *pending) (*instance, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.closing {
-		return ErrStopped
+		return nil, ErrStopped
 	}
 	if q.waiting >= q.policy.MaxQueueSize {
-		return fmt.Errorf("%w (%d requests waiting)", ErrQueueFull, q.waiting)
+		return nil, fmt.Errorf("%w (%d requests waiting)", ErrQueueFull, q.waiting)
 	}
 	q.levels[p.priority-1] = append(q.levels[p.priority-1], p)
 	q.waiting++
@@ -239,45 +244,16 @@ func (q *queue) push(p *pending) error {
 	if !p.deadline.IsZero() {
 		q.timed++
 	}
-	q.changedLocked()
-	return nil
-}
-
-// direct takes an idle instance for p, to run it on the caller's goroutine, when the queue is
-// empty and p alone is a batch the queue would run at once (formLocked's rules). It saves the
-// two goroutine hand-offs of the queue (to a worker and back) where they buy nothing: a request
-// that finds nothing to wait for. It returns nil when p must queue.
-func (q *queue) direct(p *pending) *instance {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if q.closing || q.waiting > 0 || !q.readyAloneLocked(p) {
-		return nil
-	}
-	for _, inst := range q.instances {
-		if !inst.busy {
-			inst.busy = true
-			p.taken = true
-			q.running += p.rows
-			q.runningN++
-			q.peak = q.running
-			return inst
+	if q.waiting == 1 {
+		if i := slices.IndexFunc(q.instances, func(inst *instance) bool { return !inst.busy }); i >= 0 {
+			if batch, ready, _ := q.formLocked(p.arrived); ready && len(batch) == 1 {
+				q.takeLocked(batch, q.instances[i])
+				return q.instances[i], nil
+			}
 		}
 	}
-	return nil
-}
-
-// readyAloneLocked reports whether p, alone in an empty queue, would form a batch that runs at
-// once.
-func (q *queue) readyAloneLocked(p *pending) bool {
-	limit := int64(q.policy.MaxBatchSize)
-	switch {
-	case limit == 0, p.rows >= limit, q.policy.MaxQueueDelay <= 0:
-		return true
-	case slices.Contains(q.policy.PreferredBatchSizes, int(p.rows)):
-		return true
-	}
-	peak := max(q.peak, p.rows+q.running)
-	return q.policy.AdaptiveDelay && p.rows >= min(limit, peak-q.running)
+	q.changedLocked()
+	return nil, nil
 }
 
 // withdraw removes p from the queue if no worker has taken it yet.
@@ -328,7 +304,7 @@ func (q *queue) next(inst *instance) []*pending {
 	for {
 		now := time.Now()
 		q.expireLocked(now)
-		// inst is busy while a caller runs on it (direct); the caller's release wakes this
+		// inst is busy while a caller runs on it (push); the caller's release wakes this
 		// worker, which stays until then even when the queue closes: the drain waits for it.
 		if q.waiting == 0 || inst.busy {
 			if q.closing && !inst.busy {
@@ -342,13 +318,7 @@ func (q *queue) next(inst *instance) []*pending {
 		}
 		batch, ready, wake := q.formLocked(now)
 		if ready || q.closing {
-			for _, p := range batch {
-				q.removeLocked(p)
-				q.running += p.rows
-			}
-			q.runningN += len(batch)
-			q.peak = q.rows + q.running
-			inst.busy = true
+			q.takeLocked(batch, inst)
 			return batch
 		}
 		changed := q.changed
@@ -361,6 +331,17 @@ func (q *queue) next(inst *instance) []*pending {
 		timer.Stop()
 		q.mu.Lock()
 	}
+}
+
+// takeLocked moves batch out of the queue and onto inst.
+func (q *queue) takeLocked(batch []*pending, inst *instance) {
+	for _, p := range batch {
+		q.removeLocked(p)
+		q.running += p.rows
+	}
+	q.runningN += len(batch)
+	q.peak = q.rows + q.running
+	inst.busy = true
 }
 
 // formLocked picks the batch the oldest highest-priority request would run in now. It is ready
@@ -441,7 +422,7 @@ func (q *queue) work(inst *instance) {
 }
 
 // run runs batch on inst, which the caller has marked busy, frees inst and delivers the
-// results. direct is a run on a caller's goroutine (queue.direct): freeing inst then wakes the
+// results. direct is a run on a caller's goroutine (queue.push): freeing inst then wakes the
 // workers, since inst's own may be waiting for it.
 func (q *queue) run(inst *instance, batch []*pending, direct bool) {
 	start := time.Now()

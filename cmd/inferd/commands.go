@@ -77,11 +77,7 @@ func serve(ctx context.Context, cfg *config.Config, path string, env []string, l
 	engineState := api.Component{State: "ok", Detail: map[string]string{
 		"runtime": "onnxruntime " + rt.Version(), "library": rt.LibraryPath(), "providers": strings.Join(rt.Providers(), ","),
 	}}
-	// CUDA numbers GPUs fastest first unless told otherwise; NVML (and nvidia-smi, and
-	// model.toml's gpus) number them by PCI bus. Make the two agree before CUDA starts.
-	if lookup(env)("CUDA_DEVICE_ORDER") == "" {
-		_ = os.Setenv("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
-	}
+	cudaInPCIOrder(env)
 	gpus := gpu.New(gpu.Options{InitRetry: cfg.GPU.InitRetry, Getenv: lookup(env)}, log.With("component", "gpu"))
 	defer gpus.Close()
 	d, err := daemon.New(cfg, daemon.Options{
@@ -179,6 +175,15 @@ func versionCommand(env []string) *cobra.Command {
 			fmt.Fprintf(out, "onnxruntime: %s\n", lib)
 			return nil
 		},
+	}
+}
+
+// cudaInPCIOrder makes CUDA number GPUs as NVML does (and nvidia-smi, and model.toml's gpus):
+// by PCI bus rather than fastest first, unless the environment says otherwise. Call it before
+// CUDA starts.
+func cudaInPCIOrder(env []string) {
+	if lookup(env)("CUDA_DEVICE_ORDER") == "" {
+		_ = os.Setenv("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
 	}
 }
 

@@ -111,9 +111,7 @@ func inspectDevices(ctx context.Context, env []string, library string, check boo
 	} else {
 		rep.Host = &info
 	}
-	if lookup(env)("CUDA_DEVICE_ORDER") == "" { // as inferd serve: CUDA numbers GPUs as NVML does
-		_ = os.Setenv("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
-	}
+	cudaInPCIOrder(env)
 	nv := gpu.New(gpu.Options{Getenv: lookup(env)}, log)
 	defer nv.Close()
 	rep.GPUs = nv.Init(ctx)
@@ -150,7 +148,6 @@ func inspectDevices(ctx context.Context, env []string, library string, check boo
 
 // checkCUDA runs the check model on each GPU and on the CPU and compares the outputs.
 func checkCUDA(ctx context.Context, rt *ort.Runtime, devices []gpu.Device) []cudaCheck {
-	dir, err := os.MkdirTemp("", "inferd-devices-")
 	fail := func(err error) []cudaCheck {
 		out := make([]cudaCheck, len(devices))
 		for i, d := range devices {
@@ -158,6 +155,7 @@ func checkCUDA(ctx context.Context, rt *ort.Runtime, devices []gpu.Device) []cud
 		}
 		return out
 	}
+	dir, err := os.MkdirTemp("", "inferd-devices-")
 	if err != nil {
 		return fail(err)
 	}
