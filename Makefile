@@ -46,7 +46,7 @@ gpu-check: deps
 	INFERD_ONNXRUNTIME_LIBRARY=$(abspath $(ORT_CUDA_LIB)) $(GO) test -count=1 -timeout 20m -tags gpu -v ./e2e/gpu/
 
 ## gpu-bundle: make gpu-check as one tarball for a GPU host without Go (docs/gpu.md):
-## build/gpu-bundle/inferd-gpu-check.tar.gz; SPLIT=60M also cuts it into pieces
+## build/gpu-bundle/inferd-gpu-check.tar.xz; SPLIT=60M also cuts it into pieces
 gpu-bundle: deps-cuda
 	GO=$(GO) LDFLAGS='$(LDFLAGS)' SPLIT=$(SPLIT) ./scripts/gpu-bundle.sh build/gpu-bundle $(ORT_CUDA_DIR)
 
