@@ -168,7 +168,7 @@ func (g gpuSamples) GPUSamples(ctx context.Context) ([]metrics.GPUSample, error)
 		out[i] = metrics.GPUSample{Index: dev.Index, UUID: dev.UUID, Name: dev.Name, PCIBusID: dev.PCIBusID,
 			DriverVersion: snap.DriverVersion, CUDAVersion: snap.CUDAVersion, ComputeCapability: dev.ComputeCapability,
 			MIG: dev.MIG, Healthy: dev.Problem == "",
-			MemoryTotal: dev.MemoryTotal, MemoryUsed: dev.MemoryUsed, MemoryFree: dev.MemoryFree,
+			MemoryTotal: dev.MemoryTotal, MemoryUsed: dev.MemoryUsed, MemoryFree: dev.MemoryFree, MemoryReserved: dev.MemoryReserved,
 			Utilization: dev.Utilization, MemoryUtilization: dev.MemoryUtilization,
 			Temperature: dev.Temperature, Power: dev.Power, PowerLimit: dev.PowerLimit}
 	}

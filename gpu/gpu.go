@@ -50,8 +50,13 @@ type Device struct {
 	MIG         bool   `json:"mig"`
 	MemoryTotal uint64 `json:"memory_total_bytes"`
 
-	MemoryUsed uint64 `json:"-"`
-	MemoryFree uint64 `json:"-"`
+	// MemoryUsed is what allocations hold and MemoryFree what is left to allocate. The driver
+	// and firmware also set MemoryReserved aside, which nothing can allocate; nvidia-smi shows
+	// it apart from "used". Where NVML has only its first memory call (drivers before 510),
+	// MemoryReserved is 0 and MemoryUsed includes it (total minus free).
+	MemoryUsed     uint64 `json:"-"`
+	MemoryFree     uint64 `json:"-"`
+	MemoryReserved uint64 `json:"-"`
 	// Utilization is the share of the last sample period in which a kernel ran, 0 to 1.
 	Utilization float64 `json:"-"`
 	// MemoryUtilization is the share of it in which device memory was read or written.
@@ -322,7 +327,7 @@ func (n *NVML) inventory() (Status, []nvml.Device) {
 
 // withoutTelemetry marks every telemetry value unknown.
 func (d Device) withoutTelemetry() Device {
-	d.MemoryUsed, d.MemoryFree = 0, 0
+	d.MemoryUsed, d.MemoryFree, d.MemoryReserved = 0, 0, 0
 	d.Utilization, d.MemoryUtilization = math.NaN(), math.NaN()
 	d.Temperature, d.Power, d.PowerLimit = math.NaN(), math.NaN(), math.NaN()
 	d.ReadErrors = nil

@@ -19,17 +19,29 @@ import (
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/server"
 )
 
-const gib = 1 << 30
+const (
+	mib = 1 << 20
+	gib = 1 << 30
+)
 
 // withTelemetry gives every device of s what go-nvml's mock server leaves out: a PCI bus id
 // string, memory in use, and the telemetry reads, with values that differ per device (index i:
 // utilization 10·i %, (30+i) °C, (100+i) W of a 700 W limit, i GiB used).
 func withTelemetry(s *server.Server) *server.Server {
+	const reserved = 512 * mib
 	for _, d := range s.Devices {
 		dev := d.(*server.Device)
 		i := dev.Index
 		used := uint64(i) * gib
-		dev.MemoryInfo = nvml.Memory{Total: dev.MemoryInfo.Total, Used: used, Free: dev.MemoryInfo.Total - used}
+		// NVML's first memory call counts what the driver reserves as used; the second does not.
+		dev.MemoryInfo = nvml.Memory{Total: dev.MemoryInfo.Total, Used: used + reserved, Free: dev.MemoryInfo.Total - used - reserved}
+		dev.GetMemoryInfo_v2Func = func() (nvml.Memory_v2, nvml.Return) {
+			m, ret := dev.GetMemoryInfo()
+			if ret != nvml.SUCCESS {
+				return nvml.Memory_v2{}, ret
+			}
+			return nvml.Memory_v2{Total: m.Total, Reserved: reserved, Used: m.Used - reserved, Free: m.Free}, nvml.SUCCESS
+		}
 		dev.GetPciInfoFunc = func() (nvml.PciInfo, nvml.Return) {
 			var p nvml.PciInfo
 			for j, c := range "0000000" + dev.PciBusID {
@@ -137,6 +149,7 @@ func TestMIGModeMakesAGPUUnusable(t *testing.T) {
 
 func TestSnapshotTelemetry(t *testing.T) {
 	lib := withTelemetry(dgxh100.New())
+	device(lib, 1).GetMemoryInfo_v2Func = func() (nvml.Memory_v2, nvml.Return) { return nvml.Memory_v2{}, nvml.ERROR_FUNCTION_NOT_FOUND }
 	n := initMock(t, lib, Options{})
 	snap, err := n.Snapshot(t.Context())
 	if err != nil {
@@ -148,8 +161,13 @@ func TestSnapshotTelemetry(t *testing.T) {
 		if got != want {
 			t.Errorf("GPU %d telemetry = %+v, want %+v", i, got, want)
 		}
-		if d.MemoryTotal != 80*gib || d.MemoryUsed != uint64(i)*gib || d.MemoryFree != 80*gib-uint64(i)*gib {
-			t.Errorf("GPU %d memory = %d/%d/%d", i, d.MemoryTotal, d.MemoryUsed, d.MemoryFree)
+		used := uint64(i) * gib
+		if i == 1 { // a driver with only the first memory call: used includes what it reserves
+			used += 512 * mib
+		}
+		reserved := 512*mib - (used - uint64(i)*gib)
+		if d.MemoryTotal != 80*gib || d.MemoryUsed != used || d.MemoryFree != 80*gib-uint64(i)*gib-512*mib || d.MemoryReserved != reserved {
+			t.Errorf("GPU %d memory total/used/free/reserved = %d/%d/%d/%d", i, d.MemoryTotal, d.MemoryUsed, d.MemoryFree, d.MemoryReserved)
 		}
 		if d.Problem != "" || d.ReadErrors != nil {
 			t.Errorf("GPU %d: problem %q, read errors %v", i, d.Problem, d.ReadErrors)

@@ -171,9 +171,8 @@ func (n *NVML) readDevice(h nvml.Device, d *Device) {
 		}
 		return false
 	}
-	mem, ret := h.GetMemoryInfo()
-	if check("memory", ret) {
-		d.MemoryTotal, d.MemoryUsed, d.MemoryFree = mem.Total, mem.Used, mem.Free
+	if mem, ret := readMemory(h); check("memory", ret) {
+		d.MemoryTotal, d.MemoryUsed, d.MemoryFree, d.MemoryReserved = mem.Total, mem.Used, mem.Free, mem.Reserved
 	}
 	if d.Problem != "" {
 		return // a lost GPU may hang every further call
@@ -222,4 +221,16 @@ func (n *NVML) Watch(ctx context.Context, interval, timeout time.Duration, lost 
 		case <-t.C:
 		}
 	}
+}
+
+// readMemory reads a GPU's memory with NVML's second memory call, which reports what the driver
+// reserves apart from what allocations use (its first call counts both as used), and falls back
+// to the first call where the driver lacks the second.
+func readMemory(h nvml.Device) (nvml.Memory_v2, nvml.Return) {
+	mem, ret := h.GetMemoryInfo_v2()
+	if ret != nvml.ERROR_FUNCTION_NOT_FOUND && ret != nvml.ERROR_NOT_SUPPORTED && ret != nvml.ERROR_ARGUMENT_VERSION_MISMATCH {
+		return mem, ret
+	}
+	v1, ret := h.GetMemoryInfo()
+	return nvml.Memory_v2{Total: v1.Total, Used: v1.Used, Free: v1.Free}, ret
 }

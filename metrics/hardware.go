@@ -23,8 +23,10 @@ type GPUSample struct {
 	MIG               bool
 	// Healthy is false once the driver lost the GPU; its other values are then not read.
 	Healthy bool
-	// MemoryTotal, MemoryUsed and MemoryFree are NVML's view of device memory.
-	MemoryTotal, MemoryUsed, MemoryFree uint64
+	// MemoryTotal, MemoryUsed and MemoryFree are NVML's view of device memory. MemoryReserved
+	// is what the driver sets aside, outside used and free; 0 where NVML does not say (the
+	// series is then left out and used includes it).
+	MemoryTotal, MemoryUsed, MemoryFree, MemoryReserved uint64
 	// Utilization and MemoryUtilization are shares of the last sample period, 0 to 1.
 	Utilization, MemoryUtilization float64
 	Temperature                    float64 // Celsius
@@ -50,8 +52,8 @@ type Hardware struct {
 	timeout time.Duration
 	log     *slog.Logger
 
-	info, up, util, memUtil, memTotal, memUsed, memFree, temp, power, powerLimit *prometheus.Desc
-	duration, success                                                            *prometheus.Desc
+	info, up, util, memUtil, memTotal, memUsed, memFree, memReserved, temp, power, powerLimit *prometheus.Desc
+	duration, success                                                                         *prometheus.Desc
 }
 
 var _ prometheus.Collector = (*Hardware)(nil)
@@ -69,15 +71,16 @@ func NewHardware(src GPUSource, timeout time.Duration, log *slog.Logger) *Hardwa
 		src: src, timeout: timeout, log: log,
 		info: gauge("inferd_gpu_info", "A metric with a constant 1 value for each GPU, labelled with what identifies it: NVML index, UUID, name, PCI bus id, driver and CUDA versions, compute capability and MIG mode.",
 			"pci_bus_id", "driver_version", "cuda_version", "compute_capability", "mig"),
-		up:         gauge("inferd_gpu_up", "1 while the GPU answers NVML, 0 once the driver lost it (fallen off the bus, an XID that needs a reset); models on a lost GPU are unavailable."),
-		util:       gauge("inferd_gpu_utilization_ratio", "Share of the last sample period in which a kernel ran on the GPU, 0 to 1."),
-		memUtil:    gauge("inferd_gpu_memory_utilization_ratio", "Share of the last sample period in which GPU memory was read or written, 0 to 1."),
-		memTotal:   gauge("inferd_gpu_memory_total_bytes", "GPU memory in total."),
-		memUsed:    gauge("inferd_gpu_memory_used_bytes", "GPU memory in use, by every process."),
-		memFree:    gauge("inferd_gpu_memory_free_bytes", "GPU memory free, as NVML reports it."),
-		temp:       gauge("inferd_gpu_temperature_celsius", "GPU core temperature."),
-		power:      gauge("inferd_gpu_power_watts", "Power the GPU draws."),
-		powerLimit: gauge("inferd_gpu_power_limit_watts", "Power limit the driver enforces on the GPU."),
+		up:          gauge("inferd_gpu_up", "1 while the GPU answers NVML, 0 once the driver lost it (fallen off the bus, an XID that needs a reset); models on a lost GPU are unavailable."),
+		util:        gauge("inferd_gpu_utilization_ratio", "Share of the last sample period in which a kernel ran on the GPU, 0 to 1."),
+		memUtil:     gauge("inferd_gpu_memory_utilization_ratio", "Share of the last sample period in which GPU memory was read or written, 0 to 1."),
+		memTotal:    gauge("inferd_gpu_memory_total_bytes", "GPU memory in total."),
+		memUsed:     gauge("inferd_gpu_memory_used_bytes", "GPU memory that allocations hold, by every process (nvidia-smi's used)."),
+		memReserved: gauge("inferd_gpu_memory_reserved_bytes", "GPU memory the driver and firmware set aside, which nothing can allocate; total = used + free + reserved."),
+		memFree:     gauge("inferd_gpu_memory_free_bytes", "GPU memory free, as NVML reports it."),
+		temp:        gauge("inferd_gpu_temperature_celsius", "GPU core temperature."),
+		power:       gauge("inferd_gpu_power_watts", "Power the GPU draws."),
+		powerLimit:  gauge("inferd_gpu_power_limit_watts", "Power limit the driver enforces on the GPU."),
 		duration: prometheus.NewDesc("inferd_scrape_collector_duration_seconds",
 			"How long a hardware collector took to read at this scrape.", []string{"collector"}, nil),
 		success: prometheus.NewDesc("inferd_scrape_collector_success",
@@ -87,7 +90,7 @@ func NewHardware(src GPUSource, timeout time.Duration, log *slog.Logger) *Hardwa
 
 // Describe sends every descriptor.
 func (h *Hardware) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{h.info, h.up, h.util, h.memUtil, h.memTotal, h.memUsed, h.memFree,
+	for _, d := range []*prometheus.Desc{h.info, h.up, h.util, h.memUtil, h.memTotal, h.memUsed, h.memFree, h.memReserved,
 		h.temp, h.power, h.powerLimit, h.duration, h.success} {
 		ch <- d
 	}
@@ -133,6 +136,7 @@ func (h *Hardware) collectGPU(ch chan<- prometheus.Metric, s GPUSample) {
 		{h.memTotal, float64(s.MemoryTotal)},
 		{h.memUsed, float64(s.MemoryUsed)},
 		{h.memFree, float64(s.MemoryFree)},
+		{h.memReserved, reservedOrNaN(s.MemoryReserved)},
 		{h.util, s.Utilization},
 		{h.memUtil, s.MemoryUtilization},
 		{h.temp, s.Temperature},
@@ -143,4 +147,12 @@ func (h *Hardware) collectGPU(ch chan<- prometheus.Metric, s GPUSample) {
 			ch <- prometheus.MustNewConstMetric(m.desc, prometheus.GaugeValue, m.value, labels...)
 		}
 	}
+}
+
+// reservedOrNaN leaves the reserved series out where NVML did not report it.
+func reservedOrNaN(b uint64) float64 {
+	if b == 0 {
+		return math.NaN()
+	}
+	return float64(b)
 }

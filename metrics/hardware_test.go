@@ -77,7 +77,7 @@ func (f *fakeGPUs) GPUSamples(ctx context.Context) ([]GPUSample, error) {
 func twoGPUs() []GPUSample {
 	h100 := GPUSample{Index: 0, UUID: "GPU-aaaa", Name: "NVIDIA H100 80GB HBM3", PCIBusID: "00000000:17:00.0",
 		DriverVersion: "550.54.15", CUDAVersion: "12.4", ComputeCapability: "9.0", Healthy: true,
-		MemoryTotal: 85899345920, MemoryUsed: 1073741824, MemoryFree: 84825604096,
+		MemoryTotal: 85899345920, MemoryUsed: 1073741824, MemoryFree: 84288733184, MemoryReserved: 536870912,
 		Utilization: 0.42, MemoryUtilization: 0.1, Temperature: 35, Power: 120.5, PowerLimit: 700}
 	lost := GPUSample{Index: 1, UUID: "GPU-bbbb", Name: "NVIDIA H100 80GB HBM3", PCIBusID: "00000000:2a:00.0",
 		DriverVersion: "550.54.15", CUDAVersion: "12.4", ComputeCapability: "9.0", Healthy: false,
@@ -93,11 +93,14 @@ inferd_gpu_info{compute_capability="9.0",cuda_version="12.4",driver_version="550
 inferd_gpu_info{compute_capability="9.0",cuda_version="12.4",driver_version="550.54.15",gpu="1",mig="false",name="NVIDIA H100 80GB HBM3",pci_bus_id="00000000:2a:00.0",uuid="GPU-bbbb"} 1
 # HELP inferd_gpu_memory_free_bytes GPU memory free, as NVML reports it.
 # TYPE inferd_gpu_memory_free_bytes gauge
-inferd_gpu_memory_free_bytes{gpu="0",name="NVIDIA H100 80GB HBM3",uuid="GPU-aaaa"} 8.4825604096e+10
+inferd_gpu_memory_free_bytes{gpu="0",name="NVIDIA H100 80GB HBM3",uuid="GPU-aaaa"} 8.4288733184e+10
+# HELP inferd_gpu_memory_reserved_bytes GPU memory the driver and firmware set aside, which nothing can allocate; total = used + free + reserved.
+# TYPE inferd_gpu_memory_reserved_bytes gauge
+inferd_gpu_memory_reserved_bytes{gpu="0",name="NVIDIA H100 80GB HBM3",uuid="GPU-aaaa"} 5.36870912e+08
 # HELP inferd_gpu_memory_total_bytes GPU memory in total.
 # TYPE inferd_gpu_memory_total_bytes gauge
 inferd_gpu_memory_total_bytes{gpu="0",name="NVIDIA H100 80GB HBM3",uuid="GPU-aaaa"} 8.589934592e+10
-# HELP inferd_gpu_memory_used_bytes GPU memory in use, by every process.
+# HELP inferd_gpu_memory_used_bytes GPU memory that allocations hold, by every process (nvidia-smi's used).
 # TYPE inferd_gpu_memory_used_bytes gauge
 inferd_gpu_memory_used_bytes{gpu="0",name="NVIDIA H100 80GB HBM3",uuid="GPU-aaaa"} 1.073741824e+09
 # HELP inferd_gpu_memory_utilization_ratio Share of the last sample period in which GPU memory was read or written, 0 to 1.

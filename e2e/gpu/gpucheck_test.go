@@ -37,9 +37,9 @@ const (
 	benchBatch                  = 64
 )
 
-// duration is each throughput measurement's window; INFERD_GPU_CHECK_DURATION changes it.
+// duration is each throughput measurement's window; INFERD_TEST_GPU_DURATION changes it.
 func duration() time.Duration {
-	if d, err := time.ParseDuration(os.Getenv("INFERD_GPU_CHECK_DURATION")); err == nil && d > 0 {
+	if d, err := time.ParseDuration(os.Getenv("INFERD_TEST_GPU_DURATION")); err == nil && d > 0 {
 		return d
 	}
 	return 5 * time.Second
@@ -91,7 +91,8 @@ func firstUsable(t *testing.T, st gpu.Status) gpu.Device {
 // smiRow is one GPU as nvidia-smi reports it.
 type smiRow map[string]string
 
-var smiFields = []string{"index", "uuid", "name", "pci.bus_id", "memory.total", "memory.used", "driver_version",
+// memory.reserved needs driver 510 or later; CUDA 13, which the provider is built for, needs 580.
+var smiFields = []string{"index", "uuid", "name", "pci.bus_id", "memory.total", "memory.used", "memory.reserved", "driver_version",
 	"mig.mode.current", "temperature.gpu", "power.draw", "enforced.power.limit", "utilization.gpu"}
 
 func nvidiaSMI(t *testing.T) []smiRow {
@@ -177,6 +178,7 @@ func TestInventoryMatchesNvidiaSMI(t *testing.T) {
 		near("power limit W", d.PowerLimit, "enforced.power.limit", 1)
 		near("power draw W", d.Power, "power.draw", 50)
 		near("memory used MiB", float64(d.MemoryUsed/mib), "memory.used", 512)
+		near("memory reserved MiB", float64(d.MemoryReserved/mib), "memory.reserved", 16)
 		near("utilization %", d.Utilization*100, "utilization.gpu", 50)
 		if d.Problem != "" {
 			t.Errorf("GPU %d has a problem: %s", i, d.Problem)
