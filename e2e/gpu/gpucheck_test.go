@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -249,28 +250,52 @@ func TestCUDAMatchesCPU(t *testing.T) {
 	}
 }
 
-// TestThroughputRawCUDAVsInferd measures the model at batch 64 in-process on CUDA (the
-// physical limit) and through the inferd binary serving it on the GPU with dynamic batching
-// (64 concurrent binary clients sending one row each), and prints the ratio. It checks that the
-// daemon really runs the model on CUDA and reports the GPU in /health and /metrics; the ratio
-// itself is reported, not asserted (it depends on the machine).
+// TestThroughputRawCUDAVsInferd measures the model in-process on CUDA (raw ORT at batch 1 and
+// 64: the physical limit) and on the CPU for scale, then through the inferd binary serving it
+// on the GPU in four ways, one model of the repository each: unbatched (max_batch_size 0) and
+// batched to 64 with 64 concurrent binary clients sending one row each, batched with 256
+// clients on one and on two instances, and 64 clients sending 16 rows each (which tells the
+// cost of a request over HTTP from that of a row). It checks that the daemon really runs every model on
+// CUDA and reports the GPU in /health and /metrics; the numbers are printed, not asserted
+// (they depend on the machine).
 func TestThroughputRawCUDAVsInferd(t *testing.T) {
 	_, st := gpus(t)
 	rt := cudaRuntime(t)
 	dev := firstUsable(t, st)
 	ctx := t.Context()
 	repo := t.TempDir()
+	served := []struct {
+		model, toml   string
+		clients, rows int
+	}{
+		{"wide_unbatched", "max_batch_size = 0\n", benchBatch, 1},
+		{"wide", fmt.Sprintf("max_batch_size = %d\n", benchBatch), benchBatch, 1},
+		{"wide", "", 4 * benchBatch, 1},
+		{"wide_x2", fmt.Sprintf("max_batch_size = %d\n", benchBatch), 4 * benchBatch, 1},
+		{"wide", "", benchBatch, 16},
+	}
+	for _, s := range served {
+		if s.toml == "" {
+			continue
+		}
+		count := map[bool]int{true: 2, false: 1}[strings.HasSuffix(s.model, "_x2")]
+		testutil.WriteFile(t, repo, s.model+"/1/model.onnx", testmodels.Wide(wideIn, wideHidden, wideOut))
+		testutil.WriteFile(t, repo, s.model+"/model.toml", []byte(fmt.Sprintf(
+			"%s[instance]\ndevice = \"gpu\"\ngpus = [%d]\ncount = %d\n[dynamic_batching]\nmax_queue_delay = \"2ms\"\n", s.toml, dev.Index, count)))
+	}
 	model := filepath.Join(repo, "wide", "1", "model.onnx")
-	testutil.WriteFile(t, repo, "wide/1/model.onnx", testmodels.Wide(wideIn, wideHidden, wideOut))
-	testutil.WriteFile(t, repo, "wide/model.toml", []byte(fmt.Sprintf(
-		"max_batch_size = %d\n[instance]\ndevice = \"gpu\"\ngpus = [%d]\n[dynamic_batching]\nmax_queue_delay = \"2ms\"\n", benchBatch, dev.Index)))
 
-	raw, err := perf.RunRaw(ctx, rt, perf.RawConfig{ModelFile: model, Provider: engine.ProviderCUDA, DeviceID: dev.CUDAOrdinal, Batches: []int{benchBatch},
-		Instances: []int{1}, Threads: []int{1}, Duration: duration()})
+	raw, err := perf.RunRaw(ctx, rt, perf.RawConfig{ModelFile: model, Provider: engine.ProviderCUDA, DeviceID: dev.CUDAOrdinal,
+		Batches: []int{1, benchBatch}, Instances: []int{1}, Threads: []int{1}, Duration: duration()})
 	if err != nil {
 		t.Fatalf("raw ORT on CUDA: %v", err)
 	}
-	rawRows := raw.Best.RowsPerSec
+	cores := runtime.GOMAXPROCS(0)
+	rawCPU, err := perf.RunRaw(ctx, rt, perf.RawConfig{ModelFile: model, Batches: []int{benchBatch},
+		Instances: []int{1}, Threads: []int{cores}, Duration: duration()})
+	if err != nil {
+		t.Fatalf("raw ORT on the CPU: %v", err)
+	}
 
 	cfg := filepath.Join(t.TempDir(), "inferd.toml")
 	testutil.WriteFile(t, filepath.Dir(cfg), "inferd.toml", []byte(fmt.Sprintf("[models]\nrepository = %q\n", repo)))
@@ -292,29 +317,46 @@ func TestThroughputRawCUDAVsInferd(t *testing.T) {
 	if err := json.Unmarshal([]byte(health), &body); err != nil {
 		t.Fatal(err)
 	}
-	if m := body.Components.Models.Detail; len(m) != 1 || m[0].State != "READY" || m[0].Provider != engine.ProviderCUDA || !slices.Equal(m[0].GPUs, []int{dev.Index}) {
-		t.Fatalf("inferd does not serve the model on GPU %d with CUDA: %s", dev.Index, health)
+	if m := body.Components.Models.Detail; len(m) != 3 {
+		t.Fatalf("want 3 models in /health, got %s", health)
+	}
+	for _, m := range body.Components.Models.Detail {
+		if m.State != "READY" || m.Provider != engine.ProviderCUDA || !slices.Equal(m.GPUs, []int{dev.Index}) {
+			t.Fatalf("inferd does not serve %s on GPU %d with CUDA: %s", m.Name, dev.Index, health)
+		}
 	}
 	if metrics := fetch(t, d.URL+"/metrics"); !strings.Contains(metrics, fmt.Sprintf(`inferd_gpu_up{gpu="%d"`, dev.Index)) {
 		t.Errorf("/metrics has no inferd_gpu_up for GPU %d", dev.Index)
 	}
-	served, err := perf.Run(ctx, perf.Config{URL: d.URL, Model: "wide", Concurrency: []int{benchBatch}, Binary: true,
-		Batch: 1, Duration: duration()})
-	if err != nil {
-		t.Fatalf("inferd perf: %v", err)
+
+	fmt.Printf("\ngpu-check throughput on GPU %d (%s), %dx%dx%dx%d FP32 MLP, %s windows, %d CPU cores:\n", dev.Index, dev.Name,
+		wideIn, wideHidden, wideHidden, wideOut, duration(), cores)
+	rawBest := 0.0
+	for _, r := range raw.Results {
+		fmt.Printf("  raw ORT CUDA, batch %3d, in-process:                    %8.0f rows/s  (run p50 %s)\n", r.Batch, r.RowsPerSec, r.Latency.P50)
+		rawBest = max(rawBest, r.RowsPerSec)
 	}
-	step := served.Steps[0]
-	if step.Errors > 0 {
-		t.Errorf("%d requests failed: %s", step.Errors, step.FirstError)
+	fmt.Printf("  raw ORT CPU, batch %3d, %2d threads, in-process:         %8.0f rows/s\n", benchBatch, cores, rawCPU.Best.RowsPerSec)
+	for _, s := range served {
+		rep, err := perf.Run(ctx, perf.Config{URL: d.URL, Model: s.model, Concurrency: []int{s.clients}, Binary: true,
+			Batch: s.rows, Duration: duration()})
+		if err != nil {
+			t.Fatalf("inferd perf %s: %v", s.model, err)
+		}
+		step := rep.Steps[0]
+		if step.Errors > 0 {
+			t.Errorf("%s: %d requests failed: %s", s.model, step.Errors, step.FirstError)
+		}
+		split := "no server statistics"
+		if sv := step.Server; sv != nil {
+			split = fmt.Sprintf("rows/run %.1f, queue %s, compute %s", sv.AvgBatch, sv.AvgQueue.Round(time.Microsecond),
+				sv.AvgCompute.Round(time.Microsecond))
+		}
+		fmt.Printf("  inferd %-14s %3d clients x %2d rows, binary: %8.0f rows/s = %.2f of raw  (p50 %s, p99 %s; %s)\n",
+			s.model+",", s.clients, s.rows, step.RowsPerSec, step.RowsPerSec/rawBest, step.Latency.P50.Round(time.Microsecond),
+			step.Latency.P99.Round(time.Microsecond), split)
 	}
-	fmt.Printf("\ngpu-check throughput on GPU %d (%s), %dx%dx%dx%d FP32 MLP, %s windows:\n", dev.Index, dev.Name,
-		wideIn, wideHidden, wideHidden, wideOut, duration())
-	fmt.Printf("  raw ORT CUDA, batch %d, in-process:            %10.0f rows/s\n", benchBatch, rawRows)
-	fmt.Printf("  inferd, %d clients x 1 row, binary, batched:  %10.0f rows/s  (p50 %s, p99 %s)\n", benchBatch, step.RowsPerSec,
-		step.Latency.P50, step.Latency.P99)
-	if rawRows > 0 {
-		fmt.Printf("  inferd / raw:                                  %10.2f\n\n", step.RowsPerSec/rawRows)
-	}
+	fmt.Println()
 }
 
 func fetch(t *testing.T, url string) string {
