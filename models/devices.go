@@ -156,6 +156,9 @@ func (r *Repository) openOnGPUsLocked(ctx context.Context, v *Version, path stri
 	for k, idx := range plan {
 		o := cpu
 		o.Provider, o.DeviceID, o.GPUMemLimit = engine.ProviderCUDA, byIndex[idx].CUDAOrdinal, int64(min(per, 1<<62))
+		// A CUDA session's operators run on the GPU: its CPU threads would only spin and take
+		// cores from the requests' HTTP and batching work (docs/scheduling.md, Threads).
+		o.IntraOpThreads = cmp.Or(v.Config.Instance.IntraOpThreads, r.defaults.IntraOpThreads, 1)
 		opts[k] = o
 	}
 	log.Info("placing on GPUs", "gpus", plan, "estimate_per_instance", placement.Bytes(per), "memory_fraction", fraction)

@@ -137,8 +137,8 @@ func TestGPUPlacement(t *testing.T) {
 	}
 	for _, o := range f.opened(0) {
 		// NVML's GPU 1 is CUDA's device 0 here, and the arena is capped at the estimate.
-		if o.Provider != engine.ProviderCUDA || o.DeviceID != 0 || o.GPUMemLimit != 4*gib {
-			t.Errorf("opened with %+v, want CUDA device 0 capped at 4 GiB", o)
+		if o.Provider != engine.ProviderCUDA || o.DeviceID != 0 || o.GPUMemLimit != 4*gib || o.IntraOpThreads != 1 {
+			t.Errorf("opened with %+v, want CUDA device 0 capped at 4 GiB, with one intra-op thread", o)
 		}
 	}
 	// Each instance grew the process's usage on GPU 1 by 1 GiB: the measurement replaces the
@@ -251,6 +251,11 @@ func TestGPUFallback(t *testing.T) {
 				for _, o := range f.opened(0) {
 					if o.Provider != tc.wantProv {
 						t.Errorf("a session opened with %s, the version reports %s", o.Provider, tc.wantProv)
+					}
+					// A CUDA session gets one intra-op thread; one that falls back to the
+					// CPU gets the CPU's share (the fixture's 2 cores).
+					if want := map[string]int{engine.ProviderCPU: 2, engine.ProviderCUDA: 1}[o.Provider]; o.IntraOpThreads != want {
+						t.Errorf("a %s session opened with %d intra-op threads, want %d", o.Provider, o.IntraOpThreads, want)
 					}
 				}
 			}

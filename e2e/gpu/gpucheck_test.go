@@ -254,8 +254,9 @@ func TestCUDAMatchesCPU(t *testing.T) {
 // 64: the physical limit) and on the CPU for scale, then through the inferd binary serving it
 // on the GPU in four ways, one model of the repository each: unbatched (max_batch_size 0) and
 // batched to 64 with 64 concurrent binary clients sending one row each, batched with 256
-// clients on one and on two instances, and 64 clients sending 16 rows each (which tells the
-// cost of a request over HTTP from that of a row). It checks that the daemon really runs every model on
+// clients on one instance, on one with every core as intra-op threads and on two instances,
+// and 64 clients sending 16 rows each (which tells the cost of a request over HTTP from that
+// of a row). It checks that the daemon really runs every model on
 // CUDA and reports the GPU in /health and /metrics; the numbers are printed, not asserted
 // (they depend on the machine).
 func TestThroughputRawCUDAVsInferd(t *testing.T) {
@@ -264,24 +265,29 @@ func TestThroughputRawCUDAVsInferd(t *testing.T) {
 	dev := firstUsable(t, st)
 	ctx := t.Context()
 	repo := t.TempDir()
+	cores := runtime.GOMAXPROCS(0)
+	batched := fmt.Sprintf("max_batch_size = %d\n", benchBatch)
 	served := []struct {
-		model, toml   string
+		model, toml   string // toml: the model.toml before its [instance] table; "" for a model already written
+		instance      string // more [instance] keys
 		clients, rows int
 	}{
-		{"wide_unbatched", "max_batch_size = 0\n", benchBatch, 1},
-		{"wide", fmt.Sprintf("max_batch_size = %d\n", benchBatch), benchBatch, 1},
-		{"wide", "", 4 * benchBatch, 1},
-		{"wide_x2", fmt.Sprintf("max_batch_size = %d\n", benchBatch), 4 * benchBatch, 1},
-		{"wide", "", benchBatch, 16},
+		{"wide_unbatched", "max_batch_size = 0\n", "", benchBatch, 1},
+		{"wide", batched, "", benchBatch, 1},
+		{"wide", "", "", 4 * benchBatch, 1},
+		// inferd gives a CUDA session one intra-op thread; this one has the CPU default of
+		// every core, to show what that choice is worth.
+		{"wide_threads", batched, fmt.Sprintf("intra_op_threads = %d\n", cores), 4 * benchBatch, 1},
+		{"wide_x2", batched, "count = 2\n", 4 * benchBatch, 1},
+		{"wide", "", "", benchBatch, 16},
 	}
 	for _, s := range served {
 		if s.toml == "" {
 			continue
 		}
-		count := map[bool]int{true: 2, false: 1}[strings.HasSuffix(s.model, "_x2")]
 		testutil.WriteFile(t, repo, s.model+"/1/model.onnx", testmodels.Wide(wideIn, wideHidden, wideOut))
 		testutil.WriteFile(t, repo, s.model+"/model.toml", []byte(fmt.Sprintf(
-			"%s[instance]\ndevice = \"gpu\"\ngpus = [%d]\ncount = %d\n[dynamic_batching]\nmax_queue_delay = \"2ms\"\n", s.toml, dev.Index, count)))
+			"%s[instance]\ndevice = \"gpu\"\ngpus = [%d]\n%s[dynamic_batching]\nmax_queue_delay = \"2ms\"\n", s.toml, dev.Index, s.instance)))
 	}
 	model := filepath.Join(repo, "wide", "1", "model.onnx")
 
@@ -290,7 +296,6 @@ func TestThroughputRawCUDAVsInferd(t *testing.T) {
 	if err != nil {
 		t.Fatalf("raw ORT on CUDA: %v", err)
 	}
-	cores := runtime.GOMAXPROCS(0)
 	rawCPU, err := perf.RunRaw(ctx, rt, perf.RawConfig{ModelFile: model, Batches: []int{benchBatch},
 		Instances: []int{1}, Threads: []int{cores}, Duration: duration()})
 	if err != nil {
@@ -317,8 +322,8 @@ func TestThroughputRawCUDAVsInferd(t *testing.T) {
 	if err := json.Unmarshal([]byte(health), &body); err != nil {
 		t.Fatal(err)
 	}
-	if m := body.Components.Models.Detail; len(m) != 3 {
-		t.Fatalf("want 3 models in /health, got %s", health)
+	if m := body.Components.Models.Detail; len(m) != 4 {
+		t.Fatalf("want 4 models in /health, got %s", health)
 	}
 	for _, m := range body.Components.Models.Detail {
 		// gpus lists the GPU of each instance.
