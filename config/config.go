@@ -139,7 +139,7 @@ type Log struct {
 // Engine configures ONNX Runtime.
 type Engine struct {
 	OnnxRuntimeLibrary string `toml:"onnxruntime_library" path:"file" doc:"path of libonnxruntime.so; empty = search env INFERD_ONNXRUNTIME_LIBRARY, /usr/lib/inferd/, next to the binary, build/onnxruntime/"`
-	IntraOpThreads     int    `toml:"intra_op_threads" check:"min=0" doc:"threads inside one operator, per ORT session; 0 = usable cores / instances"`
+	IntraOpThreads     int    `toml:"intra_op_threads" check:"min=0" doc:"threads inside one operator, per ORT session; 0 = usable cores / instances on the CPU, 1 on a GPU"`
 	InterOpThreads     int    `toml:"inter_op_threads" check:"min=0" doc:"threads across independent operators, per ORT session; 0 = ORT's default"`
 }
 

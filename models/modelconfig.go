@@ -102,7 +102,8 @@ type InstanceConfig struct {
 	// estimate (weights + arena at max batch) is wrong; 0 computes it. It also caps the
 	// instance's ORT arena.
 	GPUMemoryBytes int64 `toml:"gpu_memory_bytes" json:"gpu_memory_bytes,omitempty"`
-	// IntraOpThreads per session (0 = the daemon's setting, or an even share of the cores).
+	// IntraOpThreads per session (0 = the daemon's setting, or else an even share of the cores
+	// on the CPU and 1 on a GPU).
 	IntraOpThreads int `toml:"intra_op_threads" json:"intra_op_threads"`
 }
 
