@@ -38,12 +38,15 @@ deps-cuda: deps
 	./scripts/fetch-ort-cuda.sh $(ORT_CUDA_DIR) $(ORT_DIR)
 
 ## gpu-check: checks on a real NVIDIA GPU (build tag gpu, docs/gpu.md): NVML inventory and telemetry
-## against nvidia-smi, a model on CUDA against the CPU, raw ORT on CUDA against inferd; skips
+## against nvidia-smi, a model on CUDA against the CPU, raw ORT on CUDA against inferd, the
+## PaddleOCR models served from the GPU against the CPU; skips
 ## without a GPU, and checks inventory and telemetry only without the CUDA provider. The library
 ## is build/onnxruntime-cuda's when make deps-cuda ran, else ORT_CUDA_LIB=/path/libonnxruntime.so.1
 ORT_CUDA_LIB ?= $(if $(wildcard $(ORT_CUDA_DIR)/libonnxruntime_providers_cuda.so),$(ORT_CUDA_DIR)/libonnxruntime.so.1,$(ORT_LIB))
 gpu-check: deps
-	INFERD_ONNXRUNTIME_LIBRARY=$(abspath $(ORT_CUDA_LIB)) $(GO) test -count=1 -timeout 20m -tags gpu -v ./e2e/gpu/
+	./scripts/fetch-ocr-models.sh build/ocr-models
+	INFERD_ONNXRUNTIME_LIBRARY=$(abspath $(ORT_CUDA_LIB)) INFERD_TEST_OCR_MODELS=$(abspath build/ocr-models) \
+		$(GO) test -count=1 -timeout 20m -tags gpu -v ./e2e/gpu/
 
 ## gpu-bundle: make gpu-check as one tarball for a GPU host without Go (docs/gpu.md):
 ## build/gpu-bundle/inferd-gpu-check.tar.xz; SPLIT=60M also cuts it into pieces

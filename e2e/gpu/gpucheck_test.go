@@ -3,9 +3,11 @@
 package gpucheck
 
 import (
+	"bytes"
 	"context"
 	"encoding/csv"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -374,4 +376,172 @@ func fetch(t *testing.T, url string) string {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
+}
+
+// ocrModels is the folder of PaddleOCR models (ocr_det, ocr_rec, ocr_cls, each <name>/1/model.onnx)
+// that INFERD_TEST_OCR_MODELS names; make gpu-check fetches them into build/ocr-models.
+func ocrModels(t *testing.T) string {
+	t.Helper()
+	dir := os.Getenv("INFERD_TEST_OCR_MODELS")
+	if dir == "" {
+		t.Skip("INFERD_TEST_OCR_MODELS is not set: no PaddleOCR models to check (make gpu-check sets it)")
+	}
+	return dir
+}
+
+// TestOCRModelsOnCUDA serves the PaddleOCR models (convolutions, so cuDNN as well as cuBLAS) from
+// the GPU through the inferd binary, and checks each output against the same model run
+// in-process on the CPU, and the in-process CUDA run against it too. It prints each model's
+// median run time on CUDA and on the CPU (not asserted).
+func TestOCRModelsOnCUDA(t *testing.T) {
+	_, st := gpus(t)
+	rt := cudaRuntime(t)
+	dev := firstUsable(t, st)
+	src := ocrModels(t)
+	cases := []struct {
+		model string
+		shape []int64
+		toml  string
+	}{
+		{"ocr_det", []int64{1, 3, 640, 640}, "max_batch_size = 0\n"},
+		{"ocr_rec", []int64{1, 3, 48, 320}, "max_batch_size = 0\n"},
+		{"ocr_cls", []int64{8, 3, 48, 192}, "max_batch_size = 8\n"},
+	}
+	repo := t.TempDir()
+	var found []int
+	for i, c := range cases {
+		model, err := os.ReadFile(filepath.Join(src, c.model, "1", "model.onnx"))
+		if errors.Is(err, os.ErrNotExist) {
+			t.Logf("%s: not in %s, left out", c.model, src)
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		testutil.WriteFile(t, repo, c.model+"/1/model.onnx", model)
+		testutil.WriteFile(t, repo, c.model+"/model.toml", []byte(fmt.Sprintf("%s[instance]\ndevice = \"gpu\"\ngpus = [%d]\n", c.toml, dev.Index)))
+		found = append(found, i)
+	}
+	if len(found) == 0 {
+		t.Fatalf("no PaddleOCR model in %s (INFERD_TEST_OCR_MODELS)", src)
+	}
+
+	cfg := filepath.Join(t.TempDir(), "inferd.toml")
+	testutil.WriteFile(t, filepath.Dir(cfg), "inferd.toml", []byte(fmt.Sprintf("[models]\nrepository = %q\n[server]\nmax_request_bytes = 67108864\n", repo)))
+	d := daemontest.Start(t, daemontest.Build(t, t.TempDir()), cfg, "INFERD_ONNXRUNTIME_LIBRARY="+rt.LibraryPath())
+	d.WaitReady(t)
+
+	rng := rand.New(rand.NewPCG(3, 4))
+	fmt.Printf("\ngpu-check PaddleOCR models on GPU %d (%s), CUDA against the CPU (%d threads):\n", dev.Index, dev.Name, runtime.GOMAXPROCS(0))
+	for _, i := range found {
+		c := cases[i]
+		t.Run(c.model, func(t *testing.T) {
+			path := filepath.Join(repo, c.model, "1", "model.onnx")
+			cuda, err := rt.Open(t.Context(), path, engine.Options{Provider: engine.ProviderCUDA, DeviceID: dev.CUDAOrdinal, GPUMemLimit: 4 << 30, IntraOpThreads: 1})
+			if err != nil {
+				t.Fatalf("open on CUDA: %v", err)
+			}
+			defer cuda.Close()
+			cpu, err := rt.Open(t.Context(), path, engine.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cpu.Close()
+			name := cpu.Signature().Inputs[0].Name
+			n, _ := tensor.Elements(c.shape)
+			x := make([]float32, n)
+			for j := range x {
+				x[j] = rng.Float32()*2 - 1
+			}
+			in := []tensor.Tensor{tensor.FromFloat32s(name, c.shape, x)}
+			want, cpuTime := timedRuns(t, cpu, in, 5)
+			got, cudaTime := timedRuns(t, cuda, in, 20)
+			served := inferJSON(t, d.URL, c.model, name, c.shape, x)
+			if len(got) != len(want) || len(served) != len(want) {
+				t.Fatalf("outputs: %d on CUDA in-process, %d served, %d on the CPU", len(got), len(served), len(want))
+			}
+			for k, w := range want {
+				for _, o := range []struct {
+					what string
+					data []float32
+				}{{"in-process CUDA", got[k].Float32s()}, {"served from the GPU", served[k]}} {
+					rel, maxAbs := relL2(o.data, w.Float32s())
+					t.Logf("%s output %s %v: %s against the CPU: relative L2 error %.2e, largest absolute difference %.2e",
+						c.model, w.Name, w.Shape, o.what, rel, maxAbs)
+					if rel > 1e-2 {
+						t.Errorf("%s output %s: %s differs from the CPU: relative L2 error %.2e > 1e-2", c.model, w.Name, o.what, rel)
+					}
+				}
+			}
+			fmt.Printf("  %-8s %-16s CUDA %9s  CPU %9s  (median run, in-process)\n", c.model, fmt.Sprint(c.shape),
+				cudaTime.Round(time.Microsecond), cpuTime.Round(time.Microsecond))
+		})
+	}
+	fmt.Println()
+}
+
+// timedRuns runs s on in n times after one warm-up and returns the last outputs and the median
+// run time.
+func timedRuns(t *testing.T, s engine.Session, in []tensor.Tensor, n int) ([]tensor.Tensor, time.Duration) {
+	t.Helper()
+	var out []tensor.Tensor
+	times := make([]time.Duration, n)
+	for i := -1; i < n; i++ {
+		start := time.Now()
+		var err error
+		if out, err = s.Run(t.Context(), in, nil); err != nil {
+			t.Fatalf("run on %s: %v", s.Provider(), err)
+		}
+		if i >= 0 {
+			times[i] = time.Since(start)
+		}
+	}
+	slices.Sort(times)
+	return out, times[n/2]
+}
+
+// inferJSON posts one FP32 input to the daemon and returns its FP32 outputs in order.
+func inferJSON(t *testing.T, url, model, input string, shape []int64, data []float32) [][]float32 {
+	t.Helper()
+	body, err := json.Marshal(map[string]any{"inputs": []map[string]any{{"name": input, "shape": shape, "datatype": "FP32", "data": data}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Post(url+"/v2/models/"+model+"/infer", "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("infer %s: %d %s", model, resp.StatusCode, raw)
+	}
+	var r struct {
+		Outputs []struct {
+			Data []float32 `json:"data"`
+		} `json:"outputs"`
+	}
+	if err := json.Unmarshal(raw, &r); err != nil {
+		t.Fatalf("infer %s: %v", model, err)
+	}
+	out := make([][]float32, len(r.Outputs))
+	for i, o := range r.Outputs {
+		out[i] = o.Data
+	}
+	return out
+}
+
+// relL2 is ‖got − want‖ / ‖want‖ and the largest absolute difference.
+func relL2(got, want []float32) (rel, maxAbs float64) {
+	if len(got) != len(want) {
+		return math.Inf(1), math.Inf(1)
+	}
+	var diff, norm float64
+	for i := range want {
+		d := float64(got[i] - want[i])
+		diff += d * d
+		norm += float64(want[i]) * float64(want[i])
+		maxAbs = max(maxAbs, math.Abs(d))
+	}
+	return math.Sqrt(diff / max(norm, 1e-30)), maxAbs
 }
