@@ -152,10 +152,11 @@ func (r *Repository) openOnGPUsLocked(ctx context.Context, v *Version, path stri
 			baseline[idx] = used
 		}
 	}
+	limits := arenaLimits(plan, pg, per, fraction, ic.GPUMemoryBytes > 0)
 	opts := make([]engine.Options, len(plan))
 	for k, idx := range plan {
 		o := cpu
-		o.Provider, o.DeviceID, o.GPUMemLimit = engine.ProviderCUDA, byIndex[idx].CUDAOrdinal, int64(min(per, 1<<62))
+		o.Provider, o.DeviceID, o.GPUMemLimit = engine.ProviderCUDA, byIndex[idx].CUDAOrdinal, int64(min(limits[idx], 1<<62))
 		// A CUDA session's operators run on the GPU: its CPU threads would only spin and take
 		// cores from the requests' HTTP and batching work (docs/scheduling.md, Threads).
 		o.IntraOpThreads = cmp.Or(v.Config.Instance.IntraOpThreads, r.defaults.IntraOpThreads, 1)
@@ -170,6 +171,32 @@ func (r *Repository) openOnGPUsLocked(ctx context.Context, v *Version, path stri
 	}
 	v.GPUs, v.GPUMemory, v.baseline = plan, slices.Repeat([]uint64{per}, len(plan)), baseline
 	return nil
+}
+
+// arenaLimits is the cap of each placed GPU's CUDA arenas, per instance (ORT's gpu_mem_limit).
+// A gpu_memory_bytes the model sets is a budget, and caps each instance at it. The estimate
+// is only a guess (activations of a convolution stack on a large image outgrow it many times
+// over), so without it each instance may grow into an even share of what its GPU offered the
+// version at placement, and never less than the estimate. Arenas that grow at run time show in
+// NVML's free memory, which bounds what later placements are offered.
+func arenaLimits(plan []int, gpus []placement.GPU, per uint64, fraction float64, budget bool) map[int]uint64 {
+	limits := map[int]uint64{}
+	if budget {
+		for _, idx := range plan {
+			limits[idx] = per
+		}
+		return limits
+	}
+	count := map[int]uint64{}
+	for _, idx := range plan {
+		count[idx]++
+	}
+	for _, g := range gpus {
+		if n := count[g.Index]; n > 0 {
+			limits[g.Index] = max(placement.Offer(g, fraction)/n, per)
+		}
+	}
+	return limits
 }
 
 // openAll opens one session per options; on error it closes those it opened.

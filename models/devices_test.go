@@ -148,6 +148,33 @@ func TestGPUPlacement(t *testing.T) {
 	}
 }
 
+// TestGPUArenaLimit: gpu_memory_bytes is a budget that caps each CUDA arena; without it the
+// estimate is only a guess, and each instance may grow into its share of what the GPU offered.
+func TestGPUArenaLimit(t *testing.T) {
+	f := newGPUFixture(t)
+	f.model(t, "guessed", "max_batch_size = 8\n[instance]\ndevice = \"gpu\"\ncount = 2\n")
+	f.sync(t)
+	if v := f.version(t, "guessed"); !slices.Equal(v.GPUs, []int{1, 1}) {
+		t.Fatalf("placed on %v, want both instances on GPU 1", v.GPUs)
+	}
+	// GPU 1 offers its 70 GiB of NVML free memory (the fixture's memory fraction is 1); the
+	// two instances share it.
+	want := int64(70*gib) / 2
+	for _, o := range f.opened(0) {
+		if o.GPUMemLimit != want {
+			t.Errorf("arena limit %d, want %d (half of GPU 1's offer)", o.GPUMemLimit, want)
+		}
+	}
+	mark := len(f.opened(0))
+	f.model(t, "budgeted", "max_batch_size = 8\n[instance]\ndevice = \"gpu\"\ngpu_memory_bytes = 3221225472\n")
+	f.sync(t)
+	for _, o := range f.opened(mark) {
+		if o.GPUMemLimit != 3*gib {
+			t.Errorf("arena limit %d, want the model's budget of 3 GiB", o.GPUMemLimit)
+		}
+	}
+}
+
 func TestGPUAllowedListAndSpread(t *testing.T) {
 	f := newGPUFixture(t,
 		models.GPU{Index: 0, CUDAOrdinal: 0, Total: 16 * gib, Free: 16 * gib},
