@@ -391,7 +391,8 @@ func ocrModels(t *testing.T) string {
 
 // TestOCRModelsOnCUDA serves the PaddleOCR models (convolutions, so cuDNN as well as cuBLAS) from
 // the GPU through the inferd binary, and checks each output against the same model run
-// in-process on the CPU, and the in-process CUDA run against it too. It prints each model's
+// in-process on the CPU, and the in-process CUDA run against it too: relative L2 error at most
+// 1e-2, or, for outputs that are all near 0, a largest absolute difference of at most 1e-4. It prints each model's
 // median run time on CUDA and on the CPU (not asserted).
 func TestOCRModelsOnCUDA(t *testing.T) {
 	_, st := gpus(t)
@@ -468,8 +469,12 @@ func TestOCRModelsOnCUDA(t *testing.T) {
 					rel, maxAbs := relL2(o.data, w.Float32s())
 					t.Logf("%s output %s %v: %s against the CPU: relative L2 error %.2e, largest absolute difference %.2e",
 						c.model, w.Name, w.Shape, o.what, rel, maxAbs)
-					if rel > 1e-2 {
-						t.Errorf("%s output %s: %s differs from the CPU: relative L2 error %.2e > 1e-2", c.model, w.Name, o.what, rel)
+					// Relative error measures noise where the values are all near 0, as the
+					// detector's are on a random image with no text in it (on the H200 their
+					// root mean square was below 3e-4): there the absolute difference is the bound.
+					if rel > 1e-2 && maxAbs > 1e-4 {
+						t.Errorf("%s output %s: %s differs from the CPU: relative L2 error %.2e > 1e-2 and largest absolute difference %.2e > 1e-4",
+							c.model, w.Name, o.what, rel, maxAbs)
 					}
 				}
 			}
