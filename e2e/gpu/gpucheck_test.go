@@ -235,17 +235,12 @@ func TestCUDAMatchesCPU(t *testing.T) {
 	}
 	g, c := outGPU[0].Float32s(), outCPU[0].Float32s()
 	ref := testmodels.WideForward(wideIn, wideHidden, wideOut, x)
-	var diff, norm, maxAbs float64
 	for i := range c {
-		d := float64(g[i] - c[i])
-		diff += d * d
-		norm += float64(c[i]) * float64(c[i])
-		maxAbs = max(maxAbs, math.Abs(d))
 		if math.Abs(float64(c[i]-ref[i])) > 1e-3*(1+math.Abs(float64(ref[i]))) {
 			t.Fatalf("the CPU itself disagrees with the reference at %d: %v vs %v", i, c[i], ref[i])
 		}
 	}
-	rel := math.Sqrt(diff / max(norm, 1e-30))
+	rel, maxAbs := relL2(g, c)
 	t.Logf("CUDA vs CPU on GPU %d (%s): relative L2 error %.2e, largest absolute difference %.2e over %d values", dev.Index, dev.Name, rel, maxAbs, len(c))
 	if rel > 1e-2 {
 		t.Errorf("CUDA output differs from CPU output: relative L2 error %.2e > 1e-2", rel)
