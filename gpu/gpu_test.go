@@ -26,7 +26,7 @@ const (
 
 // withTelemetry gives every device of s what go-nvml's mock server leaves out: a PCI bus id
 // string, memory in use, and the telemetry reads, with values that differ per device (index i:
-// utilization 10·i %, (30+i) °C, (100+i) W of a 700 W limit, i GiB used).
+// utilization 10·i %, (30+i) °C, (100+i) W of a 700 W limit, i GiB used and 512 MiB reserved).
 func withTelemetry(s *server.Server) *server.Server {
 	const reserved = 512 * mib
 	for _, d := range s.Devices {
@@ -161,11 +161,10 @@ func TestSnapshotTelemetry(t *testing.T) {
 		if got != want {
 			t.Errorf("GPU %d telemetry = %+v, want %+v", i, got, want)
 		}
-		used := uint64(i) * gib
+		used, reserved := uint64(i)*gib, uint64(512*mib)
 		if i == 1 { // a driver with only the first memory call: used includes what it reserves
-			used += 512 * mib
+			used, reserved = used+reserved, 0
 		}
-		reserved := 512*mib - (used - uint64(i)*gib)
 		if d.MemoryTotal != 80*gib || d.MemoryUsed != used || d.MemoryFree != 80*gib-uint64(i)*gib-512*mib || d.MemoryReserved != reserved {
 			t.Errorf("GPU %d memory total/used/free/reserved = %d/%d/%d/%d", i, d.MemoryTotal, d.MemoryUsed, d.MemoryFree, d.MemoryReserved)
 		}

@@ -157,8 +157,8 @@ func (r *Repository) openOnGPUsLocked(ctx context.Context, v *Version, path stri
 	for k, idx := range plan {
 		o := cpu
 		o.Provider, o.DeviceID, o.GPUMemLimit = engine.ProviderCUDA, byIndex[idx].CUDAOrdinal, int64(min(limits[idx], 1<<62))
-		// A CUDA session's operators run on the GPU: its CPU threads would only spin and take
-		// cores from the requests' HTTP and batching work (docs/scheduling.md, Threads).
+		// A CUDA session's operators run on the GPU and need no CPU thread pool of their own
+		// (docs/scheduling.md, Threads).
 		o.IntraOpThreads = cmp.Or(v.Config.Instance.IntraOpThreads, r.defaults.IntraOpThreads, 1)
 		opts[k] = o
 	}
