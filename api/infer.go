@@ -93,7 +93,7 @@ func (s *Server) run(r *http.Request, sreq *scheduler.Request) (v *models.Versio
 		if err := v.CheckRequest(sreq.Inputs, sreq.Outputs); err != nil {
 			return v, nil, false, err
 		}
-		outputs, err := s.infer.Infer(r.Context(), TargetOf(v), sreq)
+		outputs, err := s.infer.Infer(r.Context(), v, sreq)
 		stopped := err != nil && errors.Is(err, scheduler.ErrStopped)
 		if stopped && v.Retired() && attempt < maxResolves {
 			continue
@@ -126,32 +126,6 @@ func writeResponse(w http.ResponseWriter, resp *kserve.InferResponse) {
 		if _, err := w.Write(p); err != nil {
 			return
 		}
-	}
-}
-
-// target adapts a model version to the scheduler. Targets of the same version compare equal,
-// so the scheduler finds the version's queue whichever request made the target.
-type target struct{ *models.Version }
-
-// TargetOf is the scheduler's view of a model version (the daemon drains retired versions
-// through it).
-func TargetOf(v *models.Version) scheduler.Target { return target{v} }
-
-// Series names the model version, so that the scheduler sums the statistics of its generations.
-func (t target) Series() (model, version string) { return t.Model, t.Label() }
-
-// Policy maps the version's settings onto the scheduler's policy.
-func (t target) Policy() scheduler.Policy {
-	b := t.Config.DynamicBatching
-	return scheduler.Policy{
-		MaxBatchSize:        t.Config.MaxBatchSize,
-		PreferredBatchSizes: b.PreferredBatchSizes,
-		MaxQueueDelay:       time.Duration(b.MaxQueueDelay),
-		AdaptiveDelay:       b.AdaptiveDelay != nil && *b.AdaptiveDelay,
-		MaxQueueSize:        b.MaxQueueSize,
-		PriorityLevels:      b.PriorityLevels,
-		DefaultPriority:     b.DefaultPriority,
-		DefaultTimeout:      time.Duration(b.DefaultTimeout),
 	}
 }
 

@@ -39,7 +39,7 @@ func (s *Server) stats(w http.ResponseWriter, r *http.Request) {
 	}
 	resp := kserve.StatisticsResponse{ModelStats: make([]kserve.ModelStats, 0, len(versions))}
 	for _, v := range versions {
-		resp.ModelStats = append(resp.ModelStats, modelStats(v, s.infer.Stats(TargetOf(v))))
+		resp.ModelStats = append(resp.ModelStats, modelStats(v, s.infer.Stats(v)))
 	}
 	writeJSON(w, http.StatusOK, resp)
 }

@@ -174,7 +174,7 @@ func defaults(cfg *config.Config) models.Defaults {
 type drainer struct{ s *scheduler.Scheduler }
 
 func (d drainer) Drain(ctx context.Context, v *models.Version) error {
-	return d.s.Forget(ctx, api.TargetOf(v))
+	return d.s.Forget(ctx, v)
 }
 
 // components is /health's view of the daemon: the caller's components plus configuration

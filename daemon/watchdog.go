@@ -8,7 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/inferd/inferd/api"
 	"github.com/inferd/inferd/models"
 	"github.com/inferd/inferd/scheduler"
 )
@@ -188,7 +187,7 @@ func (p *progressProbe) check(now time.Time) error {
 			continue // retired between Index and Resolve
 		}
 		key := e.Name + "/" + e.Version
-		snap := p.sched.Stats(api.TargetOf(v))
+		snap := p.sched.Stats(v)
 		if snap.Pending == 0 {
 			continue
 		}

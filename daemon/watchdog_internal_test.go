@@ -11,7 +11,6 @@ import (
 	"testing/synctest"
 	"time"
 
-	"github.com/inferd/inferd/api"
 	"github.com/inferd/inferd/models"
 	"github.com/inferd/inferd/scheduler"
 )
@@ -192,7 +191,7 @@ func TestProgressProbe(t *testing.T) {
 	repo := fakeRepo{versions: map[string]*models.Version{"a/1": a, "b/2": b}}
 	stats := fakeStats{}
 	set := func(v *models.Version, pending int, executions uint64) {
-		stats[api.TargetOf(v)] = scheduler.Snapshot{Pending: pending, ExecutionCount: executions}
+		stats[v] = scheduler.Snapshot{Pending: pending, ExecutionCount: executions}
 	}
 	p := newProgressProbe(repo, stats, 30*time.Second)
 	t0 := time.Unix(1000, 0)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/pelletier/go-toml/v2"
 
+	"github.com/inferd/inferd/scheduler"
 	"github.com/inferd/inferd/tensor"
 )
 
@@ -189,6 +190,22 @@ func (b BatchingConfig) withDefaults(d Defaults) BatchingConfig {
 		b.DefaultPriority = (b.PriorityLevels + 1) / 2
 	}
 	return b
+}
+
+// schedulerPolicy maps the settings onto how the scheduler queues and batches the model's
+// requests; it lives beside the settings it reads, so that a new batching key changes one file.
+func (c Config) schedulerPolicy() scheduler.Policy {
+	b := c.DynamicBatching
+	return scheduler.Policy{
+		MaxBatchSize:        c.MaxBatchSize,
+		PreferredBatchSizes: b.PreferredBatchSizes,
+		MaxQueueDelay:       time.Duration(b.MaxQueueDelay),
+		AdaptiveDelay:       b.AdaptiveDelay != nil && *b.AdaptiveDelay,
+		MaxQueueSize:        b.MaxQueueSize,
+		PriorityLevels:      b.PriorityLevels,
+		DefaultPriority:     b.DefaultPriority,
+		DefaultTimeout:      time.Duration(b.DefaultTimeout),
+	}
 }
 
 func (c Config) withPolicyDefault() Config {

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 
 	"github.com/inferd/inferd/engine"
+	"github.com/inferd/inferd/scheduler"
 )
 
 // State is a model version's lifecycle state, as the repository index reports it.
@@ -66,11 +67,26 @@ type Version struct {
 	reason string // guarded by Repository.mu
 }
 
-// Instances returns the version's sessions (the scheduler's view of a version).
+// A Version is what the scheduler queues requests for: the scheduler keys its queues by the
+// pointer, so every request that resolved the same generation shares its queue, and a reload
+// (a new Version) starts a new queue in the same series.
+var (
+	_ scheduler.Target = (*Version)(nil)
+	_ scheduler.Series = (*Version)(nil)
+)
+
+// Instances returns the version's sessions (scheduler.Target).
 func (v *Version) Instances() []engine.Session { return v.Sessions }
 
+// Policy is how the scheduler queues and batches the version's requests (scheduler.Target).
+func (v *Version) Policy() scheduler.Policy { return v.Config.schedulerPolicy() }
+
+// Series names the model version whose generation v is, so that the scheduler's totals add up
+// across reloads (scheduler.Series).
+func (v *Version) Series() (model, version string) { return v.Model, v.Label() }
+
 // Retired reports whether a newer generation replaced this one or it was unloaded. A request
-// that resolved it before and could not run on it should resolve again.
+// that resolved it before and could not run on it should resolve again (scheduler.Target).
 func (v *Version) Retired() bool { return v.retired.Load() }
 
 // Label is the version number as the protocol spells it.

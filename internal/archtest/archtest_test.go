@@ -26,7 +26,7 @@ var allowed = map[string][]string{
 	"engine/ort":                      {"engine", "tensor"},
 	"engine/enginetest":               {"engine", "tensor"},
 	"kserve":                          {"tensor"},
-	"models":                          {"engine", "placement", "tensor"},
+	"models":                          {"engine", "placement", "scheduler", "tensor"},
 	"scheduler":                       {"engine", "tensor"},
 	"api":                             {"engine", "kserve", "models", "scheduler", "tensor"},
 	"daemon":                          {"api", "auth", "cluster", "cluster/policy", "cluster/rollout", "cluster/route", "config", "engine", "gpu", "hostinfo", "kserve", "metrics", "models", "scheduler", "tensor", "tlsconf", "watch"},
