@@ -4,13 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"math/bits"
 	"net"
 	"net/http"
 	"strconv"
 	"sync"
-	"time"
 
 	"github.com/inferd/inferd/kserve"
 	"github.com/inferd/inferd/models"
@@ -129,10 +127,8 @@ func writeResponse(w http.ResponseWriter, resp *kserve.InferResponse) {
 	}
 }
 
-var errInvalidParameter = errors.New("invalid request parameter")
-
-// schedulingRequest takes the tensors and the reserved parameters (priority, timeout in
-// microseconds, as Triton) out of a decoded request.
+// schedulingRequest takes the tensors and the scheduling parameters (priority, timeout) out of
+// a decoded request.
 func schedulingRequest(req *kserve.InferRequest) (*scheduler.Request, error) {
 	sreq := &scheduler.Request{
 		Inputs:  make([]tensor.Tensor, len(req.Inputs)),
@@ -144,29 +140,10 @@ func schedulingRequest(req *kserve.InferRequest) (*scheduler.Request, error) {
 	for i, o := range req.Outputs {
 		sreq.Outputs[i] = o.Name
 	}
-	if v, ok := req.Parameters["priority"]; ok {
-		n, err := nonNegativeInt("priority", v)
-		if err != nil {
-			return nil, err
-		}
-		sreq.Priority = int(min(n, 1<<30))
-	}
-	if v, ok := req.Parameters["timeout"]; ok {
-		n, err := nonNegativeInt("timeout", v)
-		if err != nil {
-			return nil, err
-		}
-		sreq.Timeout = time.Duration(min(n, int64(time.Duration(1<<62)/time.Microsecond))) * time.Microsecond
+	if err := sreq.SetParameters(req.Parameters); err != nil {
+		return nil, err
 	}
 	return sreq, nil
-}
-
-func nonNegativeInt(name string, v any) (int64, error) {
-	f, ok := v.(float64)
-	if !ok || f < 0 || f != math.Trunc(f) || f > 1<<53 {
-		return 0, fmt.Errorf("%w: %q must be a non-negative integer, got %v", errInvalidParameter, name, v)
-	}
-	return int64(f), nil
 }
 
 // readBody reads a request body bounded by MaxRequestBytes; a larger body is a 413. The buffer

@@ -211,7 +211,7 @@ func writeError(w http.ResponseWriter, status int, msg string) {
 func statusOf(err error) int {
 	switch {
 	case errors.Is(err, kserve.ErrInvalidRequest), errors.Is(err, models.ErrInvalidInput),
-		errors.Is(err, scheduler.ErrInvalidRequest), errors.Is(err, errInvalidParameter):
+		errors.Is(err, scheduler.ErrInvalidRequest):
 		return http.StatusBadRequest
 	case errors.Is(err, models.ErrModelNotFound), errors.Is(err, models.ErrVersionNotFound):
 		return http.StatusNotFound

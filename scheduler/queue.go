@@ -122,17 +122,10 @@ func (q *queue) snapshot() Snapshot {
 }
 
 func (q *queue) infer(ctx context.Context, req *Request) ([]tensor.Tensor, error) {
-	prio := req.Priority
-	if prio == 0 {
-		prio = q.policy.DefaultPriority
-	}
-	if prio < 1 || prio > q.policy.PriorityLevels {
+	prio, err := q.policy.level(req)
+	if err != nil {
 		q.stats.refuse(OutcomeInvalid)
-		return nil, fmt.Errorf("%w: priority %d; this model has levels 1 (highest) to %d", ErrInvalidRequest, req.Priority, q.policy.PriorityLevels)
-	}
-	if req.Timeout < 0 {
-		q.stats.refuse(OutcomeInvalid)
-		return nil, fmt.Errorf("%w: negative timeout %s", ErrInvalidRequest, req.Timeout)
+		return nil, err
 	}
 	if err := ctx.Err(); err != nil {
 		q.stats.refuse(OutcomeCanceled)

@@ -2,8 +2,10 @@
 // requests and on which instance (session) of a model version a request runs. Per model version
 // it owns a bounded queue with priority levels, one worker per instance, and the dynamic
 // batcher that concatenates compatible requests along dimension 0, runs them once and hands each
-// request exactly its rows. It also keeps the statistics of the statistics extension. It does
-// not decode wire formats, read the model repository or import ONNX Runtime.
+// request exactly its rows. It also keeps the statistics of the statistics extension, and
+// reads and checks a request's scheduling parameters (priority, timeout: params.go) so that
+// every front end validates them alike, with one sentinel. It does not decode wire formats,
+// read the model repository or import ONNX Runtime.
 //
 // Lock order: Scheduler.mu, then queue.mu, then Stats.mu; none is held while a session runs.
 //
@@ -89,7 +91,8 @@ var (
 	ErrQueueFull = errors.New("exceeds maximum queue size")
 	// ErrTimeout: the request's timeout passed while it waited (503).
 	ErrTimeout = errors.New("request timed out in the queue")
-	// ErrInvalidRequest: the request's scheduling parameters are invalid (400).
+	// ErrInvalidRequest: the request's scheduling parameters are invalid (400): malformed
+	// (SetParameters) or out of the model version's range (Infer).
 	ErrInvalidRequest = errors.New("invalid scheduling parameters")
 	// ErrBatch: the model's outputs could not be split back into requests (500).
 	ErrBatch = errors.New("batch output does not match the batch")
