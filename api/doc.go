@@ -11,6 +11,8 @@
 //
 // Every response carries X-Request-Id (the client's own when well-formed); at debug level each
 // request is logged with it once answered, and below debug nothing per request is measured.
-// Inference requests that end here, before the scheduler, are reported through
-// Options.Refused; the scheduler counts the rest, so that each request is counted once.
+// Inference requests that end here, before the scheduler admits them (a refusal with
+// scheduler.ErrStopped included), are reported through Options.Refused with their
+// scheduler.Outcome; the scheduler counts the rest, so that each request is counted once.
+// Requests go to the scheduler as the *models.Version they resolved to (a scheduler.Target).
 package api

@@ -18,19 +18,19 @@ import (
 
 func (s *Server) inferHandler(w http.ResponseWriter, r *http.Request) {
 	if s.Phase() == PhaseStopping {
-		s.inferFailed(w, r, nil, http.StatusServiceUnavailable, "server is shutting down")
+		s.inferFailed(w, r, http.StatusServiceUnavailable, "server is shutting down")
 		return
 	}
 	body, status, err := s.readBody(w, r)
 	if err != nil {
-		s.inferFailed(w, r, nil, status, err.Error())
+		s.inferFailed(w, r, status, err.Error())
 		return
 	}
 	// The request's tensors alias body until the response is written; then it is reused.
 	defer s.bodies.put(body)
 	headerLength, err := kserve.ParseHeaderLength(r.Header.Get(kserve.HeaderContentLength))
 	if err != nil {
-		s.inferFailed(w, r, nil, statusOf(err), err.Error())
+		s.inferFailed(w, r, statusOf(err), err.Error())
 		return
 	}
 	req, err := kserve.DecodeLimited(body, headerLength, *s.limits.Load())
@@ -38,22 +38,19 @@ func (s *Server) inferHandler(w http.ResponseWriter, r *http.Request) {
 		if le := (*kserve.LimitError)(nil); errors.As(err, &le) {
 			s.limitExceeded(le.Limit)
 		}
-		s.inferFailed(w, r, nil, statusOf(err), err.Error())
+		s.inferFailed(w, r, statusOf(err), err.Error())
 		return
 	}
 	sreq, err := schedulingRequest(req)
 	if err != nil {
-		s.inferFailed(w, r, nil, statusOf(err), err.Error())
+		s.inferFailed(w, r, statusOf(err), err.Error())
 		return
 	}
-	v, outputs, counted, err := s.run(r, sreq)
+	v, outputs, err := s.run(r, sreq)
 	if err != nil {
 		if r.Context().Err() != nil {
 			// The client went away; there is nobody to answer.
 			s.log.Debug("client left before its inference finished", "model", r.PathValue("model"), "request_id", requestID(w))
-			if !counted {
-				s.refused(r, v, OutcomeCanceled)
-			}
 			return
 		}
 		status := statusOf(err)
@@ -63,11 +60,7 @@ func (s *Server) inferHandler(w http.ResponseWriter, r *http.Request) {
 		if errors.Is(err, scheduler.ErrQueueFull) {
 			w.Header().Set("Retry-After", "1")
 		}
-		if counted {
-			writeError(w, status, err.Error())
-		} else {
-			s.inferFailed(w, r, v, status, err.Error())
-		}
+		writeError(w, status, err.Error())
 		return
 	}
 	resp := kserve.InferResponse{ModelName: v.Model, ModelVersion: v.Label(), ID: req.ID, Outputs: outputs, Binary: req.BinaryOutputs(outputs)}
@@ -79,24 +72,29 @@ const maxResolves = 3
 
 // run resolves the model version and runs the request on it. A version can be replaced or
 // unloaded between Resolve and the scheduler taking the request; the request never ran then,
-// so it resolves again and runs on what serves now: a swap drops nothing. counted reports that
-// the scheduler counted the request's outcome (it counts every request it is handed, except
-// those it refuses with ErrStopped); v is nil when no version was resolved.
-func (s *Server) run(r *http.Request, sreq *scheduler.Request) (v *models.Version, outputs []tensor.Tensor, counted bool, err error) {
+// so it resolves again and runs on what serves now: a swap drops nothing. The scheduler counts
+// every request it admits; run counts those that end before it does (no such version, inputs
+// that do not fit it, a version that stays stopped), so that the caller only answers. v is nil
+// when no version was resolved.
+func (s *Server) run(r *http.Request, sreq *scheduler.Request) (v *models.Version, outputs []tensor.Tensor, err error) {
 	for attempt := 1; ; attempt++ {
 		v, err := s.repo.Resolve(r.PathValue("model"), r.PathValue("version"))
 		if err != nil {
-			return nil, nil, false, err
+			s.refuse(r, nil, err)
+			return nil, nil, err
 		}
 		if err := v.CheckRequest(sreq.Inputs, sreq.Outputs); err != nil {
-			return v, nil, false, err
+			s.refuse(r, v, err)
+			return v, nil, err
 		}
 		outputs, err := s.infer.Infer(r.Context(), v, sreq)
-		stopped := err != nil && errors.Is(err, scheduler.ErrStopped)
-		if stopped && v.Retired() && attempt < maxResolves {
-			continue
+		if errors.Is(err, scheduler.ErrStopped) {
+			if v.Retired() && attempt < maxResolves {
+				continue
+			}
+			s.refuse(r, v, err)
 		}
-		return v, outputs, !stopped, err
+		return v, outputs, err
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/inferd/inferd/models"
+	"github.com/inferd/inferd/scheduler"
 )
 
 // HeaderRequestID carries a request's id. Every response has it: the client's own when the
@@ -16,16 +17,6 @@ const HeaderRequestID = "X-Request-Id"
 
 // maxRequestIDLen bounds an incoming id; longer ones are replaced.
 const maxRequestIDLen = 128
-
-// Outcomes of inference requests that end in the API, as Options.Refused reports them. The
-// scheduler reports the others (success, queue_full, timeout, ...) through its statistics.
-const (
-	OutcomeClientError = "client_error" // 4xx other than 404
-	OutcomeNotFound    = "not_found"    // unknown model, version or endpoint
-	OutcomeUnavailable = "unavailable"  // not ready, or the server is stopping
-	OutcomeCanceled    = "canceled"     // the client left before the scheduler had the request
-	OutcomeServerError = "server_error" // 5xx other than 503
-)
 
 // ServeHTTP gives every request an id and routes it. At debug level it also logs each request
 // once it is answered; otherwise the id costs one header and nothing is measured.
@@ -121,29 +112,43 @@ func (w *statusWriter) code() int {
 	return w.status
 }
 
-// inferFailed answers an inference request that ends in the API with an error, and counts it.
-func (s *Server) inferFailed(w http.ResponseWriter, r *http.Request, v *models.Version, status int, msg string) {
-	s.refused(r, v, outcomeOf(status))
+// inferFailed answers an inference request that ends in the API before it is resolved to a
+// model version, and counts it.
+func (s *Server) inferFailed(w http.ResponseWriter, r *http.Request, status int, msg string) {
+	s.refused(r, nil, outcomeOf(status))
 	writeError(w, status, msg)
 }
 
-func outcomeOf(status int) string {
+// refuse counts a request that ends in run without the scheduler having admitted it, with the
+// error it ends in; a client that left meanwhile is canceled, whatever the error.
+func (s *Server) refuse(r *http.Request, v *models.Version, err error) {
+	o := outcomeOf(statusOf(err))
+	if r.Context().Err() != nil {
+		o = scheduler.OutcomeCanceled
+	}
+	s.refused(r, v, o)
+}
+
+// outcomeOf is the outcome of an inference request the API refuses with status: statusOf is
+// the one mapping from an error to a status, and docs/metrics.md's table the one from a
+// status to an outcome.
+func outcomeOf(status int) scheduler.Outcome {
 	switch {
 	case status == http.StatusNotFound:
-		return OutcomeNotFound
+		return scheduler.OutcomeNotFound
 	case status == http.StatusServiceUnavailable:
-		return OutcomeUnavailable
+		return scheduler.OutcomeUnavailable
 	case status >= 500:
-		return OutcomeServerError
+		return scheduler.OutcomeServerError
 	default:
-		return OutcomeClientError
+		return scheduler.OutcomeClientError
 	}
 }
 
 // refused reports an inference request the scheduler did not count to Options.Refused. The
 // model label is the path's model only when that model exists, and the version only when one
 // was resolved: a client cannot make up series.
-func (s *Server) refused(r *http.Request, v *models.Version, outcome string) {
+func (s *Server) refused(r *http.Request, v *models.Version, outcome scheduler.Outcome) {
 	if s.opts.Refused == nil {
 		return
 	}

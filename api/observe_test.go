@@ -46,9 +46,9 @@ type refusals struct {
 	list []string
 }
 
-func (r *refusals) add(model, version, outcome string) {
+func (r *refusals) add(model, version string, outcome scheduler.Outcome) {
 	r.mu.Lock()
-	r.list = append(r.list, model+"/"+version+"/"+outcome)
+	r.list = append(r.list, model+"/"+version+"/"+outcome.String())
 	r.mu.Unlock()
 }
 
@@ -62,7 +62,7 @@ func (r *refusals) take() []string {
 
 // observedServer serves a fake model "m" (FP32 [1] identity) and a model "broken" that fails to
 // load, logging at level into the returned buffer and recording refusals.
-func observedServer(t *testing.T, level *slog.LevelVar) (*httptest.Server, *api.Server, *syncBuffer, *refusals) {
+func observedServer(t *testing.T, level *slog.LevelVar) (*httptest.Server, *api.Server, *scheduler.Scheduler, *syncBuffer, *refusals) {
 	t.Helper()
 	dir := t.TempDir()
 	testutil.WriteFile(t, dir, "m/1/model.onnx", []byte("fake"))
@@ -88,7 +88,7 @@ func observedServer(t *testing.T, level *slog.LevelVar) (*httptest.Server, *api.
 		hs.Close()
 		_ = sched.Close(context.Background())
 	})
-	return hs, srv, logs, rec
+	return hs, srv, sched, logs, rec
 }
 
 func getWithID(t *testing.T, url, id string) result {
@@ -106,7 +106,7 @@ func getWithID(t *testing.T, url, id string) result {
 var generatedID = regexp.MustCompile(`^[0-9a-f]{32}$`)
 
 func TestRequestID(t *testing.T) {
-	hs, _, _, _ := observedServer(t, new(slog.LevelVar))
+	hs, _, _, _, _ := observedServer(t, new(slog.LevelVar))
 	a := getWithID(t, hs.URL+"/v2/health/live", "").header.Get(api.HeaderRequestID)
 	b := getWithID(t, hs.URL+"/v2/nowhere", "").header.Get(api.HeaderRequestID)
 	if !generatedID.MatchString(a) || !generatedID.MatchString(b) || a == b {
@@ -133,7 +133,7 @@ func TestRequestID(t *testing.T) {
 // configuration reload sets it) each request is logged with the id its response carries.
 func TestDebugRequestLog(t *testing.T) {
 	level := new(slog.LevelVar)
-	hs, _, logs, _ := observedServer(t, level)
+	hs, _, _, logs, _ := observedServer(t, level)
 	getWithID(t, hs.URL+"/v2/health/live", "")
 	if strings.Contains(logs.String(), "msg=request") {
 		t.Fatalf("request logged at info:\n%s", logs)
@@ -174,7 +174,7 @@ func grep(s, substr string) string {
 // TestRefusedOutcomes: each inference request that ends in the API is reported once, with
 // labels only for what exists; requests the scheduler handled are not reported here.
 func TestRefusedOutcomes(t *testing.T) {
-	hs, srv, _, rec := observedServer(t, new(slog.LevelVar))
+	hs, srv, sched, _, rec := observedServer(t, new(slog.LevelVar))
 	infer := func(path, body string) int { return do(t, "POST", hs.URL+path, body).status }
 	tests := []struct {
 		path, body string
@@ -204,6 +204,17 @@ func TestRefusedOutcomes(t *testing.T) {
 	}
 	if got := rec.take(); len(got) != 0 {
 		t.Errorf("priority 99 refused in the API as well: %q", got)
+	}
+	// A request the scheduler refuses because it stops was not admitted there: the API counts
+	// it, once.
+	if err := sched.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := infer("/v2/models/m/infer", fakeRequest); got != 503 {
+		t.Errorf("scheduler stopped: %d", got)
+	}
+	if got := rec.take(); !slices.Equal(got, []string{"m/1/unavailable"}) {
+		t.Errorf("scheduler stopped: refused %q", got)
 	}
 	srv.SetPhase(api.PhaseStopping)
 	if got := infer("/v2/models/m/infer", fakeRequest); got != 503 {

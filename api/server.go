@@ -76,10 +76,9 @@ type Options struct {
 	// Metrics, when set, is served at /metrics.
 	Metrics http.Handler
 	// Refused, when set, counts each inference request that ends in the API without the
-	// scheduler having counted it (malformed, unknown model, not ready, stopping): model is ""
-	// for a model that does not exist, version "" when none was resolved; outcome is one of
-	// the Outcome* constants. It must not block.
-	Refused func(model, version, outcome string)
+	// scheduler having admitted it (malformed, unknown model, not ready, stopping): model is ""
+	// for a model that does not exist, version "" when none was resolved. It must not block.
+	Refused func(model, version string, outcome scheduler.Outcome)
 }
 
 // Server is the HTTP handler.

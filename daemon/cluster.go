@@ -427,7 +427,7 @@ func (c counters) Snapshot(model, version string) (rollout.Counts, bool) {
 			continue
 		}
 		o := t.Outcomes
-		errs := o[scheduler.OutcomeFailed] + o[scheduler.OutcomeTimeout] + o[scheduler.OutcomeQueueFull]
+		errs := o[scheduler.OutcomeServerError] + o[scheduler.OutcomeTimeout] + o[scheduler.OutcomeQueueFull]
 		out := rollout.Counts{
 			Requests: o[scheduler.OutcomeSuccess] + errs, Errors: errs,
 			LatencyCount: t.RequestDuration.Count, LatencySum: t.RequestDuration.Sum,

@@ -151,7 +151,7 @@ func New(cfg *config.Config, opts Options, log *slog.Logger) (*Daemon, error) {
 		LimitExceeded:   func(l string) { m.LimitRejections.WithLabelValues(l).Inc() },
 		Components:      d.components,
 		Metrics:         d.metricsOnAPI(),
-		Refused:         inference.Refused,
+		Refused:         func(model, version string, o scheduler.Outcome) { inference.Refused(model, version, o.String()) },
 	}, log.With("component", "api"))
 	return d, nil
 }

@@ -20,7 +20,7 @@ import (
 // repository's states at scrape time. The returned collector also counts the requests the API
 // refuses before the scheduler sees them.
 func registerCollectors(m *metrics.Metrics, repo *models.Repository, sched *scheduler.Scheduler) *metrics.Inference {
-	inference := metrics.NewInference(func() []metrics.InferenceStats { return inferenceStats(sched.Totals()) })
+	inference := metrics.NewInference(scheduler.OutcomeNames(), func() []metrics.InferenceStats { return inferenceStats(sched.Totals()) })
 	var states []string
 	for _, s := range []models.State{models.StateLoading, models.StateReady, models.StateUnavailable, models.StateUnloading} {
 		states = append(states, strings.ToLower(string(s)))

@@ -7,25 +7,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Outcomes of inference requests, the values of inferd_inference_requests_total's outcome label.
-const (
-	OutcomeSuccess     = "success"      // it ran and got its outputs
-	OutcomeClientError = "client_error" // a 4xx other than 404: malformed, invalid, too large
-	OutcomeNotFound    = "not_found"    // unknown model or version
-	OutcomeUnavailable = "unavailable"  // the model version is not ready, or the server stops
-	OutcomeQueueFull   = "queue_full"   // refused at once: the model version's queue was full
-	OutcomeTimeout     = "timeout"      // its timeout passed while it waited in the queue
-	OutcomeCanceled    = "canceled"     // the client left while it waited
-	OutcomeServerError = "server_error" // the engine failed
-)
-
-// outcomes are the outcome label values every model version reports, zero or not, so that a
-// rate over any of them exists before the first such request.
-func outcomes() []string {
-	return []string{OutcomeSuccess, OutcomeClientError, OutcomeNotFound, OutcomeUnavailable,
-		OutcomeQueueFull, OutcomeTimeout, OutcomeCanceled, OutcomeServerError}
-}
-
 // batchBuckets are the upper bounds of inferd_inference_batch_size's buckets, in rows.
 func batchBuckets() []float64 { return []float64{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024} }
 
@@ -33,7 +14,8 @@ func batchBuckets() []float64 { return []float64{1, 2, 4, 8, 16, 32, 64, 128, 25
 // are cumulative over the daemon's life (across reloads of the version) and never decrease.
 type InferenceStats struct {
 	Model, Version string
-	// Outcomes counts the requests that ended, by outcome (Outcome* constants).
+	// Outcomes counts the requests that ended, by outcome (one of the names NewInference was
+	// given).
 	Outcomes map[string]uint64
 	// RequestDuration is from admission into the queue to outputs, per successful request;
 	// QueueDuration from admission to the start of its batch, per successful request;
@@ -59,7 +41,8 @@ type Histogram struct {
 // scrape time through source, and adds the requests that ended before the scheduler saw them
 // (Refused). It is safe for concurrent use.
 type Inference struct {
-	source func() []InferenceStats
+	source   func() []InferenceStats
+	outcomes []string
 
 	requests, requestDuration, queueDuration, computeDuration, batchSize, pending, inFlight *prometheus.Desc
 
@@ -70,11 +53,15 @@ type Inference struct {
 type refusal struct{ model, version, outcome string }
 
 // NewInference returns a collector over source, which is called once per scrape and must be
-// safe for concurrent use; nil reports only refused requests.
-func NewInference(source func() []InferenceStats) *Inference {
+// safe for concurrent use; nil reports only refused requests. outcomes are the values of the
+// outcome label (the scheduler's Outcome names: this package spells none itself); every model
+// version reports each of them, zero or not, so that a rate over any exists before the first
+// such request.
+func NewInference(outcomes []string, source func() []InferenceStats) *Inference {
 	mv := []string{"model", "version"}
 	return &Inference{
-		source: source,
+		source:   source,
+		outcomes: slices.Clone(outcomes),
 		requests: prometheus.NewDesc("inferd_inference_requests_total",
 			"Inference requests that ended, by model, version and outcome. Requests for a model that does not exist have empty model and version labels; requests that never resolved to a version have an empty version.",
 			[]string{"model", "version", "outcome"}, nil),
@@ -118,20 +105,19 @@ func (c *Inference) Collect(ch chan<- prometheus.Metric) {
 	}
 	type series struct{ model, version string }
 	counts := map[series]map[string]uint64{}
-	count := func(s series, outcome string, n uint64) {
+	byOutcome := func(s series) map[string]uint64 {
 		if counts[s] == nil {
-			counts[s] = map[string]uint64{}
-			for _, o := range outcomes() {
+			counts[s] = make(map[string]uint64, len(c.outcomes))
+			for _, o := range c.outcomes {
 				counts[s][o] = 0
 			}
 		}
-		counts[s][outcome] += n
+		return counts[s]
 	}
 	for _, st := range stats {
-		s := series{st.Model, st.Version}
-		count(s, OutcomeSuccess, 0)
+		of := byOutcome(series{st.Model, st.Version})
 		for o, n := range st.Outcomes {
-			count(s, o, n)
+			of[o] += n
 		}
 		c.histogram(ch, c.requestDuration, st.RequestDuration, st)
 		c.histogram(ch, c.queueDuration, st.QueueDuration, st)
@@ -142,7 +128,7 @@ func (c *Inference) Collect(ch chan<- prometheus.Metric) {
 	}
 	c.mu.Lock()
 	for r, n := range c.refused {
-		count(series{r.model, r.version}, r.outcome, n)
+		byOutcome(series{r.model, r.version})[r.outcome] += n
 	}
 	c.mu.Unlock()
 	for s, byOutcome := range counts {

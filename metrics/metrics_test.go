@@ -67,10 +67,11 @@ func fixture(t *testing.T) *Metrics {
 	m.ModelLastLoadTimestamp.WithLabelValues("mlp", "success").Set(1699999990)
 	m.ModelLastLoadTimestamp.WithLabelValues("broken", "failure").Set(1699999991)
 
-	inf := NewInference(func() []InferenceStats {
+	outcomes := []string{"success", "client_error", "not_found", "unavailable", "queue_full", "timeout", "canceled", "server_error"}
+	inf := NewInference(outcomes, func() []InferenceStats {
 		return []InferenceStats{{
 			Model: "mlp", Version: "1",
-			Outcomes: map[string]uint64{OutcomeSuccess: 5, OutcomeQueueFull: 1, OutcomeTimeout: 2},
+			Outcomes: map[string]uint64{"success": 5, "queue_full": 1, "timeout": 2},
 			RequestDuration: Histogram{Count: 5, Sum: 0.0125,
 				Buckets: map[float64]uint64{0.00005: 0, 0.001: 1, 0.01: 5}},
 			QueueDuration: Histogram{Count: 5, Sum: 0.0025,
@@ -82,10 +83,10 @@ func fixture(t *testing.T) *Metrics {
 			InFlight:   4,
 		}}
 	})
-	inf.Refused("", "", OutcomeNotFound)
-	inf.Refused("mlp", "1", OutcomeClientError)
-	inf.Refused("mlp", "1", OutcomeClientError)
-	inf.Refused("broken", "", OutcomeUnavailable)
+	inf.Refused("", "", "not_found")
+	inf.Refused("mlp", "1", "client_error")
+	inf.Refused("mlp", "1", "client_error")
+	inf.Refused("broken", "", "unavailable")
 	states := NewModelStates([]string{"loading", "ready", "unavailable", "unloading"}, func() []ModelState {
 		return []ModelState{{"broken", "", "unavailable"}, {"mlp", "1", "ready"}}
 	})

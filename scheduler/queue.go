@@ -124,7 +124,7 @@ func (q *queue) snapshot() Snapshot {
 func (q *queue) infer(ctx context.Context, req *Request) ([]tensor.Tensor, error) {
 	prio, err := q.policy.level(req)
 	if err != nil {
-		q.stats.refuse(OutcomeInvalid)
+		q.stats.refuse(OutcomeClientError)
 		return nil, err
 	}
 	if err := ctx.Err(); err != nil {
@@ -140,12 +140,11 @@ func (q *queue) infer(ctx context.Context, req *Request) ([]tensor.Tensor, error
 		p.deadline = p.arrived.Add(timeout)
 	}
 	inst, err := q.push(p)
+	if errors.Is(err, ErrStopped) {
+		return nil, err // not admitted: the caller counts it where it finally ends
+	}
 	if err != nil {
-		o := OutcomeQueueFull
-		if errors.Is(err, ErrStopped) {
-			o = uncounted
-		}
-		q.stats.fail(1, o)
+		q.stats.fail(1, OutcomeQueueFull)
 		return nil, err
 	}
 	if inst != nil {

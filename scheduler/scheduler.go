@@ -137,7 +137,9 @@ func (s *Scheduler) queueFor(t Target) (*queue, error) {
 	return q, nil
 }
 
-// Infer queues req for t, waits for its batch to run, and returns its outputs. It returns
+// Infer queues req for t, waits for its batch to run, and returns its outputs. Every request
+// it admits is counted under its Outcome in t's statistics; one refused with ErrStopped is not
+// admitted and not counted. It returns
 // early with ctx's error when ctx ends while the request still waits (a client that leaves
 // leaves the queue), and with ErrTimeout when the request's timeout passes first. Once a
 // request is in a running batch, Infer returns only after the batch, so the caller may reuse

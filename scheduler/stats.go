@@ -46,42 +46,6 @@ func (h *Histogram) add(o *Histogram) {
 	h.Sum += o.Sum
 }
 
-// Outcome is how a request handed to Infer ended.
-type Outcome int
-
-// Outcomes. A request refused with ErrStopped has none: its caller resolves the model version
-// again and tries there, so it is counted where it finally ends.
-const (
-	OutcomeSuccess   Outcome = iota // it ran and got its outputs
-	OutcomeInvalid                  // invalid scheduling parameters (ErrInvalidRequest)
-	OutcomeQueueFull                // refused at once, the queue was full (ErrQueueFull)
-	OutcomeTimeout                  // its timeout passed while it waited (ErrTimeout)
-	OutcomeCanceled                 // its context ended while it waited (the client left)
-	OutcomeFailed                   // the batch it ran in failed (engine error, ErrBatch)
-	NumOutcomes
-
-	uncounted Outcome = -1
-)
-
-// String is the outcome's name in metrics.
-func (o Outcome) String() string {
-	switch o {
-	case OutcomeSuccess:
-		return "success"
-	case OutcomeInvalid:
-		return "client_error"
-	case OutcomeQueueFull:
-		return "queue_full"
-	case OutcomeTimeout:
-		return "timeout"
-	case OutcomeCanceled:
-		return "canceled"
-	case OutcomeFailed:
-		return "server_error"
-	}
-	return "unknown"
-}
-
 // Duration is a count of events and their total time, as the statistics extension reports it.
 type Duration struct {
 	Count uint64
@@ -118,7 +82,8 @@ type Snapshot struct {
 	// Pending is the number of requests waiting in the queue now.
 	Pending int
 
-	// Outcomes counts the requests handed to Infer by how they ended.
+	// Outcomes counts the requests Infer admitted by how they ended; the outcomes only front
+	// ends reach (not found, unavailable) stay zero.
 	Outcomes [NumOutcomes]uint64
 	// RequestDuration is the time from admission to outputs, of each successful request.
 	RequestDuration Histogram
@@ -180,14 +145,11 @@ type Stats struct {
 
 func newStats() *Stats { return &Stats{batches: map[int]*BatchStats{}} }
 
-// fail counts n requests that failed before they ran, and how they ended (uncounted: the
-// caller counts them where they finally end).
+// fail counts n requests that failed before they ran, and how they ended.
 func (st *Stats) fail(n int, o Outcome) {
 	st.mu.Lock()
 	st.s.Fail.Count += uint64(n)
-	if o != uncounted {
-		st.s.Outcomes[o] += uint64(n)
-	}
+	st.s.Outcomes[o] += uint64(n)
 	st.mu.Unlock()
 }
 
@@ -214,7 +176,7 @@ func (st *Stats) record(batch []*pending, start, computed, ran, end time.Time, e
 		for _, p := range batch {
 			st.s.Fail.add(1, end.Sub(p.arrived))
 		}
-		st.s.Outcomes[OutcomeFailed] += uint64(n)
+		st.s.Outcomes[OutcomeServerError] += uint64(n)
 		return
 	}
 	for _, p := range batch {

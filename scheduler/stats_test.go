@@ -3,12 +3,21 @@ package scheduler_test
 import (
 	"context"
 	"errors"
+	"maps"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
 	"testing"
 	"testing/synctest"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/inferd/inferd/engine"
 	"github.com/inferd/inferd/engine/enginetest"
+	"github.com/inferd/inferd/internal/testutil"
+	"github.com/inferd/inferd/metrics"
 	"github.com/inferd/inferd/scheduler"
 	"github.com/inferd/inferd/tensor"
 )
@@ -155,7 +164,7 @@ func TestOutcomes(t *testing.T) {
 
 		st := s.Stats(tg)
 		want := [scheduler.NumOutcomes]uint64{}
-		for _, o := range []scheduler.Outcome{scheduler.OutcomeSuccess, scheduler.OutcomeInvalid, scheduler.OutcomeQueueFull,
+		for _, o := range []scheduler.Outcome{scheduler.OutcomeSuccess, scheduler.OutcomeClientError, scheduler.OutcomeQueueFull,
 			scheduler.OutcomeTimeout, scheduler.OutcomeCanceled} {
 			want[o] = 1
 		}
@@ -178,18 +187,70 @@ func TestOutcomes(t *testing.T) {
 		if _, err := s.Infer(context.Background(), broken, rows(5)); err == nil {
 			t.Fatal("a failing run succeeded")
 		}
-		if got := s.Stats(broken).Outcomes; got != [scheduler.NumOutcomes]uint64{scheduler.OutcomeFailed: 1} {
+		if got := s.Stats(broken).Outcomes; got != [scheduler.NumOutcomes]uint64{scheduler.OutcomeServerError: 1} {
 			t.Errorf("outcomes of a failed run %v, want one server_error", got)
 		}
 	})
 }
 
-func TestOutcomeNames(t *testing.T) {
-	want := []string{"success", "client_error", "queue_full", "timeout", "canceled", "server_error"}
-	for o := range scheduler.NumOutcomes {
-		if o.String() != want[o] {
-			t.Errorf("outcome %d is %q, want %q", o, o.String(), want[o])
+// TestOutcomeNamesAreTheMetricLabels: the metrics collector, given the outcomes' names as the
+// daemon gives them, exposes each outcome's count under its name in
+// inferd_inference_requests_total, and the set of label values is the one metrics' golden
+// exposition (and docs/metrics.md) shows.
+func TestOutcomeNamesAreTheMetricLabels(t *testing.T) {
+	names := scheduler.OutcomeNames()
+	if len(names) != int(scheduler.NumOutcomes) {
+		t.Fatalf("%d names for %d outcomes", len(names), scheduler.NumOutcomes)
+	}
+	inf := metrics.NewInference(names, func() []metrics.InferenceStats {
+		st := metrics.InferenceStats{Model: "m", Version: "1", Outcomes: map[string]uint64{}}
+		for o := range scheduler.NumOutcomes {
+			st.Outcomes[o.String()] = uint64(o) + 1
 		}
+		return []metrics.InferenceStats{st}
+	})
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(inf)
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	exposed := map[string]float64{}
+	for _, f := range families {
+		if f.GetName() != "inferd_inference_requests_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "outcome" {
+					exposed[l.GetValue()] = m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	for o := range scheduler.NumOutcomes {
+		if got := exposed[o.String()]; got != float64(o)+1 {
+			t.Errorf("outcome %q exposed with %v, want %d", o, got, o+1)
+		}
+	}
+	if len(exposed) != int(scheduler.NumOutcomes) {
+		t.Errorf("exposed outcomes %v, want exactly %q", exposed, names)
+	}
+
+	golden, err := os.ReadFile(filepath.Join(testutil.ModuleRoot(t), "metrics", "testdata", "exposition.golden"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	documented := map[string]bool{}
+	for _, m := range regexp.MustCompile(`(?m)^inferd_inference_requests_total\{.*outcome="([a-z_]+)"`).FindAllSubmatch(golden, -1) {
+		documented[string(m[1])] = true
+	}
+	want := map[string]bool{}
+	for _, n := range names {
+		want[n] = true
+	}
+	if !maps.Equal(documented, want) {
+		t.Errorf("outcome names %q, but metrics' golden exposition shows %v", names, slices.Sorted(maps.Keys(documented)))
 	}
 }
 
