@@ -44,19 +44,19 @@ func (k kind) String() string {
 
 // field is one node of the schema tree derived from a struct type.
 type field struct {
-	key    string // dotted TOML key from the root; "" for the root
-	name   string // last part of key
-	env    string // INFERD_... variable; for tables the prefix without the trailing "_"
-	kind   kind
-	typ    reflect.Type
-	index  []int // reflect field index path from the root struct
-	doc    string
-	path   bool // a filesystem path, resolved against the config file's directory
+	key   string // dotted TOML key from the root; "" for the root
+	name  string // last part of key
+	env   string // INFERD_... variable; for tables the prefix without the trailing "_"
+	kind  kind
+	typ   reflect.Type
+	index []int // reflect field index path from the root struct
+	doc   string
+	path  bool // a filesystem path, resolved against the config file's directory
 	// restart is the key a reload reports when this field changes and only a restart applies
 	// it: the field's own key, or that of the restart-only table it is in; "" = it changes live.
 	restart string
-	rules  []rule
-	fields []*field // children of a table, in declaration order
+	rules   []rule
+	fields  []*field // children of a table, in declaration order
 }
 
 // child returns the direct child called name, or nil.
