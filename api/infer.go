@@ -35,7 +35,7 @@ func (s *Server) inferHandler(w http.ResponseWriter, r *http.Request) {
 		s.inferFailed(w, r, nil, statusOf(err), err.Error())
 		return
 	}
-	req, err := kserve.DecodeLimited(body, headerLength, *s.limits.Load())
+	req, err := kserve.DecodeLimited(body, headerLength, s.settings().Limits)
 	if err != nil {
 		if le := (*kserve.LimitError)(nil); errors.As(err, &le) {
 			s.limitExceeded(le.Limit)
@@ -198,7 +198,7 @@ func nonNegativeInt(name string, v any) (int64, error) {
 // readBody reads a request body bounded by MaxRequestBytes; a larger body is a 413. The buffer
 // comes from the server's pool; the caller returns it once nothing refers to it.
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, int, error) {
-	limit := s.maxBody.Load()
+	limit := s.settings().MaxRequestBytes
 	if r.ContentLength > limit {
 		s.limitExceeded("max_request_bytes")
 		return nil, http.StatusRequestEntityTooLarge,

@@ -102,9 +102,8 @@ func newGPUFixture(t *testing.T, gpus ...models.GPU) *gpuFixture {
 	dev := &fakeDevices{gpus: gpus, used: map[int]uint64{}, perSession: gib}
 	f := &fixtureRepo{dir: t.TempDir(), rt: enginetest.New(), drain: &recorder{}, runs: map[string]int{}}
 	cuda := &cudaRuntime{Runtime: f.rt, dev: dev}
-	f.repo = models.New(f.dir, cuda, models.Defaults{Cores: 2}, quiet)
-	f.repo.SetDrainer(f.drain)
-	f.repo.SetDevices(dev, 1)
+	f.open(cuda, models.Settings{Defaults: models.Defaults{Cores: 2}, GPUMemoryFraction: 1})
+	f.repo.SetDevices(dev)
 	t.Cleanup(func() { f.repo.Close(context.Background()) })
 	return &gpuFixture{fixtureRepo: f, dev: dev, cuda: cuda}
 }
