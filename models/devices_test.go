@@ -333,3 +333,16 @@ func TestGPULost(t *testing.T) {
 		t.Errorf("late: %s (%s), want UNAVAILABLE because GPU 1 failed", st, reason)
 	}
 }
+
+// TestGPUMemoryFractionFollowsSettings: gpu.memory_fraction is read from the settings in force
+// when a load begins, so a reload that lowers it shrinks what the next version is offered.
+func TestGPUMemoryFractionFollowsSettings(t *testing.T) {
+	f := newGPUFixture(t, models.GPU{Index: 0, Total: 80 * gib, Free: 70 * gib})
+	f.set(models.Settings{Defaults: models.Defaults{Cores: 2}, GPUMemoryFraction: 0.5})
+	f.model(t, "m", "max_batch_size = 8\n[instance]\ndevice = \"gpu\"\n")
+	f.sync(t)
+	opened := f.opened(0)
+	if len(opened) != 1 || opened[0].GPUMemLimit <= 0 || opened[0].GPUMemLimit > int64(35*gib) {
+		t.Errorf("opened with %+v, want an arena limit of at most half of the 70 GiB free", opened)
+	}
+}
