@@ -16,13 +16,14 @@ import (
 	"github.com/inferd/inferd/watch"
 )
 
-// Reload reads the configuration file again and applies it as a transaction: an invalid file
-// changes nothing and says why (log, inferd_config_reloads_total{result="failed"}, /health,
-// sd_notify STATUS=); identical bytes do nothing; otherwise every setting that can change live
-// does (log level, request limits, scheduler defaults, model repository settings, after which
-// the models are reconciled), and settings that need a restart are reported as such while the
-// daemon keeps running on the old value. Around it the service manager hears RELOADING=1 and
-// READY=1, as Type=notify-reload expects.
+// Reload reads the configuration file again and applies it as a transaction: a file that is
+// invalid or cannot be applied (a routing policy that fails its checks, a model repository
+// that cannot be read or watched) changes nothing and says why (log,
+// inferd_config_reloads_total{result="failed"}, /health, sd_notify STATUS=); identical bytes do
+// nothing; otherwise the new settings (settings.go) replace the old in one swap, the models are
+// reconciled by them, and the keys that need a restart (config's reload:"restart" tags) are
+// reported as such while the daemon keeps running on their old values. Around it the service
+// manager hears RELOADING=1 and READY=1, as Type=notify-reload expects.
 func (d *Daemon) Reload(ctx context.Context) error {
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
