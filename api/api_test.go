@@ -35,6 +35,9 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 const maxBody = 4096
 
+// maxBodyOnly is the settings of the servers under test: a small body limit, no other limits.
+func maxBodyOnly() *api.Settings { return &api.Settings{MaxRequestBytes: maxBody} }
+
 // newServer serves a repository of generated models through the real engine and scheduler.
 func newServer(t *testing.T) *httptest.Server {
 	t.Helper()
@@ -62,7 +65,7 @@ func newServer(t *testing.T) *httptest.Server {
 		t.Fatal(err)
 	}
 	sched := scheduler.New(quiet)
-	srv := api.New(repo, sched, api.Options{Name: "inferd", Version: "test", MaxRequestBytes: maxBody}, quiet)
+	srv := api.New(repo, sched, api.Options{Name: "inferd", Version: "test", Settings: maxBodyOnly}, quiet)
 	srv.SetPhase(api.PhaseServing)
 	hs := httptest.NewServer(srv)
 	t.Cleanup(func() {
@@ -578,7 +581,7 @@ func fakeServer(t *testing.T, modelTOML string) (*httptest.Server, *enginetest.R
 		t.Fatal(err)
 	}
 	sched := scheduler.New(quiet)
-	srv := api.New(repo, sched, api.Options{Name: "inferd", MaxRequestBytes: maxBody}, quiet)
+	srv := api.New(repo, sched, api.Options{Name: "inferd", Settings: maxBodyOnly}, quiet)
 	hs := httptest.NewServer(srv)
 	t.Cleanup(func() {
 		hs.Close()

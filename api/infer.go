@@ -33,7 +33,7 @@ func (s *Server) inferHandler(w http.ResponseWriter, r *http.Request) {
 		s.inferFailed(w, r, statusOf(err), err.Error())
 		return
 	}
-	req, err := kserve.DecodeLimited(body, headerLength, *s.limits.Load())
+	req, err := kserve.DecodeLimited(body, headerLength, s.settings().Limits)
 	if err != nil {
 		if le := (*kserve.LimitError)(nil); errors.As(err, &le) {
 			s.limitExceeded(le.Limit)
@@ -147,7 +147,7 @@ func schedulingRequest(req *kserve.InferRequest) (*scheduler.Request, error) {
 // readBody reads a request body bounded by MaxRequestBytes; a larger body is a 413. The buffer
 // comes from the server's pool; the caller returns it once nothing refers to it.
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, int, error) {
-	limit := s.maxBody.Load()
+	limit := s.settings().MaxRequestBytes
 	if r.ContentLength > limit {
 		s.limitExceeded("max_request_bytes")
 		return nil, http.StatusRequestEntityTooLarge,

@@ -81,7 +81,7 @@ func observedServer(t *testing.T, level *slog.LevelVar) (*httptest.Server, *api.
 	logs := &syncBuffer{}
 	rec := &refusals{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: level}))
-	srv := api.New(repo, sched, api.Options{Name: "inferd", MaxRequestBytes: maxBody, Refused: rec.add}, log)
+	srv := api.New(repo, sched, api.Options{Name: "inferd", Settings: maxBodyOnly, Refused: rec.add}, log)
 	srv.SetPhase(api.PhaseServing)
 	hs := httptest.NewServer(srv)
 	t.Cleanup(func() {

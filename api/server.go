@@ -60,14 +60,22 @@ func (p Phase) String() string {
 	}
 }
 
-// Options configure a Server.
-type Options struct {
-	// Name and Version are reported by server metadata.
-	Name, Version string
+// Settings are what the server reads from the configuration. A configuration reload replaces
+// them as a whole; a value is never changed once Options.Settings returned it.
+type Settings struct {
 	// MaxRequestBytes bounds request bodies (413 above it).
 	MaxRequestBytes int64
 	// Limits bound what a request may declare (400 above them).
 	Limits kserve.Limits
+}
+
+// Options configure a Server.
+type Options struct {
+	// Name and Version are reported by server metadata.
+	Name, Version string
+	// Settings returns the settings in force; it is called for every request and must not
+	// block. Nil: the zero Settings.
+	Settings func() *Settings
 	// LimitExceeded, when set, is told the name of each limit a request goes over
 	// ("max_request_bytes" and the kserve.Limits names), for a metric.
 	LimitExceeded func(limit string)
@@ -89,8 +97,6 @@ type Server struct {
 	log     *slog.Logger
 	started time.Time
 	phase   atomic.Int32
-	maxBody atomic.Int64
-	limits  atomic.Pointer[kserve.Limits]
 	bodies  bodyPool
 	mux     *http.ServeMux
 }
@@ -98,17 +104,15 @@ type Server struct {
 // New returns a Server; it starts in PhaseStarting.
 func New(repo Repository, infer Inferer, opts Options, log *slog.Logger) *Server {
 	s := &Server{repo: repo, infer: infer, opts: opts, log: log, started: time.Now(), mux: http.NewServeMux()}
-	s.maxBody.Store(opts.MaxRequestBytes)
-	s.limits.Store(&opts.Limits)
+	if s.opts.Settings == nil {
+		s.opts.Settings = func() *Settings { return &Settings{} }
+	}
 	s.routes()
 	return s
 }
 
-// SetMaxRequestBytes changes the request body limit (a configuration reload applies it live).
-func (s *Server) SetMaxRequestBytes(n int64) { s.maxBody.Store(n) }
-
-// SetLimits changes the request limits (a configuration reload applies them live).
-func (s *Server) SetLimits(l kserve.Limits) { s.limits.Store(&l) }
+// settings are the settings in force now.
+func (s *Server) settings() *Settings { return s.opts.Settings() }
 
 // SetPhase moves the server to another lifecycle phase.
 func (s *Server) SetPhase(p Phase) { s.phase.Store(int32(p)) }

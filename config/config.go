@@ -18,6 +18,15 @@
 //	                                 numeric port (host may be empty)
 //	                 optional        an empty string (or list) is valid
 //	                                 and skips the rules after it
+//	reload:"..."   how a configuration reload treats the key (reload.go):
+//	                 restart  a change takes effect only at restart; the
+//	                          running value stays and the reload says so.
+//	                          On a table: every key in it, reported as
+//	                          the table's key.
+//	                 live     a key inside a restart table that changes
+//	                          live all the same
+//	               Without the tag a key changes live (or inherits its
+//	               table's tag).
 //	path:"file"    the string is a filesystem path; a relative value set in
 //	               the config file is resolved against the directory of
 //	               that file (so configs/inferd.toml can say
@@ -58,23 +67,23 @@ type Config struct {
 	Scheduler Scheduler `toml:"scheduler"`
 	Metrics   Metrics   `toml:"metrics"`
 	Limits    Limits    `toml:"limits"`
-	Auth      Auth      `toml:"auth"`
-	Cluster   Cluster   `toml:"cluster"`
+	Auth      Auth      `toml:"auth" reload:"restart"`
+	Cluster   Cluster   `toml:"cluster" reload:"restart"`
 }
 
 // Server configures the HTTP listener. Timeouts map onto net/http.Server;
 // there, as here, zero means no limit.
 type Server struct {
-	Listen            string        `toml:"listen" check:"hostport" doc:"host:port of the HTTP listener (empty host = all interfaces)"`
+	Listen            string        `toml:"listen" reload:"restart" check:"hostport" doc:"host:port of the HTTP listener (empty host = all interfaces)"`
 	MaxRequestBytes   int64         `toml:"max_request_bytes" check:"min=1" doc:"largest request body in bytes; larger bodies get 413"`
-	ReadHeaderTimeout time.Duration `toml:"read_header_timeout" check:"min=1ms" doc:"time allowed to read request headers"`
-	ReadTimeout       time.Duration `toml:"read_timeout" check:"min=0" doc:"time allowed to read a whole request; 0 = no limit"`
-	WriteTimeout      time.Duration `toml:"write_timeout" check:"min=0" doc:"time allowed to write a response; 0 = no limit"`
-	IdleTimeout       time.Duration `toml:"idle_timeout" check:"min=0" doc:"how long an idle keep-alive connection is kept; 0 = read_timeout"`
+	ReadHeaderTimeout time.Duration `toml:"read_header_timeout" reload:"restart" check:"min=1ms" doc:"time allowed to read request headers"`
+	ReadTimeout       time.Duration `toml:"read_timeout" reload:"restart" check:"min=0" doc:"time allowed to read a whole request; 0 = no limit"`
+	WriteTimeout      time.Duration `toml:"write_timeout" reload:"restart" check:"min=0" doc:"time allowed to write a response; 0 = no limit"`
+	IdleTimeout       time.Duration `toml:"idle_timeout" reload:"restart" check:"min=0" doc:"how long an idle keep-alive connection is kept; 0 = read_timeout"`
 	ShutdownTimeout   time.Duration `toml:"shutdown_timeout" check:"min=1ms" doc:"bound on the graceful drain after SIGTERM"`
-	MaxHeaderBytes    int           `toml:"max_header_bytes" check:"min=4096" doc:"largest request header block in bytes; larger headers get 431"`
-	MaxConnections    int           `toml:"max_connections" check:"min=0" doc:"open client connections at most; more wait in the kernel's backlog; 0 = no limit"`
-	TLS               TLS           `toml:"tls"`
+	MaxHeaderBytes    int           `toml:"max_header_bytes" reload:"restart" check:"min=4096" doc:"largest request header block in bytes; larger headers get 431"`
+	MaxConnections    int           `toml:"max_connections" reload:"restart" check:"min=0" doc:"open client connections at most; more wait in the kernel's backlog; 0 = no limit"`
+	TLS               TLS           `toml:"tls" reload:"restart"`
 }
 
 // TLS configures HTTPS on the listener and for forwarding to cluster peers. The files are
@@ -107,7 +116,7 @@ type Cluster struct {
 	SecretKeyFile string        `toml:"secret_key_file" path:"file" doc:"AES key file (base64, mode 0600; inferd keygen writes one); set = encrypted gossip, nodes without it cannot join; empty = /etc/inferd/cluster.key if it exists"`
 	Label         string        `toml:"label" doc:"cluster label stamped on every gossip packet; clusters sharing a network stay apart"`
 	AllowedCIDRs  []string      `toml:"allowed_cidrs" doc:"networks gossip is accepted from; empty = any"`
-	PolicyFile    string        `toml:"policy_file" path:"file" doc:"routing.toml with traffic splits and rollouts; empty = none (every node serving a model takes a share, local first)"`
+	PolicyFile    string        `toml:"policy_file" reload:"live" path:"file" doc:"routing.toml with traffic splits and rollouts; empty = none (every node serving a model takes a share, local first)"`
 	PerTryTimeout time.Duration `toml:"per_try_timeout" check:"min=1ms" doc:"how long one try of a forwarded request may wait for response headers before another node is tried"`
 	MaxRetries    int           `toml:"max_retries" check:"min=0" doc:"other nodes tried after a failed try, within the request's deadline and the retry budget"`
 	LeaveTimeout  time.Duration `toml:"leave_timeout" check:"min=0" doc:"on shutdown, how long to advertise draining before the listener closes, so peers stop routing here first"`
@@ -133,12 +142,12 @@ type Models struct {
 // Log configures the daemon's slog output.
 type Log struct {
 	Level  string `toml:"level" check:"oneof=debug|info|warn|error" doc:"least severe level logged: debug, info, warn or error"`
-	Format string `toml:"format" check:"oneof=text|json" doc:"log line format: text or json"`
+	Format string `toml:"format" reload:"restart" check:"oneof=text|json" doc:"log line format: text or json"`
 }
 
 // Engine configures ONNX Runtime.
 type Engine struct {
-	OnnxRuntimeLibrary string `toml:"onnxruntime_library" path:"file" doc:"path of libonnxruntime.so; empty = search env INFERD_ONNXRUNTIME_LIBRARY, /usr/lib/inferd/, next to the binary, build/onnxruntime/"`
+	OnnxRuntimeLibrary string `toml:"onnxruntime_library" reload:"restart" path:"file" doc:"path of libonnxruntime.so; empty = search env INFERD_ONNXRUNTIME_LIBRARY, /usr/lib/inferd/, next to the binary, build/onnxruntime/"`
 	IntraOpThreads     int    `toml:"intra_op_threads" check:"min=0" doc:"threads inside one operator, per ORT session; 0 = usable cores / instances on the CPU, 1 on a GPU"`
 	InterOpThreads     int    `toml:"inter_op_threads" check:"min=0" doc:"threads across independent operators, per ORT session; 0 = ORT's default"`
 }
@@ -147,8 +156,8 @@ type Engine struct {
 // (docs/gpu.md).
 type GPU struct {
 	MemoryFraction   float64       `toml:"memory_fraction" check:"min=0.05" doc:"share (0.05 to 1) of a GPU's free memory, the lesser of NVML's free and total less what inferd holds, that a model version may be placed into"`
-	InitRetry        time.Duration `toml:"init_retry" check:"min=0" doc:"how long to retry NVML at start while the NVIDIA driver is still loading, before running CPU-only; 0 = try once"`
-	TelemetryTimeout time.Duration `toml:"telemetry_timeout" check:"min=1ms" doc:"longest a /metrics scrape or a GPU health check waits for NVML"`
+	InitRetry        time.Duration `toml:"init_retry" reload:"restart" check:"min=0" doc:"how long to retry NVML at start while the NVIDIA driver is still loading, before running CPU-only; 0 = try once"`
+	TelemetryTimeout time.Duration `toml:"telemetry_timeout" reload:"restart" check:"min=1ms" doc:"longest a /metrics scrape or a GPU health check waits for NVML"`
 }
 
 // Scheduler holds the defaults for models whose model.toml does not say.
@@ -163,7 +172,7 @@ type Scheduler struct {
 
 // Metrics configures the Prometheus endpoint, /metrics.
 type Metrics struct {
-	Listen string `toml:"listen" check:"optional,hostport" doc:"host:port of a separate listener for /metrics; empty = serve /metrics on server.listen"`
+	Listen string `toml:"listen" reload:"restart" check:"optional,hostport" doc:"host:port of a separate listener for /metrics; empty = serve /metrics on server.listen"`
 }
 
 // Default returns the configuration used for every key that neither the file

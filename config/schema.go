@@ -44,16 +44,19 @@ func (k kind) String() string {
 
 // field is one node of the schema tree derived from a struct type.
 type field struct {
-	key    string // dotted TOML key from the root; "" for the root
-	name   string // last part of key
-	env    string // INFERD_... variable; for tables the prefix without the trailing "_"
-	kind   kind
-	typ    reflect.Type
-	index  []int // reflect field index path from the root struct
-	doc    string
-	path   bool // a filesystem path, resolved against the config file's directory
-	rules  []rule
-	fields []*field // children of a table, in declaration order
+	key   string // dotted TOML key from the root; "" for the root
+	name  string // last part of key
+	env   string // INFERD_... variable; for tables the prefix without the trailing "_"
+	kind  kind
+	typ   reflect.Type
+	index []int // reflect field index path from the root struct
+	doc   string
+	path  bool // a filesystem path, resolved against the config file's directory
+	// restart is the key a reload reports when this field changes and only a restart applies
+	// it: the field's own key, or that of the restart-only table it is in; "" = it changes live.
+	restart string
+	rules   []rule
+	fields  []*field // children of a table, in declaration order
 }
 
 // child returns the direct child called name, or nil.
@@ -140,6 +143,16 @@ func buildTable(t *field) {
 			path:  sf.Tag.Get("path") == "file",
 		}
 		f.kind = kindOf(sf.Type, f.key)
+		switch tag := sf.Tag.Get("reload"); tag {
+		case "":
+			f.restart = t.restart
+		case "restart":
+			f.restart = f.key
+		case "live":
+			f.restart = ""
+		default:
+			panic(fmt.Sprintf("config: %s: reload tag %q, want restart or live", f.key, tag))
+		}
 		if f.path && f.kind != kindString {
 			panic(fmt.Sprintf("config: %s: path tag on a %s", f.key, f.kind))
 		}
@@ -269,6 +282,10 @@ type KeyDoc struct {
 	Type    string // string, boolean, integer, float, duration or "string list"
 	Default string // the default written as a TOML value, e.g. `"10s"`
 	Doc     string // one line for operators
+	// Restart is the key a reload names (in /health's restart_required and sd_notify STATUS=)
+	// when this key changes, since only a restart applies it: the key itself or the table it
+	// belongs to. Empty: a reload applies a change live.
+	Restart string
 }
 
 // Keys documents every key of Config, in declaration order.
@@ -287,6 +304,7 @@ func keysOf(root *field, def reflect.Value) []KeyDoc {
 			Type:    f.kind.String(),
 			Default: formatValue(f, def.FieldByIndex(f.index)),
 			Doc:     f.doc,
+			Restart: f.restart,
 		}
 	}
 	return docs

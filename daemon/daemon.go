@@ -16,7 +16,6 @@ import (
 	"maps"
 	"net"
 	"net/http"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -85,9 +84,11 @@ type Daemon struct {
 	metrics *metrics.Metrics
 	addr    chan net.Addr
 
-	// reloadMu serializes reloads; it guards cfg, applied and watchers.
+	// settings are the configuration in force (settings.go): read without a lock, swapped
+	// under reloadMu.
+	settings atomic.Pointer[settings]
+	// reloadMu serializes reloads; it guards applied and watchers.
 	reloadMu sync.Mutex
-	cfg      *config.Config
 	applied  []byte // the bytes of the configuration file in force
 	watchers *watchers
 
@@ -119,8 +120,9 @@ func New(cfg *config.Config, opts Options, log *slog.Logger) (*Daemon, error) {
 	}
 	m := metrics.New(metrics.BuildInfo{Version: opts.Version, Revision: opts.Revision, ORTVersion: opts.RuntimeVersion})
 	m.ConfigLastReloadSuccessTimestamp.SetToCurrentTime()
-	repo := models.New(cfg.Models.Repository, opts.Runtime, defaults(cfg), log.With("component", "models"))
-	repo.SetControl(cfg.Models.Control)
+	d := &Daemon{opts: opts, log: log, metrics: m, addr: make(chan net.Addr, 1)}
+	d.setSettingsLocked(newSettings(cfg))
+	repo := models.NewWith(opts.Runtime, func() models.Settings { return d.settings.Load().models }, log.With("component", "models"))
 	repo.SetMemoryProbe(func() (uint64, error) {
 		m, err := hostinfo.DetectMemory()
 		return m.UsableAvailable, err
@@ -136,7 +138,7 @@ func New(cfg *config.Config, opts Options, log *slog.Logger) (*Daemon, error) {
 		m.ModelLastLoadTimestamp.WithLabelValues(e.Model, result).SetToCurrentTime()
 	})
 	inference := registerCollectors(m, repo, sched)
-	d := &Daemon{cfg: cfg, opts: opts, log: log, repo: repo, sched: sched, metrics: m, addr: make(chan net.Addr, 1)}
+	d.repo, d.sched = repo, sched
 	d.setupHardware(cfg)
 	sec, err := newSecurity(cfg, d)
 	if err != nil {
@@ -144,30 +146,15 @@ func New(cfg *config.Config, opts Options, log *slog.Logger) (*Daemon, error) {
 	}
 	d.sec = sec
 	d.api = api.New(repo, sched, api.Options{
-		Name:            "inferd",
-		Version:         opts.Version,
-		MaxRequestBytes: cfg.Server.MaxRequestBytes,
-		Limits:          limits(cfg),
-		LimitExceeded:   func(l string) { m.LimitRejections.WithLabelValues(l).Inc() },
-		Components:      d.components,
-		Metrics:         d.metricsOnAPI(),
-		Refused:         func(model, version string, o scheduler.Outcome) { inference.Refused(model, version, o.String()) },
+		Name:          "inferd",
+		Version:       opts.Version,
+		Settings:      func() *api.Settings { return &d.settings.Load().api },
+		LimitExceeded: func(l string) { m.LimitRejections.WithLabelValues(l).Inc() },
+		Components:    d.components,
+		Metrics:       d.metricsOnAPI(),
+		Refused:       func(model, version string, o scheduler.Outcome) { inference.Refused(model, version, o.String()) },
 	}, log.With("component", "api"))
 	return d, nil
-}
-
-func defaults(cfg *config.Config) models.Defaults {
-	return models.Defaults{
-		Instances:      cfg.Scheduler.DefaultInstances,
-		MaxBatchSize:   cfg.Scheduler.DefaultMaxBatchSize,
-		IntraOpThreads: cfg.Engine.IntraOpThreads,
-		InterOpThreads: cfg.Engine.InterOpThreads,
-		Cores:          runtime.GOMAXPROCS(0),
-		MaxQueueDelay:  cfg.Scheduler.MaxQueueDelay,
-		AdaptiveDelay:  cfg.Scheduler.AdaptiveDelay,
-		MaxQueueSize:   cfg.Scheduler.MaxQueueSize,
-		DefaultTimeout: cfg.Scheduler.DefaultTimeout,
-	}
 }
 
 // drainer lets the repository drain a retired version through the scheduler.
@@ -282,12 +269,6 @@ func (d *Daemon) Run(ctx context.Context) error {
 	stopWatching()
 	d.stopWatchers()
 	return errors.Join(runErr, d.shutdown(hs))
-}
-
-func (d *Daemon) config() *config.Config {
-	d.reloadMu.Lock()
-	defer d.reloadMu.Unlock()
-	return d.cfg
 }
 
 func (d *Daemon) shutdown(hs *http.Server) error {

@@ -327,3 +327,58 @@ func grepLines(s, substr string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// A reload that parses and validates but cannot be applied (here: the new repository is a file,
+// so the models cannot be read from it) is a failed reload: /health, the reload metrics and
+// sd_notify say so, and the previous configuration stays in force, all of it.
+func TestReloadWhoseApplyFails(t *testing.T) {
+	base := "[models]\nrepository = \"models\"\ncontrol = \"none\"\n"
+	h, d, cfgPath, _ := startWithConfig(t, base)
+	notADir := filepath.Join(filepath.Dir(cfgPath), "file")
+	if err := os.WriteFile(notADir, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	changed := "[models]\nrepository = \"file\"\ncontrol = \"none\"\n[server]\nmax_request_bytes = 10\n"
+	if err := os.WriteFile(cfgPath, []byte(changed), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for len(h.states) > 0 {
+		<-h.states
+	}
+	err := d.Reload(context.Background())
+	if err == nil || !strings.Contains(err.Error(), notADir) {
+		t.Fatalf("reload onto a repository that is a file: %v", err)
+	}
+	var status string
+	for len(h.states) > 0 {
+		if s := <-h.states; strings.HasPrefix(s, "STATUS=") {
+			status = s
+		}
+	}
+	if !strings.HasPrefix(status, "STATUS=configuration reload failed, previous configuration in force: ") {
+		t.Errorf("sd_notify: %q", status)
+	}
+	if health := get(t, h.url+"/health"); !strings.Contains(health, `"config":{"state":"degraded","detail":{`) || !strings.Contains(health, `"result":"failed"`) {
+		t.Errorf("/health: %s", health)
+	}
+	m := get(t, h.url+"/metrics")
+	if !strings.Contains(m, `inferd_config_reloads_total{result="failed"} 1`) || strings.Contains(m, `inferd_config_reloads_total{result="applied"}`) ||
+		!strings.Contains(m, "inferd_config_last_reload_successful 0") {
+		t.Errorf("metrics:\n%s", grepLines(m, "inferd_config"))
+	}
+	// Nothing of the new configuration took effect: the old limit, the old models.
+	if code, b, err := post(h.url); err != nil || code != 200 {
+		t.Errorf("infer after the failed reload: %d %s %v", code, b, err)
+	}
+
+	// Once the file is fixed, the same reload applies.
+	if err := os.WriteFile(cfgPath, []byte(strings.Replace(changed, `"file"`, `"models"`, 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Reload(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, _ := post(h.url); code != http.StatusRequestEntityTooLarge {
+		t.Errorf("infer after the fixed reload: %d, want 413 under the new limit", code)
+	}
+}

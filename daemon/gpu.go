@@ -35,7 +35,7 @@ func (d *Daemon) setupHardware(cfg *config.Config) {
 	if d.opts.GPU == nil {
 		return
 	}
-	d.repo.SetDevices(gpuDevices{nv: d.opts.GPU, timeout: cfg.GPU.TelemetryTimeout, pid: os.Getpid()}, cfg.GPU.MemoryFraction)
+	d.repo.SetDevices(gpuDevices{nv: d.opts.GPU, timeout: cfg.GPU.TelemetryTimeout, pid: os.Getpid()})
 	d.metrics.Registry.MustRegister(metrics.NewHardware(gpuSamples{d.opts.GPU}, cfg.GPU.TelemetryTimeout,
 		d.log.With("component", "metrics")))
 }

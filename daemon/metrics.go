@@ -81,7 +81,7 @@ func (d *Daemon) separateMetrics(cfg *config.Config) bool {
 
 // metricsOnAPI is the /metrics handler of the API's listener: none when metrics have their own.
 func (d *Daemon) metricsOnAPI() http.Handler {
-	if d.separateMetrics(d.cfg) {
+	if d.separateMetrics(d.config()) {
 		return nil
 	}
 	return d.metrics.Handler()

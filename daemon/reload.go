@@ -5,9 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
-	"reflect"
 	"sync"
 	"time"
 
@@ -18,13 +16,14 @@ import (
 	"github.com/inferd/inferd/watch"
 )
 
-// Reload reads the configuration file again and applies it as a transaction: an invalid file
-// changes nothing and says why (log, inferd_config_reloads_total{result="failed"}, /health,
-// sd_notify STATUS=); identical bytes do nothing; otherwise every setting that can change live
-// does (log level, request limits, scheduler defaults, model repository settings, after which
-// the models are reconciled), and settings that need a restart are reported as such while the
-// daemon keeps running on the old value. Around it the service manager hears RELOADING=1 and
-// READY=1, as Type=notify-reload expects.
+// Reload reads the configuration file again and applies it as a transaction: a file that is
+// invalid or cannot be applied (a routing policy that fails its checks, a model repository
+// that cannot be read or watched) changes nothing and says why (log,
+// inferd_config_reloads_total{result="failed"}, /health, sd_notify STATUS=); identical bytes do
+// nothing; otherwise the new settings (settings.go) replace the old in one swap, the models are
+// reconciled by them, and the keys that need a restart (config's reload:"restart" tags) are
+// reported as such while the daemon keeps running on their old values. Around it the service
+// manager hears RELOADING=1 and READY=1, as Type=notify-reload expects.
 func (d *Daemon) Reload(ctx context.Context) error {
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
@@ -72,107 +71,65 @@ func firstLine(s string) string {
 }
 
 // reloadLocked does the work of Reload; it returns the result label, the keys that need a
-// restart, and the reason for a failure.
+// restart, and the reason for a failure. Everything that can fail before the new settings are
+// in force runs first (parse, validate, the routing policy, the model watcher); the one step
+// after the swap that can fail, reading the model repository, swaps the old settings back, so
+// a failure always leaves the previous configuration in force.
 func (d *Daemon) reloadLocked(ctx context.Context) (result string, restart []string, err error) {
 	data, err := os.ReadFile(d.opts.ConfigPath)
 	if err != nil {
 		return "failed", nil, fmt.Errorf("reading %s: %w", d.opts.ConfigPath, err)
 	}
+	old := d.settings.Load()
 	if d.applied != nil && bytes.Equal(data, d.applied) {
 		// routing.toml is a file of its own: editing it alone and reloading applies it.
-		if c := d.cluster.Load(); c == nil || !c.policyChanged(d.cfg.Cluster.PolicyFile) {
+		if c := d.cluster.Load(); c == nil || !c.policyChanged(old.cfg.Cluster.PolicyFile) {
 			return "unchanged", nil, nil
 		}
 	}
-	next, err := config.LoadBytes(d.opts.ConfigPath, data, d.opts.Env)
+	loaded, err := config.LoadBytes(d.opts.ConfigPath, data, d.opts.Env)
 	if err != nil {
 		return "failed", nil, err
 	}
-	old := d.cfg
 	// The routing policy is part of the transaction: a broken routing.toml fails the reload
 	// before anything changes.
 	var applyPolicy func()
-	if c := d.cluster.Load(); c != nil && next.Cluster.Enabled {
-		if applyPolicy, err = c.prepare(next.Cluster.PolicyFile); err != nil {
+	if c := d.cluster.Load(); c != nil && loaded.Cluster.Enabled {
+		if applyPolicy, err = c.prepare(loaded.Cluster.PolicyFile); err != nil {
 			return "failed", nil, err
 		}
 	}
-	restart = restartRequired(old, next)
-	for _, k := range restart {
-		d.log.Warn("this setting changes only at restart; keeping the running value", "key", k)
-	}
-	// What cannot change live keeps its running value, so the daemon's view stays true.
-	applied := *next
-	applied.Server.Listen = old.Server.Listen
-	applied.Server.ReadHeaderTimeout, applied.Server.ReadTimeout = old.Server.ReadHeaderTimeout, old.Server.ReadTimeout
-	applied.Server.WriteTimeout, applied.Server.IdleTimeout = old.Server.WriteTimeout, old.Server.IdleTimeout
-	applied.Log.Format = old.Log.Format
-	applied.Engine.OnnxRuntimeLibrary = old.Engine.OnnxRuntimeLibrary
-	applied.GPU.InitRetry, applied.GPU.TelemetryTimeout = old.GPU.InitRetry, old.GPU.TelemetryTimeout
-	applied.Metrics.Listen = old.Metrics.Listen
-	applied.Server.MaxHeaderBytes, applied.Server.MaxConnections = old.Server.MaxHeaderBytes, old.Server.MaxConnections
-	applied.Server.TLS, applied.Auth = old.Server.TLS, old.Auth
-	policyFile := next.Cluster.PolicyFile
-	applied.Cluster = old.Cluster
-	applied.Cluster.PolicyFile = policyFile
-
-	if d.opts.LogLevel != nil {
-		var level slog.Level
-		if err := level.UnmarshalText([]byte(applied.Log.Level)); err == nil {
-			d.opts.LogLevel.Set(level)
+	restart = config.RestartRequired(old.cfg, loaded)
+	next := newSettings(config.KeepRestartOnly(old.cfg, loaded))
+	rewatch := d.watchers != nil && watchKey(next.cfg) != watchKey(old.cfg)
+	var rw *watch.Repo
+	if rewatch {
+		if rw, err = d.newModelWatcher(next.cfg); err != nil {
+			return "failed", restart, err
 		}
 	}
-	d.api.SetMaxRequestBytes(applied.Server.MaxRequestBytes)
-	d.api.SetLimits(limits(&applied))
+
+	d.setSettingsLocked(next)
+	if err := d.repo.Sync(ctx); err != nil {
+		d.setSettingsLocked(old)
+		return "failed", restart, fmt.Errorf("applying the configuration: %w", err)
+	}
 	if applyPolicy != nil {
 		applyPolicy()
 	}
-	d.repo.SetDefaults(defaults(&applied))
-	d.repo.SetGPUMemoryFraction(applied.GPU.MemoryFraction)
-	d.repo.SetControl(applied.Models.Control)
-	if applied.Models.Repository != old.Models.Repository {
-		d.log.Info("model repository moved", "from", old.Models.Repository, "to", applied.Models.Repository)
-		d.repo.SetRoot(applied.Models.Repository)
+	if rewatch {
+		d.restartModelWatcherLocked(ctx, rw)
 	}
-	d.cfg, d.applied = &applied, data
-	if d.watchers != nil && watchKey(&applied) != watchKey(old) {
-		d.restartModelWatcherLocked(ctx)
+	d.applied = data
+	for _, k := range restart {
+		d.log.Warn("this setting changes only at restart; keeping the running value", "key", k)
 	}
-	if err := d.repo.Sync(ctx); err != nil {
-		d.log.Error("model repository unreadable after reload", "err", err)
+	if next.cfg.Models.Repository != old.cfg.Models.Repository {
+		d.log.Info("model repository moved", "from", old.cfg.Models.Repository, "to", next.cfg.Models.Repository)
 	}
-	d.log.Info("configuration reloaded", "file", d.opts.ConfigPath, "log_level", applied.Log.Level,
-		"repository", applied.Models.Repository, "control", applied.Models.Control)
+	d.log.Info("configuration reloaded", "file", d.opts.ConfigPath, "log_level", next.cfg.Log.Level,
+		"repository", next.cfg.Models.Repository, "control", next.cfg.Models.Control)
 	return "applied", restart, nil
-}
-
-// restartRequired lists the keys whose change only a restart applies.
-func restartRequired(old, next *config.Config) []string {
-	var keys []string
-	add := func(changed bool, key string) {
-		if changed {
-			keys = append(keys, key)
-		}
-	}
-	add(old.Server.Listen != next.Server.Listen, "server.listen")
-	add(old.Server.ReadHeaderTimeout != next.Server.ReadHeaderTimeout, "server.read_header_timeout")
-	add(old.Server.ReadTimeout != next.Server.ReadTimeout, "server.read_timeout")
-	add(old.Server.WriteTimeout != next.Server.WriteTimeout, "server.write_timeout")
-	add(old.Server.IdleTimeout != next.Server.IdleTimeout, "server.idle_timeout")
-	add(old.Log.Format != next.Log.Format, "log.format")
-	add(old.Engine.OnnxRuntimeLibrary != next.Engine.OnnxRuntimeLibrary, "engine.onnxruntime_library")
-	add(old.GPU.InitRetry != next.GPU.InitRetry, "gpu.init_retry")
-	add(old.GPU.TelemetryTimeout != next.GPU.TelemetryTimeout, "gpu.telemetry_timeout")
-	add(old.Metrics.Listen != next.Metrics.Listen, "metrics.listen")
-	add(old.Server.MaxHeaderBytes != next.Server.MaxHeaderBytes, "server.max_header_bytes")
-	add(old.Server.MaxConnections != next.Server.MaxConnections, "server.max_connections")
-	// The files named here are re-read when they change; their names are fixed at start.
-	add(old.Server.TLS != next.Server.TLS, "server.tls")
-	add(old.Auth != next.Auth, "auth")
-	oc, nc := old.Cluster, next.Cluster
-	oc.PolicyFile, nc.PolicyFile = "", ""
-	add(!reflect.DeepEqual(oc, nc), "cluster")
-	return keys
 }
 
 func monotonicMicros() int64 {
@@ -207,7 +164,11 @@ func (d *Daemon) startWatchers(ctx context.Context) {
 		}
 		d.startConfigWatcherLocked(ctx)
 	}
-	d.restartModelWatcherLocked(ctx)
+	rw, err := d.newModelWatcher(d.config())
+	if err != nil {
+		d.log.Error("not watching the model repository", "component", "model-watch", "err", err)
+	}
+	d.restartModelWatcherLocked(ctx, rw)
 }
 
 func (d *Daemon) stopWatchers() {
@@ -232,7 +193,7 @@ func (d *Daemon) watchOptions(c *config.Config) watch.Options {
 
 func (d *Daemon) startConfigWatcherLocked(ctx context.Context) {
 	log := d.log.With("component", "config-watch")
-	fw, err := watch.NewFile(d.opts.ConfigPath, d.watchOptions(d.cfg), log)
+	fw, err := watch.NewFile(d.opts.ConfigPath, d.watchOptions(d.config()), log)
 	if err != nil {
 		log.Error("not watching the configuration file; reload with SIGHUP", "err", err)
 		return
@@ -250,24 +211,31 @@ func (d *Daemon) startConfigWatcherLocked(ctx context.Context) {
 	}()
 }
 
-// restartModelWatcherLocked (re)starts the model watcher for the current settings; only in
-// watch control mode. Caller holds reloadMu.
-func (d *Daemon) restartModelWatcherLocked(ctx context.Context) {
+// newModelWatcher returns the model watcher cfg asks for; nil unless models.control is watch.
+func (d *Daemon) newModelWatcher(cfg *config.Config) (*watch.Repo, error) {
+	if cfg.Models.Control != models.ControlWatch {
+		return nil, nil
+	}
+	rw, err := watch.NewRepository(cfg.Models.Repository, d.watchOptions(cfg), d.log.With("component", "model-watch"))
+	if err != nil {
+		return nil, fmt.Errorf("watching the model repository: %w", err)
+	}
+	return rw, nil
+}
+
+// restartModelWatcherLocked stops the model watcher and runs rw in its place (nil: none).
+// Caller holds reloadMu.
+func (d *Daemon) restartModelWatcherLocked(ctx context.Context, rw *watch.Repo) {
 	w := d.watchers
 	if w.stopModels != nil {
 		w.stopModels()
 		<-w.modelsDone
 		w.stopModels = nil
 	}
-	if d.cfg.Models.Control != models.ControlWatch {
+	if rw == nil {
 		return
 	}
 	log := d.log.With("component", "model-watch")
-	rw, err := watch.NewRepository(d.cfg.Models.Repository, d.watchOptions(d.cfg), log)
-	if err != nil {
-		log.Error("not watching the model repository", "err", err)
-		return
-	}
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	w.stopModels, w.modelsDone = cancel, done

@@ -43,20 +43,12 @@ type GPU struct {
 // DefaultGPUMemoryFraction is gpu.memory_fraction's default.
 const DefaultGPUMemoryFraction = 0.9
 
-// SetDevices gives the repository the node's GPUs and the share of a GPU's free memory a new
-// version may be placed into. Without it every GPU request meets a node without GPUs.
-func (r *Repository) SetDevices(d Devices, memoryFraction float64) {
+// SetDevices gives the repository the node's GPUs (Settings.GPUMemoryFraction says how much of
+// one a version may take). Without it every GPU request meets a node without GPUs.
+func (r *Repository) SetDevices(d Devices) {
 	r.loadMu.Lock()
 	defer r.loadMu.Unlock()
-	r.devices, r.memFraction = d, memoryFraction
-}
-
-// SetGPUMemoryFraction changes gpu.memory_fraction for the loads that follow (a reload); the
-// versions placed already stay where they are.
-func (r *Repository) SetGPUMemoryFraction(f float64) {
-	r.loadMu.Lock()
-	defer r.loadMu.Unlock()
-	r.memFraction = f
+	r.devices = d
 }
 
 // DeviceLost makes every version with an instance on GPU index unavailable, with reason: the
@@ -93,8 +85,8 @@ func (r *Repository) openInstancesLocked(ctx context.Context, v *Version, path s
 	ic := v.Config.Instance
 	cpu := engine.Options{
 		Provider:       engine.ProviderCPU,
-		IntraOpThreads: cmp.Or(ic.IntraOpThreads, r.defaults.IntraOpThreads, max(1, r.defaults.Cores/ic.Count)),
-		InterOpThreads: r.defaults.InterOpThreads,
+		IntraOpThreads: cmp.Or(ic.IntraOpThreads, r.cur.Defaults.IntraOpThreads, max(1, r.cur.Defaults.Cores/ic.Count)),
+		InterOpThreads: r.cur.Defaults.InterOpThreads,
 	}
 	if ic.Device == DeviceCPU {
 		return r.openAll(ctx, v, path, slices.Repeat([]engine.Options{cpu}, ic.Count))
@@ -140,7 +132,7 @@ func (r *Repository) openOnGPUsLocked(ctx context.Context, v *Version, path stri
 		byIndex[g.Index] = g
 		pg[i] = placement.GPU{Index: g.Index, Total: g.Total, Free: g.Free, Held: held[g.Index], Problem: g.Problem}
 	}
-	fraction := cmp.Or(r.memFraction, DefaultGPUMemoryFraction)
+	fraction := r.cur.GPUMemoryFraction
 	plan, err := placement.Place(placement.Request{Instances: ic.Count, PerInstance: per, Fraction: fraction,
 		Allowed: ic.GPUs, Spread: ic.Spread}, pg)
 	if err != nil {
@@ -159,7 +151,7 @@ func (r *Repository) openOnGPUsLocked(ctx context.Context, v *Version, path stri
 		o.Provider, o.DeviceID, o.GPUMemLimit = engine.ProviderCUDA, byIndex[idx].CUDAOrdinal, int64(min(limits[idx], 1<<62))
 		// A CUDA session's operators run on the GPU and need no CPU thread pool of their own
 		// (docs/scheduling.md, Threads).
-		o.IntraOpThreads = cmp.Or(v.Config.Instance.IntraOpThreads, r.defaults.IntraOpThreads, 1)
+		o.IntraOpThreads = cmp.Or(v.Config.Instance.IntraOpThreads, r.cur.Defaults.IntraOpThreads, 1)
 		opts[k] = o
 	}
 	log.Info("placing on GPUs", "gpus", plan, "estimate_per_instance", placement.Bytes(per), "memory_fraction", fraction)

@@ -102,9 +102,8 @@ func newGPUFixture(t *testing.T, gpus ...models.GPU) *gpuFixture {
 	dev := &fakeDevices{gpus: gpus, used: map[int]uint64{}, perSession: gib}
 	f := &fixtureRepo{dir: t.TempDir(), rt: enginetest.New(), drain: &recorder{}, runs: map[string]int{}}
 	cuda := &cudaRuntime{Runtime: f.rt, dev: dev}
-	f.repo = models.New(f.dir, cuda, models.Defaults{Cores: 2}, quiet)
-	f.repo.SetDrainer(f.drain)
-	f.repo.SetDevices(dev, 1)
+	f.open(cuda, models.Settings{Defaults: models.Defaults{Cores: 2}, GPUMemoryFraction: 1})
+	f.repo.SetDevices(dev)
 	t.Cleanup(func() { f.repo.Close(context.Background()) })
 	return &gpuFixture{fixtureRepo: f, dev: dev, cuda: cuda}
 }
@@ -332,5 +331,18 @@ func TestGPULost(t *testing.T) {
 	f.sync(t, "late")
 	if st, reason := state(f.repo, "late", "1"); st != models.StateUnavailable || !strings.Contains(reason, "GPU 1 failed while the version loaded") {
 		t.Errorf("late: %s (%s), want UNAVAILABLE because GPU 1 failed", st, reason)
+	}
+}
+
+// TestGPUMemoryFractionFollowsSettings: gpu.memory_fraction is read from the settings in force
+// when a load begins, so a reload that lowers it shrinks what the next version is offered.
+func TestGPUMemoryFractionFollowsSettings(t *testing.T) {
+	f := newGPUFixture(t, models.GPU{Index: 0, Total: 80 * gib, Free: 70 * gib})
+	f.set(models.Settings{Defaults: models.Defaults{Cores: 2}, GPUMemoryFraction: 0.5})
+	f.model(t, "m", "max_batch_size = 8\n[instance]\ndevice = \"gpu\"\n")
+	f.sync(t)
+	opened := f.opened(0)
+	if len(opened) != 1 || opened[0].GPUMemLimit <= 0 || opened[0].GPUMemLimit > int64(35*gib) {
+		t.Errorf("opened with %+v, want an arena limit of at most half of the 70 GiB free", opened)
 	}
 }

@@ -27,11 +27,11 @@ const drainTimeout = 60 * time.Second
 // unload. Only an unreadable root is an error; a model that fails to load is recorded with its
 // reason and, if an older generation serves, that one keeps serving.
 func (r *Repository) Sync(ctx context.Context) error {
-	r.loadMu.Lock()
+	r.lockLoader()
 	defer r.loadMu.Unlock()
-	entries, err := os.ReadDir(r.root)
+	entries, err := os.ReadDir(r.cur.Root)
 	if err != nil {
-		return fmt.Errorf("model repository %s: %w", r.root, err)
+		return fmt.Errorf("model repository %s: %w", r.cur.Root, err)
 	}
 	names := map[string]bool{}
 	for _, e := range entries {
@@ -54,7 +54,7 @@ func (r *Repository) Sync(ctx context.Context) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if r.control == ControlExplicit && r.unloaded[name] {
+		if r.cur.Control == ControlExplicit && r.unloaded[name] {
 			continue
 		}
 		r.syncModelLocked(ctx, name)
@@ -65,13 +65,13 @@ func (r *Repository) Sync(ctx context.Context) error {
 
 // SyncModels reconciles the named models only (the watcher's report of what changed).
 func (r *Repository) SyncModels(ctx context.Context, names []string) {
-	r.loadMu.Lock()
+	r.lockLoader()
 	defer r.loadMu.Unlock()
 	for _, name := range names {
 		if ctx.Err() != nil {
 			return
 		}
-		if r.control == ControlExplicit && r.unloaded[name] {
+		if r.cur.Control == ControlExplicit && r.unloaded[name] {
 			continue
 		}
 		r.syncModelLocked(ctx, name)
@@ -80,16 +80,16 @@ func (r *Repository) SyncModels(ctx context.Context, names []string) {
 
 // LoadModel loads (or reloads) one model on request; only in explicit control mode.
 func (r *Repository) LoadModel(ctx context.Context, name string) error {
-	r.loadMu.Lock()
+	r.lockLoader()
 	defer r.loadMu.Unlock()
-	if r.control != ControlExplicit {
-		return fmt.Errorf("%w: models.control is %q; loading on request needs \"explicit\"", ErrControl, r.control)
+	if r.cur.Control != ControlExplicit {
+		return fmt.Errorf("%w: models.control is %q; loading on request needs \"explicit\"", ErrControl, r.cur.Control)
 	}
 	if !validName(name) {
 		return fmt.Errorf("%w %q", ErrModelNotFound, name)
 	}
-	if st, err := os.Stat(filepath.Join(r.root, name)); err != nil || !st.IsDir() {
-		return fmt.Errorf("%w %q: no directory %s", ErrModelNotFound, name, filepath.Join(r.root, name))
+	if st, err := os.Stat(filepath.Join(r.cur.Root, name)); err != nil || !st.IsDir() {
+		return fmt.Errorf("%w %q: no directory %s", ErrModelNotFound, name, filepath.Join(r.cur.Root, name))
 	}
 	delete(r.unloaded, name)
 	r.syncModelLocked(ctx, name)
@@ -114,10 +114,10 @@ func (r *Repository) LoadModel(ctx context.Context, name string) error {
 
 // UnloadModel drains and unloads one model on request; only in explicit control mode.
 func (r *Repository) UnloadModel(ctx context.Context, name string) error {
-	r.loadMu.Lock()
+	r.lockLoader()
 	defer r.loadMu.Unlock()
-	if r.control != ControlExplicit {
-		return fmt.Errorf("%w: models.control is %q; unloading on request needs \"explicit\"", ErrControl, r.control)
+	if r.cur.Control != ControlExplicit {
+		return fmt.Errorf("%w: models.control is %q; unloading on request needs \"explicit\"", ErrControl, r.cur.Control)
 	}
 	r.mu.Lock()
 	m, ok := r.models[name]
@@ -140,7 +140,7 @@ func validName(name string) bool {
 
 // syncModelLocked reconciles one model with its directory. Caller holds loadMu.
 func (r *Repository) syncModelLocked(ctx context.Context, name string) {
-	dir := filepath.Join(r.root, name)
+	dir := filepath.Join(r.cur.Root, name)
 	log := r.log.With("model", name)
 	r.mu.RLock()
 	old := r.models[name]
@@ -158,7 +158,7 @@ func (r *Repository) syncModelLocked(ctx context.Context, name string) {
 		return
 	}
 
-	cfg, err := readConfig(dir, r.defaults)
+	cfg, err := readConfig(dir, r.cur.Defaults)
 	var selected []int64
 	if err == nil {
 		var onDisk []int64
@@ -187,7 +187,7 @@ func (r *Repository) syncModelLocked(ctx context.Context, name string) {
 	var retire []*Version
 	for _, n := range selected {
 		vdir := filepath.Join(dir, strconv.FormatInt(n, 10))
-		fp := fingerprint(vdir, cfg, r.defaults)
+		fp := fingerprint(vdir, cfg, r.cur.Defaults)
 		cur := current[n]
 		if cur != nil && cur.state != StateLoading && (cur.fingerprint == fp || failed[n] == fp && cur.state == StateReady) {
 			next.Versions = append(next.Versions, cur)

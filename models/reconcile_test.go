@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -43,21 +44,34 @@ func (r *recorder) list() []string {
 }
 
 type fixtureRepo struct {
-	dir   string
-	rt    *enginetest.Runtime
-	repo  *models.Repository
-	drain *recorder
-	runs  map[string]int // warmup runs per model path
-	mu    sync.Mutex
+	dir      string
+	rt       *enginetest.Runtime
+	repo     *models.Repository
+	settings atomic.Pointer[models.Settings] // what repo reads; set swaps it, as a reload does
+	drain    *recorder
+	runs     map[string]int // warmup runs per model path
+	mu       sync.Mutex
 }
 
 func newFixture(t *testing.T) *fixtureRepo {
 	t.Helper()
 	f := &fixtureRepo{dir: t.TempDir(), rt: enginetest.New(), drain: &recorder{}, runs: map[string]int{}}
-	f.repo = models.New(f.dir, f.rt, models.Defaults{Cores: 2}, quiet)
-	f.repo.SetDrainer(f.drain)
+	f.open(f.rt, models.Settings{Defaults: models.Defaults{Cores: 2}})
 	t.Cleanup(func() { f.repo.Close(context.Background()) })
 	return f
+}
+
+// open makes f.repo over f.dir with rt, reading its settings from f.settings, first s.
+func (f *fixtureRepo) open(rt engine.Runtime, s models.Settings) {
+	f.set(s)
+	f.repo = models.NewWith(rt, func() models.Settings { return *f.settings.Load() }, quiet)
+	f.repo.SetDrainer(f.drain)
+}
+
+// set makes s (over f.dir) the settings in force.
+func (f *fixtureRepo) set(s models.Settings) {
+	s.Root = f.dir
+	f.settings.Store(&s)
 }
 
 // add writes a model file (distinct content per call, so the fingerprint changes) and
@@ -267,7 +281,7 @@ func TestExplicitControl(t *testing.T) {
 	if err := f.repo.UnloadModel(ctx, "m"); !errors.Is(err, models.ErrControl) {
 		t.Fatalf("unload in watch mode: %v", err)
 	}
-	f.repo.SetControl(models.ControlExplicit)
+	f.set(models.Settings{Control: models.ControlExplicit, Defaults: models.Defaults{Cores: 2}})
 	if err := f.repo.UnloadModel(ctx, "m"); err != nil {
 		t.Fatal(err)
 	}

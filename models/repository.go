@@ -134,25 +134,49 @@ const (
 	ControlNone = "none"
 )
 
+// Settings are the daemon-wide settings the repository loads models by. The repository reads
+// them when a change of the model set begins (Sync, SyncModels, LoadModel, UnloadModel) and
+// keeps that value until the change ends, so one change sees one configuration. A value is
+// never changed once handed over: a configuration reload makes a new one.
+type Settings struct {
+	// Root is the repository directory. A change of it makes the next Sync unload the models
+	// that are not in the new directory and load those that are.
+	Root string
+	// Control is the control mode (ControlWatch, ControlExplicit or ControlNone); "" is
+	// ControlWatch.
+	Control string
+	// Defaults are what a model.toml that says nothing gets; a change reloads (at the next
+	// Sync) the models whose effective settings it changes.
+	Defaults Defaults
+	// GPUMemoryFraction is gpu.memory_fraction, the share of a GPU's free memory a new version
+	// may be placed into; 0 is DefaultGPUMemoryFraction. Versions placed already stay.
+	GPUMemoryFraction float64
+}
+
+func (s Settings) normalized() Settings {
+	s.Control = cmp.Or(s.Control, ControlWatch)
+	s.Defaults = s.Defaults.normalized()
+	s.GPUMemoryFraction = cmp.Or(s.GPUMemoryFraction, DefaultGPUMemoryFraction)
+	return s
+}
+
 // Repository is the set of models under one root directory.
 type Repository struct {
-	root    string
-	rt      engine.Runtime
-	log     *slog.Logger
-	control string
+	rt       engine.Runtime
+	log      *slog.Logger
+	settings func() Settings
 
 	// loadMu serializes every change of the model set (sync, load, unload, close): one loader
 	// at a time. Lock order: loadMu, then mu; mu is never held while a model loads or drains.
 	loadMu   sync.Mutex
-	defaults Defaults        // guarded by loadMu
+	cur      Settings        // the settings of the change in progress (lockLoader); guarded by loadMu
 	drainer  Drainer         // guarded by loadMu
 	unloaded map[string]bool // explicit mode: models unloaded by request; guarded by loadMu
 
 	synced atomic.Bool // the first Sync has finished
 
-	devices     Devices           // guarded by loadMu
-	memFraction float64           // gpu.memory_fraction; guarded by loadMu
-	onGPU       map[*Version]bool // loaded versions holding GPU memory; guarded by loadMu
+	devices Devices           // guarded by loadMu
+	onGPU   map[*Version]bool // loaded versions holding GPU memory; guarded by loadMu
 
 	memProbe MemoryProbe // guarded by loadMu (memguard.go)
 
@@ -169,9 +193,18 @@ type Event struct {
 	Err error
 }
 
-// New returns a repository over root that opens sessions with rt. Nothing is read until Sync.
+// New returns a repository over root, in watch control mode with defaults d, that opens
+// sessions with rt; its settings never change. Nothing is read until Sync.
 func New(root string, rt engine.Runtime, d Defaults, log *slog.Logger) *Repository {
-	return &Repository{root: root, rt: rt, defaults: d.normalized(), log: log, control: ControlWatch,
+	s := Settings{Root: root, Defaults: d}
+	return NewWith(rt, func() Settings { return s }, log)
+}
+
+// NewWith returns a repository that opens sessions with rt and reads its settings from
+// settings at the start of every change of the model set, so a configuration reload takes
+// effect at the next Sync. settings must not block. Nothing is read until Sync.
+func NewWith(rt engine.Runtime, settings func() Settings, log *slog.Logger) *Repository {
+	return &Repository{rt: rt, settings: settings, cur: settings().normalized(), log: log,
 		models: map[string]*Model{}, unloaded: map[string]bool{}, events: func(Event) {}, onGPU: map[*Version]bool{}}
 }
 
@@ -181,11 +214,11 @@ func (d Defaults) normalized() Defaults {
 	return d
 }
 
-// SetControl sets the control mode (ControlWatch, ControlExplicit or ControlNone).
-func (r *Repository) SetControl(mode string) {
+// lockLoader takes loadMu for a change of the model set and reads the settings that change
+// runs by.
+func (r *Repository) lockLoader() {
 	r.loadMu.Lock()
-	r.control = mode
-	r.loadMu.Unlock()
+	r.cur = r.settings().normalized()
 }
 
 // SetDrainer sets what drains retired versions (the scheduler); without one, retired versions
@@ -202,36 +235,6 @@ func (r *Repository) OnEvent(f func(Event)) {
 	r.loadMu.Lock()
 	r.events = f
 	r.loadMu.Unlock()
-}
-
-// SetDefaults changes the daemon-wide defaults; the next Sync reloads the models whose
-// effective settings change.
-func (r *Repository) SetDefaults(d Defaults) {
-	r.loadMu.Lock()
-	r.defaults = d.normalized()
-	r.loadMu.Unlock()
-}
-
-// Root is the repository directory.
-func (r *Repository) Root() string {
-	r.loadMu.Lock()
-	defer r.loadMu.Unlock()
-	return r.root
-}
-
-// SetRoot moves the repository to another directory; the next Sync unloads the models that
-// are not there and loads those that are.
-func (r *Repository) SetRoot(root string) {
-	r.loadMu.Lock()
-	r.root = root
-	r.loadMu.Unlock()
-}
-
-// Control is the control mode.
-func (r *Repository) Control() string {
-	r.loadMu.Lock()
-	defer r.loadMu.Unlock()
-	return r.control
 }
 
 // Index lists every model and version with its state, sorted by name and version. A model

@@ -22,9 +22,11 @@ const (
 type Options struct {
 	// Node is this node's member name, as in cluster.Member.Name. Required.
 	Node string
-	// MaxBodyBytes bounds a request body the router buffers to forward or retry it (413
-	// above). Default 64 MiB, the API's own default limit.
-	MaxBodyBytes int64
+	// MaxBodyBytes returns the bound on a request body the router buffers to forward or retry
+	// it (413 above): called once per request, so a configuration reload that changes the
+	// limit applies to the next request. It must not block. Default 64 MiB, the API's own
+	// default limit.
+	MaxBodyBytes func() int64
 	// PerTryTimeout bounds one try on a peer, from sending the request to its response
 	// headers; the body then streams under the client's deadline only. A hung peer costs at
 	// most this before the request moves on. Default 5 s; negative: none. Local tries are not
@@ -86,8 +88,8 @@ type Ejection struct {
 
 // withDefaults fills the zero fields.
 func (o Options) withDefaults() Options {
-	if o.MaxBodyBytes <= 0 {
-		o.MaxBodyBytes = 64 << 20
+	if o.MaxBodyBytes == nil {
+		o.MaxBodyBytes = func() int64 { return 64 << 20 }
 	}
 	o.PerTryTimeout = orDuration(o.PerTryTimeout, 5*time.Second)
 	o.DialTimeout = orDuration(o.DialTimeout, time.Second)

@@ -240,7 +240,7 @@ func (rt *Router) relayFailure(w http.ResponseWriter, r *http.Request, p *plan, 
 
 // readBody buffers the request body for forwarding and retries, up to MaxBodyBytes.
 func (rt *Router) readBody(w http.ResponseWriter, r *http.Request) ([]byte, int, error) {
-	limit := rt.opts.MaxBodyBytes
+	limit := rt.opts.MaxBodyBytes()
 	if r.ContentLength > limit {
 		return nil, http.StatusRequestEntityTooLarge, fmt.Errorf(
 			"request body of %d bytes is over the limit of %d bytes a node buffers to route it", r.ContentLength, limit)

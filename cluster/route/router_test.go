@@ -593,7 +593,7 @@ func TestBodyLimit(t *testing.T) {
 	n1 := startPeer(t, "n1")
 	members := &fakeMembers{}
 	members.set(member("n0", "", true), member("n1", n1.addr(), false, ready("m", "1")))
-	rt := newRouter(t, &echo{name: "n0"}, members, nil, Options{MaxBodyBytes: 1024})
+	rt := newRouter(t, &echo{name: "n0"}, members, nil, Options{MaxBodyBytes: func() int64 { return 1024 }})
 	for _, length := range []int64{2048, -1} {
 		req := httptest.NewRequest(http.MethodPost, "/v2/models/m/infer", bytes.NewReader(make([]byte, 2048)))
 		req.ContentLength = length

@@ -1,0 +1,70 @@
+package daemon
+
+import (
+	"log/slog"
+	"runtime"
+
+	"github.com/inferd/inferd/api"
+	"github.com/inferd/inferd/config"
+	"github.com/inferd/inferd/models"
+)
+
+// settings is everything the running daemon takes from one configuration. It is built once
+// when that configuration takes effect (in New, and by each reload that applies one) and never
+// changed after: a reload builds a new value and swaps it in with one atomic store, so every
+// reader sees the old configuration or the new one, never a mix. Each consumer reads its own
+// part through the getter it declares: api.Options.Settings, models.NewWith and
+// route.Options.MaxBodyBytes. What only a restart applies is in cfg at its running value
+// (config.KeepRestartOnly), so the daemon's view of itself stays true.
+type settings struct {
+	cfg    *config.Config
+	api    api.Settings
+	models models.Settings
+	level  slog.Level // log.level; an invalid one never gets past config's validation
+}
+
+func newSettings(cfg *config.Config) *settings {
+	s := &settings{
+		cfg: cfg,
+		api: api.Settings{MaxRequestBytes: cfg.Server.MaxRequestBytes, Limits: limits(cfg)},
+		models: models.Settings{
+			Root:              cfg.Models.Repository,
+			Control:           cfg.Models.Control,
+			Defaults:          defaults(cfg),
+			GPUMemoryFraction: cfg.GPU.MemoryFraction,
+		},
+	}
+	_ = s.level.UnmarshalText([]byte(cfg.Log.Level))
+	return s
+}
+
+// setSettingsLocked puts s in force. The logger's level is the one setting outside the value:
+// cmd builds the handler over a slog.LevelVar before the daemon exists, so it is set here, in
+// the same step. Caller holds reloadMu (or is New).
+func (d *Daemon) setSettingsLocked(s *settings) {
+	d.settings.Store(s)
+	if d.opts.LogLevel != nil {
+		d.opts.LogLevel.Set(s.level)
+	}
+}
+
+// maxRequestBytes is server.max_request_bytes in force, for the cluster's router: the same
+// limit the API applies, so a reload moves both.
+func (d *Daemon) maxRequestBytes() int64 { return d.settings.Load().api.MaxRequestBytes }
+
+// config is the configuration in force.
+func (d *Daemon) config() *config.Config { return d.settings.Load().cfg }
+
+func defaults(cfg *config.Config) models.Defaults {
+	return models.Defaults{
+		Instances:      cfg.Scheduler.DefaultInstances,
+		MaxBatchSize:   cfg.Scheduler.DefaultMaxBatchSize,
+		IntraOpThreads: cfg.Engine.IntraOpThreads,
+		InterOpThreads: cfg.Engine.InterOpThreads,
+		Cores:          runtime.GOMAXPROCS(0),
+		MaxQueueDelay:  cfg.Scheduler.MaxQueueDelay,
+		AdaptiveDelay:  cfg.Scheduler.AdaptiveDelay,
+		MaxQueueSize:   cfg.Scheduler.MaxQueueSize,
+		DefaultTimeout: cfg.Scheduler.DefaultTimeout,
+	}
+}
