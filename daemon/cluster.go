@@ -4,10 +4,8 @@ import (
 	"bytes"
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -17,8 +15,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/inferd/inferd/api"
 	"github.com/inferd/inferd/cluster"
+	"github.com/inferd/inferd/cluster/admin"
 	"github.com/inferd/inferd/cluster/policy"
 	"github.com/inferd/inferd/cluster/rollout"
 	"github.com/inferd/inferd/cluster/route"
@@ -144,7 +142,7 @@ func (d *Daemon) startCluster(ctx context.Context, cfg *config.Config, httpAddr 
 	}()
 
 	mux := http.NewServeMux()
-	c.routes(mux)
+	admin.Server{Node: node, Router: c.router, Rollouts: c.rollouts}.Register(mux)
 	mux.Handle("/", c.router)
 	log.Info("cluster node started", "name", name, "gossip", node.GossipAddr(), "http", advertiseHTTP, "encrypted", key != nil)
 	return c, mux, nil
@@ -290,132 +288,6 @@ func (c *clustered) prepare(path string) (func(), error) {
 		c.policy.Store(pol)
 		c.policyData = data
 	}, nil
-}
-
-// routes serves the cluster's own endpoints, in snake_case JSON as the rest of the API: members
-// through a view of their own (membersView), rollouts as rollout.State, whose JSON names that
-// package keeps stable for `inferd rollout` and scripts.
-func (c *clustered) routes(mux *http.ServeMux) {
-	mux.HandleFunc("GET /v2/cluster/members", func(w http.ResponseWriter, r *http.Request) {
-		api.WriteJSON(w, http.StatusOK, c.membersView())
-	})
-	mux.HandleFunc("GET /v2/cluster/rollouts", func(w http.ResponseWriter, r *http.Request) {
-		v := rolloutsView{Node: c.node.Name(), Rollouts: c.rollouts.Status()}
-		if v.Rollouts == nil {
-			v.Rollouts = []rollout.State{} // [] rather than null
-		}
-		api.WriteJSON(w, http.StatusOK, v)
-	})
-	mux.HandleFunc("POST /v2/cluster/rollouts/{model}/{action}", func(w http.ResponseWriter, r *http.Request) {
-		model, action := r.PathValue("model"), r.PathValue("action")
-		var err error
-		switch action {
-		case "start":
-			err = c.rollouts.Start(model)
-		case "promote":
-			err = c.rollouts.Promote(model)
-		case "promote-full":
-			err = c.rollouts.PromoteFull(model)
-		case "abort":
-			reason, rerr := abortReason(w, r)
-			if rerr != nil {
-				api.WriteError(w, http.StatusBadRequest, rerr.Error())
-				return
-			}
-			err = c.rollouts.Abort(model, reason)
-		default:
-			api.WriteError(w, http.StatusNotFound, fmt.Sprintf("unknown rollout action %q (start, promote, promote-full, abort)", action))
-			return
-		}
-		if err != nil {
-			status := http.StatusConflict
-			if errors.Is(err, rollout.ErrNoDefinition) || errors.Is(err, rollout.ErrNoRollout) {
-				status = http.StatusNotFound
-			}
-			api.WriteError(w, status, err.Error())
-			return
-		}
-		for _, st := range c.rollouts.Status() {
-			if st.Model == model {
-				api.WriteJSON(w, http.StatusOK, st)
-				return
-			}
-		}
-		api.WriteJSON(w, http.StatusOK, rollout.State{Model: model})
-	})
-	mux.HandleFunc("/v2/cluster/", func(w http.ResponseWriter, r *http.Request) {
-		api.WriteError(w, http.StatusNotFound, "no cluster endpoint "+r.Method+" "+r.URL.Path)
-	})
-}
-
-// maxAbortBody bounds the optional {"reason": "..."} of an abort.
-const maxAbortBody = 4 << 10
-
-// abortReason reads the optional JSON body of an abort; no body means the default reason.
-func abortReason(w http.ResponseWriter, r *http.Request) (string, error) {
-	const byOperator = "aborted by an operator"
-	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxAbortBody))
-	if err != nil {
-		return "", fmt.Errorf("abort body: %w", err)
-	}
-	if len(bytes.TrimSpace(data)) == 0 {
-		return byOperator, nil
-	}
-	var body struct {
-		Reason string `json:"reason"`
-	}
-	if err := json.Unmarshal(data, &body); err != nil {
-		return "", fmt.Errorf(`abort body: want {"reason": "..."}: %w`, err)
-	}
-	if body.Reason == "" {
-		return byOperator, nil
-	}
-	return byOperator + ": " + body.Reason, nil
-}
-
-// membersView is GET /v2/cluster/members: every member as this node sees it, and this node's
-// routing counters.
-type membersView struct {
-	Node    string       `json:"node"`
-	Members []memberView `json:"members"`
-	Routing route.Stats  `json:"routing"`
-}
-
-type memberView struct {
-	Name     string           `json:"name"`
-	Local    bool             `json:"local,omitempty"`
-	Liveness cluster.Liveness `json:"liveness"`
-	Serving  cluster.Serving  `json:"serving"`
-	// Routable: alive and not draining, so this node may send it requests.
-	Routable   bool      `json:"routable"`
-	HTTPAddr   string    `json:"http_addr"`
-	GossipAddr string    `json:"gossip_addr"`
-	Class      string    `json:"class"`
-	Since      time.Time `json:"since"`
-	// CatalogGeneration is the catalog held; CatalogStale says the member's metadata names a
-	// newer one that has not arrived yet.
-	CatalogGeneration uint64                   `json:"catalog_generation"`
-	CatalogStale      bool                     `json:"catalog_stale,omitempty"`
-	Models            []cluster.CatalogVersion `json:"models"`
-}
-
-func (c *clustered) membersView() membersView {
-	v := membersView{Node: c.node.Name(), Members: []memberView{}, Routing: c.router.Stats()}
-	for _, m := range c.node.Members() {
-		v.Members = append(v.Members, memberView{
-			Name: m.Name, Local: m.Local, Liveness: m.Liveness, Serving: m.Serving, Routable: m.Routable(),
-			HTTPAddr: m.HTTPAddr, GossipAddr: m.GossipAddr, Class: m.Class, Since: m.Since,
-			CatalogGeneration: m.Catalog.Generation, CatalogStale: m.Catalog.Generation < m.MetaGeneration,
-			Models: append([]cluster.CatalogVersion{}, m.Catalog.Models...),
-		})
-	}
-	return v
-}
-
-// rolloutsView is GET /v2/cluster/rollouts: the rollout state this node has converged on.
-type rolloutsView struct {
-	Node     string          `json:"node"`
-	Rollouts []rollout.State `json:"rollouts"`
 }
 
 // counters gives rollout analysis this node's request counters of a model version.

@@ -1,7 +1,6 @@
 package models
 
 import (
-	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -10,7 +9,6 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"maps"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -18,6 +16,12 @@ import (
 	"strconv"
 	"time"
 )
+
+// Locking. The loader's functions that end in Locked name, at the end of their doc comment,
+// which of the repository's two locks the caller holds: "Caller holds loadMu, not mu" for
+// those that load, drain or take mu themselves (mu is never held across a load or a drain),
+// "Caller holds loadMu and mu" for those that change what the index publishes. The lock
+// order is the one on Repository: loadMu, then mu.
 
 // drainTimeout bounds the wait for a retired version's requests before its sessions close.
 const drainTimeout = 60 * time.Second
@@ -138,7 +142,9 @@ func validName(name string) bool {
 	return name != "" && name[0] != '.' && filepath.Base(name) == name
 }
 
-// syncModelLocked reconciles one model with its directory. Caller holds loadMu.
+// syncModelLocked reconciles one model with its directory: it reads the directory, plans
+// (plan.go), loads what the plan loads, and publishes and retires what the plan settles on.
+// Caller holds loadMu, not mu.
 func (r *Repository) syncModelLocked(ctx context.Context, name string) {
 	dir := filepath.Join(r.cur.Root, name)
 	log := r.log.With("model", name)
@@ -146,165 +152,118 @@ func (r *Repository) syncModelLocked(ctx context.Context, name string) {
 	old := r.models[name]
 	r.mu.RUnlock()
 
-	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
-		if old != nil {
-			log.Info("model removed from the repository; draining and unloading")
-			r.mu.Lock()
-			delete(r.models, name)
-			r.markRetiredLocked(old.Versions)
-			r.mu.Unlock()
-			r.retireLocked(ctx, old.Versions)
-		}
+	disk := readModelDir(dir, r.cur.Defaults, log)
+	p := planModel(name, disk, old, func(n int64) string {
+		return fingerprint(versionDir(dir, n), disk.config, r.cur.Defaults)
+	})
+	switch p.kind {
+	case planNothing:
 		return
-	}
-
-	cfg, err := readConfig(dir, r.cur.Defaults)
-	var selected []int64
-	if err == nil {
-		var onDisk []int64
-		if onDisk, err = versionsOnDisk(dir, log); err == nil {
-			if selected = cfg.VersionPolicy.selectVersions(onDisk); len(selected) == 0 {
-				err = fmt.Errorf("no version on disk matches the version policy (found %v)", onDisk)
-			}
-		}
-	}
-	if err != nil {
-		r.modelFailedLocked(ctx, name, old, cfg, err, log)
-		return
-	}
-
-	current := map[int64]*Version{}
-	failed := map[int64]string{}
-	if old != nil {
-		for _, v := range old.Versions {
-			current[v.Number] = v
-		}
-		failed = old.failed
-	}
-	r.publishLoadingLocked(name, old, cfg, selected, current)
-
-	next := &Model{Name: name, Config: cfg, failed: map[int64]string{}}
-	var retire []*Version
-	for _, n := range selected {
-		vdir := filepath.Join(dir, strconv.FormatInt(n, 10))
-		fp := fingerprint(vdir, cfg, r.cur.Defaults)
-		cur := current[n]
-		if cur != nil && cur.state != StateLoading && (cur.fingerprint == fp || failed[n] == fp && cur.state == StateReady) {
-			next.Versions = append(next.Versions, cur)
-			if failed[n] == fp {
-				next.failed[n] = fp
-				next.LastError = old.LastError
-			}
-			continue
-		}
-		v := &Version{Model: name, Number: n, Dir: vdir, Config: cfg, fingerprint: fp}
-		vlog := log.With("version", n)
-		start := time.Now()
-		err := r.openVersion(ctx, v, vlog)
-		r.events(Event{Model: name, Version: n, Err: err})
-		switch {
-		case err == nil:
-			v.state = StateReady
-			vlog.Info("model version ready", "instances", len(v.Sessions), "provider", v.Provider,
-				"inputs", len(v.Signature.Inputs), "outputs", len(v.Signature.Outputs), "load_time", time.Since(start).Round(time.Millisecond))
-			next.Versions = append(next.Versions, v)
-			if cur != nil {
-				retire = append(retire, cur)
-			}
-		case cur != nil && cur.state == StateReady:
-			vlog.Error("update failed; the previous generation keeps serving", "reason", err)
-			next.Versions = append(next.Versions, cur)
-			next.failed[n] = fp
-			next.LastError = fmt.Errorf("version %d: %w", n, err)
-		default:
-			v.state, v.reason = StateUnavailable, err.Error()
-			vlog.Error("model version unavailable", "reason", err)
-			next.Versions = append(next.Versions, v)
-			if cur != nil {
-				retire = append(retire, cur)
-			}
-		}
-	}
-	// Versions the policy no longer selects leave, unless nothing selected loaded: then the
-	// ones that serve keep serving until a new version does.
-	servesNew := slices.ContainsFunc(next.Versions, func(v *Version) bool { return v.state == StateReady })
-	for _, n := range slices.Sorted(maps.Keys(current)) {
-		v := current[n]
-		if slices.Contains(selected, n) {
-			continue
-		}
-		if !servesNew && v.state == StateReady {
-			log.Warn("no newly selected version loaded; the previous version keeps serving", "version", n)
-			next.Versions = append(next.Versions, v)
-			if next.LastError == nil {
-				next.LastError = errors.New("no version selected by the policy loaded")
-			}
-			continue
-		}
-		log.Info("version no longer selected; draining and unloading", "version", n)
-		retire = append(retire, v)
-	}
-	slices.SortFunc(next.Versions, func(a, b *Version) int { return cmp.Compare(a.Number, b.Number) })
-	r.mu.Lock()
-	r.models[name] = next
-	r.markRetiredLocked(retire)
-	r.mu.Unlock()
-	r.retireLocked(ctx, retire)
-}
-
-// publishLoadingLocked shows the versions that have nothing serving yet as LOADING while they
-// load; versions that serve keep serving.
-func (r *Repository) publishLoadingLocked(name string, old *Model, cfg Config, selected []int64, current map[int64]*Version) {
-	var interim []*Version
-	for _, n := range selected {
-		if v := current[n]; v != nil && v.state == StateReady {
-			interim = append(interim, v)
-		} else if v == nil {
-			interim = append(interim, &Version{Model: name, Number: n, Config: cfg, state: StateLoading})
-		} else {
-			interim = append(interim, v)
-		}
-	}
-	// Versions the policy is about to drop keep serving until the new ones are ready.
-	for n, v := range current {
-		if !slices.Contains(selected, n) && v.state == StateReady {
-			interim = append(interim, v)
-		}
-	}
-	slices.SortFunc(interim, func(a, b *Version) int { return cmp.Compare(a.Number, b.Number) })
-	m := &Model{Name: name, Config: cfg, Versions: interim}
-	if old != nil {
-		m.LastError, m.failed = old.LastError, old.failed
-	}
-	r.mu.Lock()
-	r.models[name] = m
-	r.mu.Unlock()
-}
-
-// modelFailedLocked records a model whose settings or layout are invalid. If an older
-// generation serves, it keeps serving and the failure is its LastError.
-func (r *Repository) modelFailedLocked(ctx context.Context, name string, old *Model, cfg Config, err error, log *slog.Logger) {
-	r.events(Event{Model: name, Err: err})
-	r.mu.Lock()
-	if old != nil && slices.ContainsFunc(old.Versions, func(v *Version) bool { return v.state == StateReady }) {
-		kept := *old
-		kept.LastError = err
-		r.models[name] = &kept
+	case planRemove:
+		log.Info("model removed from the repository; draining and unloading")
+		r.mu.Lock()
+		delete(r.models, name)
+		r.markRetiredLocked(old.Versions)
 		r.mu.Unlock()
-		log.Error("model update failed; the previous generation keeps serving", "reason", err)
+		r.retireLocked(ctx, old.Versions)
+		return
+	case planFail:
+		r.modelFailedLocked(ctx, p, log)
 		return
 	}
-	r.models[name] = &Model{Name: name, Config: cfg, Err: err}
+
+	r.mu.Lock()
+	r.models[name] = p.interim()
+	r.mu.Unlock()
+	loaded := make([]*Version, len(p.steps))
+	errs := make([]error, len(p.steps))
+	for i, s := range p.steps {
+		if s.load {
+			loaded[i], errs[i] = r.loadVersionLocked(ctx, p, s, dir, log)
+		}
+	}
+	out := p.settle(loaded, errs)
+	for _, v := range p.unselected {
+		if slices.Contains(out.held, v) {
+			log.Warn("no newly selected version loaded; the previous version keeps serving", "version", v.Number)
+		} else {
+			log.Info("version no longer selected; draining and unloading", "version", v.Number)
+		}
+	}
+	r.mu.Lock()
+	r.models[name] = out.next
+	r.markRetiredLocked(out.retire)
+	r.mu.Unlock()
+	r.retireLocked(ctx, out.retire)
+}
+
+// readModelDir reads what a model's directory holds: its settings and version directories.
+func readModelDir(dir string, d Defaults, log *slog.Logger) modelOnDisk {
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		return modelOnDisk{missing: true}
+	}
+	cfg, err := readConfig(dir, d)
+	disk := modelOnDisk{config: cfg, err: err}
+	if err == nil {
+		disk.versions, disk.err = versionsOnDisk(dir, log)
+	}
+	return disk
+}
+
+func versionDir(modelDir string, n int64) string {
+	return filepath.Join(modelDir, strconv.FormatInt(n, 10))
+}
+
+// loadVersionLocked loads a new generation for step s and returns it, READY or (with the
+// error) UNAVAILABLE with its reason. Caller holds loadMu, not mu.
+func (r *Repository) loadVersionLocked(ctx context.Context, p modelPlan, s versionStep, modelDir string, log *slog.Logger) (*Version, error) {
+	v := &Version{Model: p.name, Number: s.number, Dir: versionDir(modelDir, s.number), Config: p.config, fingerprint: s.fingerprint}
+	vlog := log.With("version", s.number)
+	start := time.Now()
+	err := r.openVersion(ctx, v, vlog)
+	r.events(Event{Model: p.name, Version: s.number, Err: err})
+	if err == nil {
+		v.state = StateReady
+		vlog.Info("model version ready", "instances", len(v.Sessions), "provider", v.Provider,
+			"inputs", len(v.Signature.Inputs), "outputs", len(v.Signature.Outputs), "load_time", time.Since(start).Round(time.Millisecond))
+		return v, nil
+	}
+	v.state, v.reason = StateUnavailable, err.Error()
+	if s.fallsBack() {
+		vlog.Error("update failed; the previous generation keeps serving", "reason", err)
+	} else {
+		vlog.Error("model version unavailable", "reason", err)
+	}
+	return v, err
+}
+
+// modelFailedLocked records a model whose settings or layout are invalid (a planFail plan). If
+// an older generation serves, it keeps serving and the failure is its LastError. Caller holds
+// loadMu, not mu.
+func (r *Repository) modelFailedLocked(ctx context.Context, p modelPlan, log *slog.Logger) {
+	r.events(Event{Model: p.name, Err: p.err})
+	r.mu.Lock()
+	if p.keepServing {
+		kept := *p.old
+		kept.LastError = p.err
+		r.models[p.name] = &kept
+		r.mu.Unlock()
+		log.Error("model update failed; the previous generation keeps serving", "reason", p.err)
+		return
+	}
+	r.models[p.name] = &Model{Name: p.name, Config: p.config, Err: p.err}
 	var retire []*Version
-	if old != nil {
-		retire = old.Versions
+	if p.old != nil {
+		retire = p.old.Versions
 		r.markRetiredLocked(retire)
 	}
 	r.mu.Unlock()
-	log.Error("model unavailable", "reason", err)
+	log.Error("model unavailable", "reason", p.err)
 	r.retireLocked(ctx, retire)
 }
 
+// markRetiredLocked makes vs unroutable: requests that hold them re-resolve. Caller holds
+// loadMu and mu.
 func (r *Repository) markRetiredLocked(vs []*Version) {
 	for _, v := range vs {
 		v.retired.Store(true)
@@ -314,8 +273,8 @@ func (r *Repository) markRetiredLocked(vs []*Version) {
 	}
 }
 
-// retireLocked drains the retired versions and closes their sessions. Caller holds loadMu and
-// has already made them unroutable.
+// retireLocked drains the retired versions and closes their sessions; it blocks for as long
+// as the drain takes. Caller holds loadMu, not mu, and has already made them unroutable.
 func (r *Repository) retireLocked(ctx context.Context, vs []*Version) {
 	closed := false
 	defer func() {

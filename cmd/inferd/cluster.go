@@ -1,18 +1,14 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"crypto/rand"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"maps"
 	"net/http"
-	"net/url"
 	"os"
 	"slices"
 	"strconv"
@@ -21,10 +17,13 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/inferd/inferd/cluster/admin"
+	"github.com/inferd/inferd/cluster/rollout"
 )
 
-// The cluster commands are HTTP clients of a node's /v2/cluster endpoints (daemon/cluster.go);
-// they decode the JSON into their own types, so they link nothing of the daemon's cluster code.
+// The cluster commands are clients of a node's /v2/cluster endpoints through package
+// cluster/admin, which the node serves them with: the JSON types and paths are declared once.
 
 // clusterFlags are the flags every cluster command shares.
 type clusterFlags struct {
@@ -41,120 +40,17 @@ func (f *clusterFlags) register(cmd *cobra.Command, env []string) {
 // clusterTimeout bounds one call to a node: the endpoints answer from memory.
 const clusterTimeout = 10 * time.Second
 
-// call sends one request to the node and decodes a 2xx JSON answer into out.
-func (f *clusterFlags) call(ctx context.Context, method, path string, body, out any) error {
-	ctx, cancel := context.WithTimeout(ctx, clusterTimeout)
-	defer cancel()
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return err
-		}
-		rd = bytes.NewReader(b)
-	}
-	base := strings.TrimRight(f.url, "/")
-	req, err := http.NewRequestWithContext(ctx, method, base+path, rd)
-	if err != nil {
-		return fmt.Errorf("--url %q: %w", f.url, err)
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if f.token != "" {
-		req.Header.Set("Authorization", "Bearer "+f.token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, req.URL, err)
-	}
-	if resp.StatusCode/100 != 2 {
-		var e struct {
-			Error string `json:"error"`
-		}
-		msg := strings.TrimSpace(string(data))
-		if json.Unmarshal(data, &e) == nil && e.Error != "" {
-			msg = e.Error
-		}
-		if resp.StatusCode == http.StatusNotFound && strings.HasPrefix(msg, "no such endpoint") {
-			msg += " (is cluster.enabled = true on that node?)"
-		}
-		return fmt.Errorf("%s %s: %d %s: %s", method, req.URL, resp.StatusCode, http.StatusText(resp.StatusCode), msg)
-	}
-	if err := json.Unmarshal(data, out); err != nil {
-		return fmt.Errorf("%s %s: unreadable answer: %w", method, req.URL, err)
-	}
-	return nil
+// client calls the node at --url; each call is bounded by clusterTimeout.
+func (f *clusterFlags) client() admin.Client {
+	return admin.Client{URL: f.url, Token: f.token, HTTP: &http.Client{Timeout: clusterTimeout}}
 }
 
-// membersReply is GET /v2/cluster/members.
-type membersReply struct {
-	Node    string   `json:"node"`
-	Members []member `json:"members"`
-	Routing struct {
-		Routed          uint64      `json:"routed"`
-		Retries         uint64      `json:"retries"`
-		BudgetExhausted uint64      `json:"budget_exhausted"`
-		Peers           []peerStats `json:"peers"`
-	} `json:"routing"`
-}
-
-type member struct {
-	Name              string    `json:"name"`
-	Local             bool      `json:"local"`
-	Liveness          string    `json:"liveness"`
-	Serving           string    `json:"serving"`
-	Routable          bool      `json:"routable"`
-	HTTPAddr          string    `json:"http_addr"`
-	Class             string    `json:"class"`
-	Since             time.Time `json:"since"`
-	CatalogGeneration uint64    `json:"catalog_generation"`
-	CatalogStale      bool      `json:"catalog_stale"`
-	Models            []struct {
-		Model   string `json:"model"`
-		Version string `json:"version"`
-		State   string `json:"state"`
-	} `json:"models"`
-}
-
-type peerStats struct {
-	Node                string    `json:"node"`
-	Local               bool      `json:"local"`
-	Addr                string    `json:"addr"`
-	InFlight            int64     `json:"in_flight"`
-	Forwarded           uint64    `json:"forwarded"`
-	Failures            uint64    `json:"failures"`
-	ConsecutiveFailures int       `json:"consecutive_failures"`
-	EjectedUntil        time.Time `json:"ejected_until"`
-	Ejections           int       `json:"ejections"`
-}
-
-// rolloutState is one rollout of GET /v2/cluster/rollouts and the answer of an action.
-type rolloutState struct {
-	Model        string    `json:"model"`
-	Stable       string    `json:"stable"`
-	Canary       string    `json:"canary"`
-	Phase        string    `json:"phase"`
-	Step         int       `json:"step"`
-	CanaryWeight float64   `json:"canary_weight"`
-	Reason       string    `json:"reason"`
-	Generation   uint64    `json:"generation"`
-	By           string    `json:"by"`
-	Updated      time.Time `json:"updated"`
-	StepStarted  time.Time `json:"step_started"`
-	Passed       int       `json:"passed"`
-	Failed       int       `json:"failed"`
-	Inconclusive int       `json:"inconclusive"`
-}
-
-type rolloutsReply struct {
-	Node     string         `json:"node"`
-	Rollouts []rolloutState `json:"rollouts"`
+// hint adds what an operator should check to an error of the node's.
+func hint(err error) error {
+	if errors.Is(err, admin.ErrNotClustered) {
+		return fmt.Errorf("%w (is cluster.enabled = true on that node?)", err)
+	}
+	return err
 }
 
 func membersCommand(env []string) *cobra.Command {
@@ -169,9 +65,9 @@ node's router: requests routed, retries, retries refused by the budget, and per 
 in flight, forwarded, failed, and any ejection.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var r membersReply
-			if err := f.call(cmd.Context(), http.MethodGet, "/v2/cluster/members", nil, &r); err != nil {
-				return err
+			r, err := f.client().Members(cmd.Context())
+			if err != nil {
+				return hint(err)
 			}
 			writeMembers(cmd.OutOrStdout(), r, time.Now())
 			return nil
@@ -182,7 +78,7 @@ in flight, forwarded, failed, and any ejection.`,
 }
 
 // writeMembers prints the members table and the routing table; now makes ages reproducible.
-func writeMembers(out io.Writer, r membersReply, now time.Time) {
+func writeMembers(out io.Writer, r admin.Members, now time.Time) {
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tLIVENESS\tSERVING\tROUTABLE\tHTTP\tCLASS\tFOR\tREADY MODELS")
 	for _, m := range r.Members {
@@ -217,7 +113,7 @@ func writeMembers(out io.Writer, r membersReply, now time.Time) {
 }
 
 // readyModels lists a member's ready versions as "model:v1,v2", models sorted.
-func readyModels(m member) string {
+func readyModels(m admin.Member) string {
 	byModel := map[string][]string{}
 	for _, v := range m.Models {
 		if v.State == "ready" {
@@ -262,10 +158,10 @@ action, which every node then sees within a few gossip rounds.`,
 	}
 	cmd.AddCommand(rolloutStatusCommand(env))
 	actions := []struct{ name, short string }{
-		{"start", "Start the model's rollout again at its first step (retry after an abort)"},
-		{"promote", "End the step the rollout waits on (a pause or an analysis) and go on"},
-		{"promote-full", "Skip every remaining step: the canary gets 100% (promoted)"},
-		{"abort", "Send all traffic back to the stable version (canary 0%); also the rollback after completion"},
+		{admin.ActionStart, "Start the model's rollout again at its first step (retry after an abort)"},
+		{admin.ActionPromote, "End the step the rollout waits on (a pause or an analysis) and go on"},
+		{admin.ActionPromoteFull, "Skip every remaining step: the canary gets 100% (promoted)"},
+		{admin.ActionAbort, "Send all traffic back to the stable version (canary 0%); also the rollback after completion"},
 	}
 	for _, a := range actions {
 		cmd.AddCommand(rolloutActionCommand(env, a.name, a.short))
@@ -280,9 +176,9 @@ func rolloutStatusCommand(env []string) *cobra.Command {
 		Short: "Show every rollout, or one model's in detail",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var r rolloutsReply
-			if err := f.call(cmd.Context(), http.MethodGet, "/v2/cluster/rollouts", nil, &r); err != nil {
-				return err
+			r, err := f.client().Rollouts(cmd.Context())
+			if err != nil {
+				return hint(err)
 			}
 			now := time.Now()
 			if len(args) == 0 {
@@ -310,28 +206,23 @@ func rolloutActionCommand(env []string, action, short string) *cobra.Command {
 		Short: short,
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var body any
-			if action == "abort" && reason != "" {
-				body = map[string]string{"reason": reason}
-			}
-			var st rolloutState
-			path := "/v2/cluster/rollouts/" + url.PathEscape(args[0]) + "/" + action
-			if err := f.call(cmd.Context(), http.MethodPost, path, body, &st); err != nil {
-				return err
+			st, err := f.client().Act(cmd.Context(), args[0], action, reason)
+			if err != nil {
+				return hint(err)
 			}
 			writeRollout(cmd.OutOrStdout(), st, time.Now())
 			return nil
 		},
 	}
 	f.register(cmd, env)
-	if action == "abort" {
+	if action == admin.ActionAbort {
 		cmd.Flags().StringVar(&reason, "reason", "", "why, recorded in the rollout's state")
 	}
 	return cmd
 }
 
 // writeRollouts prints one line per rollout.
-func writeRollouts(out io.Writer, r rolloutsReply, now time.Time) {
+func writeRollouts(out io.Writer, r admin.Rollouts, now time.Time) {
 	if len(r.Rollouts) == 0 {
 		fmt.Fprintf(out, "no rollouts on node %s\n", r.Node)
 		return
@@ -346,11 +237,11 @@ func writeRollouts(out io.Writer, r rolloutsReply, now time.Time) {
 }
 
 // writeRollout prints one rollout in detail.
-func writeRollout(out io.Writer, st rolloutState, now time.Time) {
+func writeRollout(out io.Writer, st rollout.State, now time.Time) {
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	row := func(k, v string) { fmt.Fprintf(tw, "%s:\t%s\n", k, v) }
 	row("model", st.Model)
-	row("phase", dash(st.Phase))
+	row("phase", dash(string(st.Phase)))
 	row("versions", fmt.Sprintf("stable %s, canary %s", dash(st.Stable), dash(st.Canary)))
 	row("canary weight", percent(st.CanaryWeight))
 	row("step", fmt.Sprintf("%d, since %s ago", st.Step, age(now, st.StepStarted)))

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/inferd/inferd/cluster"
+	"github.com/inferd/inferd/cluster/admin"
 	"github.com/inferd/inferd/config"
 	"github.com/inferd/inferd/daemon"
 	"github.com/inferd/inferd/engine"
@@ -124,13 +125,13 @@ func TestClusterTables(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	var m membersReply
+	var m admin.Members
 	read("members.json", &m)
 	var b bytes.Buffer
 	writeMembers(&b, m, now)
 	golden(t, "members.golden", b.String())
 
-	var r rolloutsReply
+	var r admin.Rollouts
 	read("rollouts.json", &r)
 	b.Reset()
 	writeRollouts(&b, r, now)
@@ -139,7 +140,7 @@ func TestClusterTables(t *testing.T) {
 	golden(t, "rollouts.golden", b.String())
 
 	b.Reset()
-	writeRollouts(&b, rolloutsReply{Node: "edge-1"}, now)
+	writeRollouts(&b, admin.Rollouts{Node: "edge-1"}, now)
 	if got := b.String(); got != "no rollouts on node edge-1\n" {
 		t.Errorf("no rollouts: %q", got)
 	}
@@ -252,9 +253,9 @@ canary = "2"
 steps = [ { set_weight = 10 }, { pause = {} } ]
 `))
 	a := startNode(t, "a", nil, policy)
-	var m membersReply
 	f := clusterFlags{url: a}
-	if err := f.call(context.Background(), http.MethodGet, "/v2/cluster/members", nil, &m); err != nil {
+	m, err := f.client().Members(context.Background())
+	if err != nil {
 		t.Fatal(err)
 	}
 	if len(m.Members) != 1 || m.Members[0].Name != "a" {
