@@ -196,13 +196,6 @@ func (r *Repository) SetDefaults(d Defaults) {
 	r.loadMu.Unlock()
 }
 
-// Root is the repository directory.
-func (r *Repository) Root() string {
-	r.loadMu.Lock()
-	defer r.loadMu.Unlock()
-	return r.root
-}
-
 // SetRoot moves the repository to another directory; the next Sync unloads the models that
 // are not there and loads those that are.
 func (r *Repository) SetRoot(root string) {
