@@ -601,12 +601,9 @@ func TestQueueFullAnswersRetryAfter(t *testing.T) {
 	<-gate.Entered() // the instance is busy
 	go func() { done <- do(t, "POST", hs.URL+"/v2/models/m/infer", fakeRequest) }()
 	// Wait until the second request waits in the queue: then a third is one too many.
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(string(do(t, "GET", hs.URL+"/v2/models/m/stats", "").body), `"pending_request_count":1`) {
-		if time.Now().After(deadline) {
-			t.Fatal("the second request never queued")
-		}
-	}
+	testutil.WaitFor(t, 10*time.Second, "the second request queued", func() bool {
+		return strings.Contains(string(do(t, "GET", hs.URL+"/v2/models/m/stats", "").body), `"pending_request_count":1`)
+	})
 	r := do(t, "POST", hs.URL+"/v2/models/m/infer", fakeRequest)
 	gate.Release()
 	if r.status != 503 || r.header.Get("Retry-After") == "" || !strings.Contains(string(r.body), "exceeds maximum queue size") {

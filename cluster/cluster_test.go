@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"github.com/inferd/inferd/internal/testutil"
 )
 
 // These tests run real nodes on 127.0.0.1 with kernel-chosen ports and fast timing. They
@@ -82,7 +84,7 @@ func startCluster(t *testing.T, k int, mutate func(o *Options)) []testNode {
 		}
 		nodes = append(nodes, startNode(t, o))
 	}
-	waitFor(t, 10*time.Second, "all nodes alive everywhere", func() bool { return allAlive(nodes, k) })
+	testutil.WaitFor(t, 10*time.Second, "all nodes alive everywhere", func() bool { return allAlive(nodes, k) })
 	return nodes
 }
 
@@ -99,20 +101,6 @@ func allAlive(nodes []testNode, k int) bool {
 		}
 	}
 	return true
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for: %s", timeout, what)
-		}
-		<-tick.C
-	}
 }
 
 func member(n testNode, name string) (Member, bool) {
@@ -151,7 +139,7 @@ func TestJoinCatalogAndServing(t *testing.T) {
 	if err := a.SetCatalog(Catalog{Models: v1}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "node-0's catalog on node-1 and node-2", func() bool {
+	testutil.WaitFor(t, 5*time.Second, "node-0's catalog on node-1 and node-2", func() bool {
 		return catalogIs(b, "node-0", v1)() && catalogIs(c, "node-0", v1)()
 	})
 	gen1, _ := member(b, "node-0")
@@ -160,7 +148,7 @@ func TestJoinCatalogAndServing(t *testing.T) {
 	if err := a.SetCatalog(Catalog{Models: v2}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "node-0's updated catalog everywhere", func() bool {
+	testutil.WaitFor(t, 5*time.Second, "node-0's updated catalog everywhere", func() bool {
 		return catalogIs(b, "node-0", v2)() && catalogIs(c, "node-0", v2)()
 	})
 	if gen2, _ := member(c, "node-0"); gen2.Catalog.Generation <= gen1.Catalog.Generation {
@@ -179,7 +167,7 @@ func TestJoinCatalogAndServing(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("no change notification on node-0 after node-1 started draining")
 	}
-	waitFor(t, 5*time.Second, "node-1 draining as seen by node-0 and node-2", func() bool {
+	testutil.WaitFor(t, 5*time.Second, "node-1 draining as seen by node-0 and node-2", func() bool {
 		ma, _ := member(a, "node-1")
 		mc, _ := member(c, "node-1")
 		return ma.Serving == ServingDraining && !ma.Routable() && mc.Serving == ServingDraining
@@ -201,7 +189,7 @@ func TestLargeCatalogIsFetched(t *testing.T) {
 	if err := nodes[2].SetCatalog(Catalog{Models: big}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "the 200-version catalog on node-0 and node-1", func() bool {
+	testutil.WaitFor(t, 5*time.Second, "the 200-version catalog on node-0 and node-1", func() bool {
 		for _, n := range nodes[:2] {
 			if m, _ := member(n, "node-2"); len(m.Catalog.Models) != 200 || m.Catalog.Generation != m.MetaGeneration {
 				return false
@@ -243,12 +231,12 @@ func TestRecordsConverge(t *testing.T) {
 	go func() { defer wg.Done(); nodes[0].PutRecord(promote) }()
 	go func() { defer wg.Done(); nodes[2].PutRecord(abort) }()
 	wg.Wait()
-	waitFor(t, 5*time.Second, "abort wins the tie on every node", converged("mlp", abort))
+	testutil.WaitFor(t, 5*time.Second, "abort wins the tie on every node", converged("mlp", abort))
 
 	// A newer generation beats the abort.
 	next := rec("mlp", 6, 0, "resume")
 	nodes[1].PutRecord(next)
-	waitFor(t, 5*time.Second, "generation 6 everywhere", converged("mlp", next))
+	testutil.WaitFor(t, 5*time.Second, "generation 6 everywhere", converged("mlp", next))
 	nodes[0].PutRecord(rec("mlp", 5, 9, "late")) // loses: older generation
 	if got := nodes[0].Records("rollout"); len(got) != 1 || got[0].Generation != 6 {
 		t.Fatalf("an older record replaced a newer one: %+v", got)
@@ -260,12 +248,12 @@ func TestRecordsConverge(t *testing.T) {
 	go func() { defer wg.Done(); nodes[0].PutRecord(y) }()
 	go func() { defer wg.Done(); nodes[1].PutRecord(x) }()
 	wg.Wait()
-	waitFor(t, 5*time.Second, "the data tie-break everywhere", converged("ocr", y))
+	testutil.WaitFor(t, 5*time.Second, "the data tie-break everywhere", converged("ocr", y))
 
 	// A record too large for a packet travels as a notice plus a fetch.
 	large := rec("big", 1, 0, strings.Repeat("d", 8<<10))
 	nodes[2].PutRecord(large)
-	waitFor(t, 5*time.Second, "the 8 KiB record everywhere", converged("big", large))
+	testutil.WaitFor(t, 5*time.Second, "the 8 KiB record everywhere", converged("big", large))
 }
 
 func TestPushPullCarriesState(t *testing.T) {
@@ -278,7 +266,7 @@ func TestPushPullCarriesState(t *testing.T) {
 	o := fastOptions(t, "node-b")
 	o.Join = []string{a.GossipAddr()}
 	b := startNode(t, o)
-	waitFor(t, 5*time.Second, "node-a's record and catalog on node-b", func() bool {
+	testutil.WaitFor(t, 5*time.Second, "node-a's record and catalog on node-b", func() bool {
 		m, _ := member(b, "node-a")
 		recs := b.Records("rollout")
 		return len(recs) == 1 && string(recs[0].Data) == "state" && m.Catalog.Ready("m", "1")
@@ -295,7 +283,7 @@ func TestLeaveIsLeftShutdownIsDead(t *testing.T) {
 	if self := nodes[3].Members()[3]; !self.Local || self.Liveness != LivenessLeft {
 		t.Errorf("after Leave the node sees itself as %+v", self)
 	}
-	waitFor(t, 5*time.Second, "node-3 left, as seen by the others", func() bool {
+	testutil.WaitFor(t, 5*time.Second, "node-3 left, as seen by the others", func() bool {
 		for _, n := range nodes[:3] {
 			if m, _ := member(n, "node-3"); m.Liveness != LivenessLeft || m.Routable() {
 				return false
@@ -320,7 +308,7 @@ func TestLeaveIsLeftShutdownIsDead(t *testing.T) {
 	if err := nodes[2].Shutdown(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "node-2 dead, as seen by node-0 and node-1", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "node-2 dead, as seen by node-0 and node-1", func() bool {
 		return livenessOf(nodes[0], "node-2") == LivenessDead && livenessOf(nodes[1], "node-2") == LivenessDead
 	})
 	if after, _ := member(nodes[0], "node-2"); !after.Since.After(before.Since) {
@@ -338,7 +326,7 @@ func TestLeaveIsLeftShutdownIsDead(t *testing.T) {
 func TestOneWayBlackholeIsSuspect(t *testing.T) {
 	nodes := startCluster(t, 3, nil)
 	nodes[0].fault.block(nodes[1].GossipAddr())
-	waitFor(t, 5*time.Second, "node-0 and node-1 suspect each other", func() bool {
+	testutil.WaitFor(t, 5*time.Second, "node-0 and node-1 suspect each other", func() bool {
 		return livenessOf(nodes[0], "node-1") == LivenessSuspect && livenessOf(nodes[1], "node-0") == LivenessSuspect
 	})
 	for _, name := range []string{"node-0", "node-1"} {
@@ -347,7 +335,7 @@ func TestOneWayBlackholeIsSuspect(t *testing.T) {
 		}
 	}
 	nodes[0].fault.unblock(nodes[1].GossipAddr())
-	waitFor(t, 5*time.Second, "alive again after the blackhole lifts", func() bool { return allAlive(nodes, 3) })
+	testutil.WaitFor(t, 5*time.Second, "alive again after the blackhole lifts", func() bool { return allAlive(nodes, 3) })
 }
 
 // TestRejoinAfterPartition cuts node-2 off both ways until each side declares the other
@@ -370,7 +358,7 @@ func TestRejoinAfterPartition(t *testing.T) {
 		}
 	}
 	cut(true)
-	waitFor(t, 10*time.Second, "both sides declare the other dead", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "both sides declare the other dead", func() bool {
 		return livenessOf(nodes[0], "node-2") == LivenessDead && livenessOf(nodes[1], "node-2") == LivenessDead &&
 			livenessOf(nodes[2], "node-0") == LivenessDead && livenessOf(nodes[2], "node-1") == LivenessDead
 	})
@@ -379,7 +367,7 @@ func TestRejoinAfterPartition(t *testing.T) {
 	}
 	before := nodes[0].Stats().Rejoins + nodes[1].Stats().Rejoins + nodes[2].Stats().Rejoins
 	cut(false)
-	waitFor(t, 10*time.Second, "the cluster re-merged", func() bool { return allAlive(nodes, 3) })
+	testutil.WaitFor(t, 10*time.Second, "the cluster re-merged", func() bool { return allAlive(nodes, 3) })
 	if after := nodes[0].Stats().Rejoins + nodes[1].Stats().Rejoins + nodes[2].Stats().Rejoins; after == before {
 		t.Error("re-merged without the re-join loop")
 	}
@@ -416,7 +404,7 @@ func TestGossipKeyAndLabel(t *testing.T) {
 				if err != nil || k != 1 {
 					t.Fatalf("Join = %d, %v", k, err)
 				}
-				waitFor(t, 5*time.Second, "the seed sees the joiner", func() bool { return livenessOf(seed, o.Name) == LivenessAlive })
+				testutil.WaitFor(t, 5*time.Second, "the seed sees the joiner", func() bool { return livenessOf(seed, o.Name) == LivenessAlive })
 				return
 			}
 			if !errors.Is(err, ErrJoin) {
@@ -482,7 +470,7 @@ func TestStartValidates(t *testing.T) {
 	o = fastOptions(t, "peer")
 	o.Join = []string{a.GossipAddr()}
 	b := startNode(t, o)
-	waitFor(t, 5*time.Second, "the long-named peer's metadata", func() bool {
+	testutil.WaitFor(t, 5*time.Second, "the long-named peer's metadata", func() bool {
 		m, _ := member(b, long.Name)
 		return m.Liveness == LivenessAlive && m.HTTPAddr == long.HTTPAddr
 	})
@@ -501,18 +489,18 @@ func TestRestartedNodeComesBack(t *testing.T) {
 	if err := b.SetCatalog(Catalog{Models: []CatalogVersion{{Model: "m", Version: "1", State: "ready"}}}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "node-b's first catalog on node-a", func() bool {
+	testutil.WaitFor(t, 5*time.Second, "node-b's first catalog on node-a", func() bool {
 		m, _ := member(a, "node-b")
 		return m.Catalog.Ready("m", "1")
 	})
 	_ = b.Shutdown()
-	waitFor(t, 10*time.Second, "node-b dead", func() bool { return livenessOf(a, "node-b") == LivenessDead })
+	testutil.WaitFor(t, 10*time.Second, "node-b dead", func() bool { return livenessOf(a, "node-b") == LivenessDead })
 
 	b2 := startNode(t, ob)
 	if err := b2.SetCatalog(Catalog{Models: []CatalogVersion{{Model: "m", Version: "2", State: "ready"}}}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the restarted node-b alive with its new catalog", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "the restarted node-b alive with its new catalog", func() bool {
 		m, _ := member(a, "node-b")
 		return m.Liveness == LivenessAlive && m.GossipAddr == b2.GossipAddr() && m.Catalog.Ready("m", "2") && !m.Catalog.Ready("m", "1")
 	})
@@ -527,7 +515,7 @@ func TestShutdownStopsGoroutines(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, 5*time.Second, "no cluster goroutines left", func() bool {
+	testutil.WaitFor(t, 5*time.Second, "no cluster goroutines left", func() bool {
 		return !strings.Contains(goroutines(), "inferd/cluster.(*Node)")
 	})
 }

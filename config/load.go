@@ -2,7 +2,6 @@ package config
 
 import (
 	"cmp"
-	"errors"
 	"fmt"
 	"maps"
 	"math"
@@ -15,6 +14,8 @@ import (
 
 	"github.com/pelletier/go-toml/v2"
 	"github.com/pelletier/go-toml/v2/unstable"
+
+	"github.com/inferd/inferd/internal/tomlx"
 )
 
 // Load reads the TOML file at path and returns Default() overlaid with the
@@ -114,9 +115,8 @@ func (l *loader) checkSyntax(data []byte) bool {
 		return true
 	}
 	line := 0
-	var de *toml.DecodeError
-	if errors.As(err, &de) {
-		line, _ = de.Position()
+	if problems := tomlx.Problems(err); problems != nil {
+		line = problems[0].Line
 	}
 	// DecodeError has no message accessor; drop its package prefix.
 	l.problem(line, "", fmt.Errorf("%w: %s", ErrSyntax, strings.TrimPrefix(err.Error(), "toml: ")))

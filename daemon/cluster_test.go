@@ -3,11 +3,14 @@ package daemon_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/inferd/inferd/internal/testutil"
 )
 
 // soloCluster runs a daemon that is a cluster of one, with its routing policy in a file, and
@@ -45,21 +48,17 @@ type rolloutsJSON struct {
 // waitCanaryWeight polls the rollouts endpoint until model double's canary has weight w.
 func waitCanaryWeight(t *testing.T, url string, w float64) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testutil.Eventually(t, 10*time.Second, func() string {
 		var r rolloutsJSON
 		body := get(t, url+"/v2/cluster/rollouts")
 		if err := json.Unmarshal([]byte(body), &r); err != nil {
 			t.Fatalf("%v: %s", err, body)
 		}
 		if len(r.Rollouts) == 1 && r.Rollouts[0].Model == "double" && r.Rollouts[0].CanaryWeight == w {
-			return
+			return ""
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no rollout of double at %v%% within 10s: %s", w, body)
-		}
-		<-time.After(20 * time.Millisecond) // pacing the poll
-	}
+		return fmt.Sprintf("no rollout of double at %v%%: %s", w, body)
+	})
 }
 
 const rolloutPolicy = `
@@ -86,20 +85,17 @@ func TestClusterMembersCatalog(t *testing.T) {
 			} `json:"models"`
 		} `json:"members"`
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	// The catalog is published every 250ms.
+	testutil.Eventually(t, 10*time.Second, func() string {
 		body := get(t, h.url+"/v2/cluster/members")
 		if err := json.Unmarshal([]byte(body), &m); err != nil {
 			t.Fatalf("%v: %s", err, body)
 		}
 		if len(m.Members) == 1 && len(m.Members[0].Models) == 1 {
-			break
+			return ""
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("members: %s", body)
-		}
-		<-time.After(20 * time.Millisecond) // pacing the poll: the catalog is published every 250ms
-	}
+		return "members: " + body
+	})
 	me := m.Members[0]
 	if m.Node != "solo" || me.Name != "solo" || !me.Local || me.Liveness != "alive" || !me.Routable {
 		t.Errorf("members: %+v", m)

@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/inferd/inferd/internal/testutil"
 )
 
 // TestClusterBench measures (and reports; it asserts only that no request fails) what the
@@ -69,7 +71,7 @@ func TestClusterBench(t *testing.T) {
 		load.waitResults(t, 3000, "steady requests", func(r inferResult) bool { return r.servedBy == "n2" })
 		at := time.Now()
 		n2.d.Signal(t, sig)
-		took := pollUntil(t, 30*time.Second, func() string {
+		took := testutil.Eventually(t, 30*time.Second, func() string {
 			m, err := n1.members(context.Background())
 			if err != nil {
 				return err.Error()

@@ -296,27 +296,11 @@ func (m memberInfo) ready(models ...string) bool {
 	return true
 }
 
-// pollUntil calls check until it returns "" or timeout passes, and returns how long it took.
-func pollUntil(t *testing.T, timeout time.Duration, check func() string) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for {
-		msg := check()
-		if msg == "" {
-			return time.Since(start)
-		}
-		if time.Since(start) > timeout {
-			t.Fatalf("after %s: %s", timeout, msg)
-		}
-		<-time.After(50 * time.Millisecond) // pacing the poll, not waiting for the condition
-	}
-}
-
 // waitConverged waits until every started node sees every started node alive, routable and
 // ready with the models ("m" any version, "m/2" that version).
 func (c *testCluster) waitConverged(timeout time.Duration, models ...string) time.Duration {
 	c.t.Helper()
-	return pollUntil(c.t, timeout, func() string { return c.converged(c.nodes, models...) })
+	return testutil.Eventually(c.t, timeout, func() string { return c.converged(c.nodes, models...) })
 }
 
 // converged says what keeps the nodes from seeing each other as wanted, or "".
@@ -488,7 +472,7 @@ func (l *loadGen) remove(t *testing.T, name string) {
 	l.mu.Lock()
 	l.entries = slices.DeleteFunc(l.entries, func(n *clusterNode) bool { return n.name == name })
 	l.mu.Unlock()
-	pollUntil(t, 30*time.Second, func() string {
+	testutil.Eventually(t, 30*time.Second, func() string {
 		l.mu.Lock()
 		defer l.mu.Unlock()
 		if k := l.inFlight[name]; k > 0 {
@@ -522,7 +506,7 @@ func (l *loadGen) stopLoad() []inferResult {
 func (l *loadGen) waitResults(t *testing.T, k int, what string, keep func(inferResult) bool) {
 	t.Helper()
 	base := countResults(l.snapshot(), keep)
-	pollUntil(t, 60*time.Second, func() string {
+	testutil.Eventually(t, 60*time.Second, func() string {
 		if got := countResults(l.snapshot(), keep) - base; got < k {
 			return fmt.Sprintf("%d of %d %s", got, k, what)
 		}
@@ -769,8 +753,8 @@ func testNodeFailure(t *testing.T, sig syscall.Signal) {
 			return ""
 		}
 	}
-	took := pollUntil(t, 30*time.Second, viewWithout(""))
-	dead := pollUntil(t, 30*time.Second, viewWithout("dead")) + took
+	took := testutil.Eventually(t, 30*time.Second, viewWithout(""))
+	dead := testutil.Eventually(t, 30*time.Second, viewWithout("dead")) + took
 	t.Logf("%s: both survivors stopped routing to %s %s after the signal (suspect), and saw it dead after %s",
 		name, victim.name, took.Round(time.Millisecond), dead.Round(time.Millisecond))
 	load.waitResults(t, 1000, "requests after the victim was dead", func(r inferResult) bool { return r.start.After(at.Add(dead)) })
@@ -890,7 +874,7 @@ func (n *clusterNode) rollout(model string) (rolloutInfo, error) {
 func (c *testCluster) waitRollout(model, phase string, weight float64, timeout time.Duration) rolloutInfo {
 	c.t.Helper()
 	var last rolloutInfo
-	pollUntil(c.t, timeout, func() string {
+	testutil.Eventually(c.t, timeout, func() string {
 		for _, n := range c.nodes {
 			r, err := n.rollout(model)
 			if err != nil {
@@ -1042,7 +1026,7 @@ func TestClusterWrongKey(t *testing.T) {
 	for _, n := range good {
 		c.start(n)
 	}
-	pollUntil(t, 30*time.Second, func() string { return c.converged(good, "m") })
+	testutil.Eventually(t, 30*time.Second, func() string { return c.converged(good, "m") })
 	c.start(intruder)
 	if !strings.Contains(intruder.d.Logs(), "no seed reachable") {
 		t.Errorf("the node with the wrong key did not report a failed join:\n%s", intruder.d.Logs())

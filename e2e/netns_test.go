@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/inferd/inferd/internal/testutil"
 )
 
 // The partition suite runs three daemons in network namespaces of their own, each joined by a
@@ -188,7 +190,7 @@ func TestNetnsPartition(t *testing.T) {
 	// A cut link: both directions of n3's only link go dark.
 	cut := time.Now()
 	lab.ip("-n", lab.hub, "link", "set", "h3", "down")
-	gone := pollUntil(t, 30*time.Second, func() string {
+	gone := testutil.Eventually(t, 30*time.Second, func() string {
 		for _, pair := range [][2]*clusterNode{{n1, n3}, {n2, n3}, {n3, n1}, {n3, n2}} {
 			m, err := pair[0].members(context.Background())
 			if err != nil {
@@ -221,7 +223,7 @@ func TestNetnsPartition(t *testing.T) {
 	// own round trips tell it that n3 is unreachable from here; n2 keeps routing to n3.
 	hole := time.Now()
 	lab.ip("-n", lab.nodes[2], "route", "add", "blackhole", lab.addr(0)+"/32")
-	suspect := pollUntil(t, 30*time.Second, func() string {
+	suspect := testutil.Eventually(t, 30*time.Second, func() string {
 		m, err := n1.members(context.Background())
 		if err != nil {
 			return err.Error()

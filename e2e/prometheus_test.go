@@ -55,23 +55,6 @@ func freeLoopbackPort(t *testing.T) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-// eventually polls check every 200ms until it returns "" or the timeout passes, then fails with
-// its last complaint.
-func eventually(t *testing.T, timeout time.Duration, check func() string) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		msg := check()
-		if msg == "" {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %s", timeout, msg)
-		}
-		<-time.After(200 * time.Millisecond) // pacing the poll, not waiting for the condition
-	}
-}
-
 // startPrometheus runs a real Prometheus server on loopback with temporary storage, scraping
 // target every second, and returns its URL once it is ready.
 func startPrometheus(t *testing.T, target string) string {
@@ -115,7 +98,7 @@ scrape_configs:
 		}
 	})
 	promURL := "http://" + addr
-	eventually(t, 60*time.Second, func() string {
+	testutil.Eventually(t, 60*time.Second, func() string {
 		select {
 		case err := <-exited:
 			exited <- err
@@ -247,7 +230,7 @@ func TestPrometheusScrapesInferd(t *testing.T) {
 		// The request histogram answers quantile queries (its buckets are cumulative and sane).
 		`histogram_quantile(1, inferd_inference_request_duration_seconds_bucket{model="mlp",version="1"}) > 0`: 1,
 	}
-	eventually(t, 60*time.Second, func() string {
+	testutil.Eventually(t, 60*time.Second, func() string {
 		var wrong []string
 		for q, w := range want {
 			got, why := value(t, promURL, q)

@@ -179,20 +179,18 @@ func TestReloadUnderLoad(t *testing.T) {
 	// waitFor polls the repository index until cond holds.
 	waitFor := func(what string, cond func(index string) bool) {
 		t.Helper()
-		deadline := time.Now().Add(20 * time.Second)
-		for {
+		testutil.Eventually(t, 20*time.Second, func() string {
 			resp, err := http.Post(d.URL+"/v2/repository/index", "application/json", nil)
-			if err == nil {
-				b, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				if cond(string(b)) {
-					return
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("%s: not seen within 20s; index %s", what, b)
-				}
+			if err != nil {
+				return fmt.Sprintf("%s: not seen; index: %v", what, err)
 			}
-		}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if cond(string(b)) {
+				return ""
+			}
+			return fmt.Sprintf("%s: not seen; index %s", what, b)
+		})
 	}
 	ready := func(model string, version int) func(string) bool {
 		return func(index string) bool {
@@ -321,10 +319,7 @@ func reloads(t *testing.T, url, result string) int {
 // waitMetric polls until at least want reloads with result have happened.
 func waitMetric(t *testing.T, url, result string, want int) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for reloads(t, url, result) < want {
-		if time.Now().After(deadline) {
-			t.Fatalf("no %s configuration reload within 20s", result)
-		}
-	}
+	testutil.WaitFor(t, 20*time.Second, fmt.Sprintf("%d %s configuration reloads", want, result), func() bool {
+		return reloads(t, url, result) >= want
+	})
 }

@@ -44,10 +44,27 @@ func TestExposition(t *testing.T) {
 			t.Errorf("exposition lacks %q", want)
 		}
 	}
-	// A second registry in the same process is independent: no global state.
-	other := New(BuildInfo{Version: "x"})
-	if other.Registry == m.Registry {
-		t.Error("two Metrics share a registry")
+}
+
+// Two Metrics in one process (a test's daemons, a reload's generations) count apart: no
+// collector or registration is global.
+func TestMetricsAreIndependent(t *testing.T) {
+	a, b := New(BuildInfo{Version: "a"}), New(BuildInfo{Version: "b"})
+	a.ConfigReloads.WithLabelValues("failed").Inc()
+	b.ConfigReloads.WithLabelValues("applied").Add(3)
+	b.ModelLoads.WithLabelValues("mlp", "success").Inc()
+	gotA, gotB := scrape(t, a), scrape(t, b)
+	for _, c := range []struct {
+		body, want, not string
+	}{
+		{gotA, `inferd_config_reloads_total{result="failed"} 1`, `result="applied"`},
+		{gotA, `version="a"} 1`, `model="mlp"`},
+		{gotB, `inferd_config_reloads_total{result="applied"} 3`, `result="failed"`},
+		{gotB, `inferd_model_loads_total{model="mlp",result="success"} 1`, `version="a"`},
+	} {
+		if !strings.Contains(c.body, c.want) || strings.Contains(c.body, c.not) {
+			t.Errorf("exposition has %q: %t, has %q: %t (want true, false)", c.want, strings.Contains(c.body, c.want), c.not, strings.Contains(c.body, c.not))
+		}
 	}
 }
 

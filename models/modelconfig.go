@@ -11,6 +11,7 @@ import (
 
 	"github.com/pelletier/go-toml/v2"
 
+	"github.com/inferd/inferd/internal/tomlx"
 	"github.com/inferd/inferd/scheduler"
 	"github.com/inferd/inferd/tensor"
 )
@@ -67,21 +68,9 @@ type BatchingConfig struct {
 	DefaultTimeout Duration `toml:"default_timeout" json:"default_timeout"`
 }
 
-// Duration is a time.Duration written as a Go duration string ("2ms") in model.toml.
-type Duration time.Duration
-
-// UnmarshalText parses a Go duration string.
-func (d *Duration) UnmarshalText(b []byte) error {
-	v, err := time.ParseDuration(string(b))
-	if err != nil {
-		return err
-	}
-	*d = Duration(v)
-	return nil
-}
-
-// MarshalText writes the duration as a Go duration string.
-func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+// Duration is a time.Duration written as a Go duration string ("2ms") in model.toml; the
+// type is the one every TOML file of inferd shares.
+type Duration = tomlx.Duration
 
 // InstanceConfig is the instance group of a model.
 type InstanceConfig struct {
@@ -285,21 +274,19 @@ func (c Config) validate() error {
 
 // describeTOMLError renders go-toml's errors as file:line: message, one per problem.
 func describeTOMLError(path string, err error) string {
-	var strict *toml.StrictMissingError
-	if errors.As(err, &strict) {
-		lines := make([]string, 0, len(strict.Errors))
-		for _, e := range strict.Errors {
-			row, _ := e.Position()
-			lines = append(lines, fmt.Sprintf("%s:%d: unknown key %q", path, row, strings.Join(e.Key(), ".")))
+	problems := tomlx.Problems(err)
+	if problems == nil {
+		return fmt.Sprintf("%s: %v", path, err)
+	}
+	lines := make([]string, len(problems))
+	for i, p := range problems {
+		if p.Unknown {
+			lines[i] = fmt.Sprintf("%s:%d: unknown key %q", path, p.Line, p.Key)
+		} else {
+			lines[i] = fmt.Sprintf("%s:%d: %v", path, p.Line, p.Err)
 		}
-		return strings.Join(lines, "; ")
 	}
-	var de *toml.DecodeError
-	if errors.As(err, &de) {
-		row, _ := de.Position()
-		return fmt.Sprintf("%s:%d: %s", path, row, de.Error())
-	}
-	return fmt.Sprintf("%s: %v", path, err)
+	return strings.Join(lines, "; ")
 }
 
 // selectVersions applies the policy to the versions found on disk (sorted ascending) and

@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -21,11 +22,13 @@ const DefaultMaxQueueSize = 1024
 // queue is one model version's waiting requests and the workers (one per instance) that batch
 // and run them.
 type queue struct {
-	policy  Policy
-	log     *slog.Logger
-	stats   *Stats
-	ctx     context.Context    // of every run; done once a drain has run out of time
-	cancel  context.CancelFunc // cancels runs in flight once a drain has run out of time
+	policy Policy
+	log    *slog.Logger
+	stats  *Stats
+	// abort closes stopped (once) when a drain has run out of time; runs in flight see it as
+	// the end of their context (stopContext).
+	abort   func()
+	stopped stopContext
 	workers sync.WaitGroup
 
 	instances []*instance
@@ -84,13 +87,13 @@ func startQueue(t Target, log *slog.Logger) (*queue, error) {
 		return nil, fmt.Errorf("%w: the model version has no instances", ErrStopped)
 	}
 	p := normalize(t.Policy())
-	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(stopContext)
 	q := &queue{
 		policy:   p,
 		log:      log,
 		stats:    newStats(),
-		ctx:      ctx,
-		cancel:   cancel,
+		abort:    sync.OnceFunc(func() { close(stopped) }),
+		stopped:  stopped,
 		levels:   make([][]*pending, p.PriorityLevels),
 		changed:  make(chan struct{}),
 		finished: make(chan struct{}),
@@ -131,7 +134,7 @@ func (q *queue) infer(ctx context.Context, req *Request) ([]tensor.Tensor, error
 		q.stats.refuse(OutcomeCanceled)
 		return nil, err
 	}
-	timeout := cmpOr(req.Timeout, q.policy.DefaultTimeout)
+	timeout := cmp.Or(req.Timeout, q.policy.DefaultTimeout)
 	p := &pending{req: req, priority: prio, rows: 1, arrived: time.Now(), done: make(chan result, 1)}
 	if q.policy.MaxBatchSize > 0 {
 		p.rows, p.key = batchKey(req)
@@ -179,13 +182,6 @@ func (q *queue) infer(ctx context.Context, req *Request) ([]tensor.Tensor, error
 		r := <-p.done
 		return r.outputs, r.err
 	}
-}
-
-func cmpOr(a, b time.Duration) time.Duration {
-	if a != 0 {
-		return a
-	}
-	return b
 }
 
 // batchKey returns a request's rows and the key of the batches it may join: the same inputs
@@ -419,8 +415,8 @@ func (q *queue) work(inst *instance) {
 func (q *queue) run(inst *instance, batch []*pending, direct bool) {
 	start := time.Now()
 	inputs := concat(batch)
-	computed := time.Now()
-	outputs, err := inst.sess.Run(q.ctx, inputs, batch[0].req.Outputs)
+	gathered := time.Now()
+	outputs, err := inst.sess.Run(q.stopped, inputs, batch[0].req.Outputs)
 	ran := time.Now()
 	var parts [][]tensor.Tensor
 	if err == nil {
@@ -441,7 +437,7 @@ func (q *queue) run(inst *instance, batch []*pending, direct bool) {
 		q.changedLocked()
 	}
 	q.mu.Unlock()
-	q.stats.record(batch, start, computed, ran, end, err)
+	q.stats.record(batch, start, gathered, ran, end, err)
 	if err != nil {
 		q.log.Warn("batch failed", "requests", len(batch), "err", err)
 	}
@@ -541,10 +537,30 @@ func (q *queue) close(ctx context.Context) error {
 	q.mu.Unlock()
 	select {
 	case <-q.finished:
-		q.cancel()
+		q.abort()
 		return nil
 	case <-ctx.Done():
-		q.cancel()
+		q.abort()
 		return ctx.Err()
+	}
+}
+
+// stopContext is the context of every run of a queue, worker's or direct: a channel that
+// close closes once a drain has run out of time, with no deadline and no values. The queue
+// holds this signal, not a context.Context: a run ends with the queue's lifetime, never with
+// a caller's context (a direct run serves one caller, but a client leaving mid-run must not
+// fail it).
+type stopContext chan struct{}
+
+func (stopContext) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (c stopContext) Done() <-chan struct{}     { return c }
+func (stopContext) Value(any) any               { return nil }
+
+func (c stopContext) Err() error {
+	select {
+	case <-c:
+		return context.Canceled
+	default:
+		return nil
 	}
 }

@@ -161,10 +161,10 @@ func (st *Stats) refuse(o Outcome) {
 	st.mu.Unlock()
 }
 
-// record accounts for one executed batch: start → computed (inputs gathered) → ran (session
-// returned) → end (outputs split).
-func (st *Stats) record(batch []*pending, start, computed, ran, end time.Time, err error) {
-	in, infer, out := computed.Sub(start), ran.Sub(computed), end.Sub(ran)
+// record accounts for one executed batch: start → gathered (inputs concatenated) → ran
+// (session returned) → end (outputs split).
+func (st *Stats) record(batch []*pending, start, gathered, ran, end time.Time, err error) {
+	in, infer, out := gathered.Sub(start), ran.Sub(gathered), end.Sub(ran)
 	var rows int64
 	for _, p := range batch {
 		rows += p.rows

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+
+	"github.com/inferd/inferd/internal/testutil"
 )
 
 // Real-time tests use a short Quiet; waits are deadlines on conditions, and "nothing more is
@@ -122,18 +124,12 @@ func (rs *reports) waitFor(t testing.TB, want ...string) {
 // waitCount polls until name was reported at least n times.
 func (rs *reports) waitCount(t testing.TB, name string, n int) {
 	t.Helper()
-	deadline := time.Now().Add(waitDeadline)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for {
+	testutil.Eventually(t, waitDeadline, func() string {
 		if rs.counts()[name] >= n {
-			return
+			return ""
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("waited %v for %d reports of %s; got %v", waitDeadline, n, name, rs.snapshot())
-		}
-		<-tick.C
-	}
+		return fmt.Sprintf("%d reports of %s; got %v", n, name, rs.snapshot())
+	})
 }
 
 // exactly checks, after a window in which anything extra would have arrived, that the reports

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+
+	"github.com/inferd/inferd/internal/testutil"
 )
 
 // The scenarios of a model repository, each run with fsnotify and with polling.
@@ -592,14 +594,11 @@ func TestCancelLeaksNothing(t *testing.T) {
 			<-fsr.closed
 		}
 	}()
-	deadline := time.Now().Add(waitDeadline)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for runtime.NumGoroutine() > before {
-		if time.Now().After(deadline) {
+	testutil.Eventually(t, waitDeadline, func() string {
+		if n := runtime.NumGoroutine(); n > before {
 			buf := make([]byte, 1<<16)
-			t.Fatalf("goroutines: %d before, %d after\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
+			return fmt.Sprintf("goroutines: %d before, %d after\n%s", before, n, buf[:runtime.Stack(buf, true)])
 		}
-		<-tick.C
-	}
+		return ""
+	})
 }

@@ -84,32 +84,7 @@ type Options struct {
 	// Rescan is the safety rescan period in fsnotify mode, against lost events.
 	// Default 10×PollInterval.
 	Rescan time.Duration
-	// Clock is the time source. Default the real clock.
-	Clock Clock
 }
-
-// Clock is the time source of a watcher, so that tests can drive time.
-type Clock interface {
-	Now() time.Time
-	// NewTicker returns a ticker firing every d; d > 0.
-	NewTicker(d time.Duration) Ticker
-}
-
-// Ticker is the part of time.Ticker a watcher uses.
-type Ticker interface {
-	C() <-chan time.Time
-	Stop()
-}
-
-type realClock struct{}
-
-func (realClock) Now() time.Time                   { return time.Now() }
-func (realClock) NewTicker(d time.Duration) Ticker { return realTicker{time.NewTicker(d)} }
-
-type realTicker struct{ t *time.Ticker }
-
-func (t realTicker) C() <-chan time.Time { return t.t.C }
-func (t realTicker) Stop()               { t.t.Stop() }
 
 // settings are Options with the defaults filled in, plus the logger.
 type settings struct {
@@ -119,7 +94,6 @@ type settings struct {
 	rescan    time.Duration
 	marker    string
 	forcePoll bool
-	clock     Clock
 	log       *slog.Logger
 }
 
@@ -137,7 +111,6 @@ func (o Options) settings(log *slog.Logger) (settings, error) {
 		rescan:    o.Rescan,
 		marker:    o.Marker,
 		forcePoll: o.Poll,
-		clock:     o.Clock,
 		log:       log,
 	}
 	if s.quiet == 0 {
@@ -150,9 +123,6 @@ func (o Options) settings(log *slog.Logger) (settings, error) {
 		s.rescan = DefaultRescanFactor * s.poll
 	}
 	s.tick = max(s.quiet/4, time.Millisecond)
-	if s.clock == nil {
-		s.clock = realClock{}
-	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -221,10 +191,10 @@ type loop[T any] struct {
 	out         chan<- T
 	newNotifier func() (notifier, error)
 
-	n      notifier // nil when polling
-	slow   Ticker   // safety rescan (fsnotify) or poll (polling)
-	fast   Ticker   // pending work; nil when idle
-	dirty  bool     // a directory may have appeared or vanished: resync the watches
+	n      notifier     // nil when polling
+	slow   *time.Ticker // safety rescan (fsnotify) or poll (polling)
+	fast   *time.Ticker // pending work; nil when idle
+	dirty  bool         // a directory may have appeared or vanished: resync the watches
 	warned bool
 }
 
@@ -243,7 +213,7 @@ func (l *loop[T]) run(ctx context.Context) error {
 		}
 	}
 	// Catch up with whatever changed between the constructor's baseline and the watches.
-	l.e.rescan(l.s.clock.Now())
+	l.e.rescan(time.Now())
 	l.resetSlow()
 	defer func() {
 		l.slow.Stop()
@@ -256,9 +226,9 @@ func (l *loop[T]) run(ctx context.Context) error {
 		var fastC <-chan time.Time
 		if l.e.busy() || l.dirty {
 			if l.fast == nil {
-				l.fast = l.s.clock.NewTicker(l.s.tick)
+				l.fast = time.NewTicker(l.s.tick)
 			}
-			fastC = l.fast.C()
+			fastC = l.fast.C
 		} else if l.fast != nil {
 			l.fast.Stop()
 			l.fast = nil
@@ -289,7 +259,7 @@ func (l *loop[T]) run(ctx context.Context) error {
 				continue
 			}
 			l.notifierError(err)
-		case <-l.slow.C():
+		case <-l.slow.C:
 			l.rescan()
 		case <-fastC:
 			if l.dirty && l.n != nil {
@@ -299,7 +269,7 @@ func (l *loop[T]) run(ctx context.Context) error {
 				}
 			}
 			l.dirty = false
-			l.e.check(l.s.clock.Now())
+			l.e.check(time.Now())
 		case outC <- v:
 			l.e.delivered()
 		}
@@ -310,7 +280,7 @@ func (l *loop[T]) event(ev fsnotify.Event) {
 	if ev.Op.Has(fsnotify.Create) || ev.Op.Has(fsnotify.Remove) || ev.Op.Has(fsnotify.Rename) {
 		l.dirty = true
 	}
-	if l.e.event(ev, l.s.clock.Now()) {
+	if l.e.event(ev, time.Now()) {
 		l.rescan()
 	}
 }
@@ -333,7 +303,7 @@ func (l *loop[T]) rescan() {
 			return // fallback rescanned
 		}
 	}
-	l.e.rescan(l.s.clock.Now())
+	l.e.rescan(time.Now())
 }
 
 // sync makes the notifier's watch list equal to the engine's directories. Stale watches are
@@ -370,7 +340,7 @@ func (l *loop[T]) fallback(err error) {
 	}
 	if l.slow != nil {
 		l.resetSlow()
-		l.e.rescan(l.s.clock.Now())
+		l.e.rescan(time.Now())
 	}
 }
 
@@ -382,7 +352,7 @@ func (l *loop[T]) resetSlow() {
 	if l.n == nil {
 		d = l.s.poll
 	}
-	l.slow = l.s.clock.NewTicker(d)
+	l.slow = time.NewTicker(d)
 }
 
 func (l *loop[T]) closeNotifier() {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/inferd/inferd/cluster/rollout"
 	"github.com/inferd/inferd/cluster/route"
+	"github.com/inferd/inferd/internal/tomlx"
 )
 
 // SplitConfig is one [[split]] table.
@@ -62,19 +63,7 @@ func Parse(name string, data []byte) (*Policy, error) {
 	var f File
 	dec := toml.NewDecoder(strings.NewReader(string(data))).DisallowUnknownFields()
 	if err := dec.Decode(&f); err != nil {
-		var de *toml.DecodeError
-		if errors.As(err, &de) {
-			row, col := de.Position()
-			if k := de.Key(); len(k) > 0 {
-				return nil, fmt.Errorf("%s:%d:%d: %s: %s", name, row, col, strings.Join(k, "."), de.Error())
-			}
-			return nil, fmt.Errorf("%s:%d:%d: %s", name, row, col, de.Error())
-		}
-		var sm *toml.StrictMissingError
-		if errors.As(err, &sm) {
-			return nil, fmt.Errorf("%s: unknown keys:\n%s", name, sm.String())
-		}
-		return nil, fmt.Errorf("%s: %w", name, err)
+		return nil, describeTOMLError(name, err)
 	}
 	p := &Policy{Splits: map[string]route.Split{}, Rollouts: f.Rollout}
 	var problems []error
@@ -106,6 +95,23 @@ func Parse(name string, data []byte) (*Policy, error) {
 		return nil, errors.Join(problems...)
 	}
 	return p, nil
+}
+
+// describeTOMLError renders each of go-toml's problems as name:line:column: key: message.
+func describeTOMLError(name string, err error) error {
+	problems := tomlx.Problems(err)
+	if problems == nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	errs := make([]error, len(problems))
+	for i, p := range problems {
+		if p.Key != "" {
+			errs[i] = fmt.Errorf("%s:%d:%d: %s: %w", name, p.Line, p.Column, p.Key, p.Err)
+		} else {
+			errs[i] = fmt.Errorf("%s:%d:%d: %w", name, p.Line, p.Column, p.Err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Models lists the models the policy names, sorted.

@@ -60,6 +60,8 @@ func TestParseProblems(t *testing.T) {
 		{"[[split]]\nmodel = \"m\"\ntargets = [ { version = \"1\", weight = \"x\" } ]\n", "routing.toml:3"},
 		{"[[rollout]]\nmodel = \"m\"\nstable = \"1\"\ncanary = \"1\"\nsteps = [ { set_weight = 10 } ]\n", "rollout"},
 		{"[[split]\n", "routing.toml:1"},
+		// every unknown key, not only the first
+		{"[[split]]\nmodel = \"m\"\nbogus = 1\ntargets = [ { version = \"1\", wieght = 100 } ]\n", "routing.toml:4:30: split.wieght: toml: unknown field"},
 	}
 	for _, c := range cases {
 		_, err := Parse("routing.toml", []byte(c.doc))

@@ -9,6 +9,8 @@ import (
 	"math"
 	"strconv"
 	"time"
+
+	"github.com/inferd/inferd/internal/tomlx"
 )
 
 // Strategies of a Definition.
@@ -78,23 +80,9 @@ type Analysis struct {
 	InconclusiveLimit int `toml:"inconclusive_limit" json:"inconclusive_limit"`
 }
 
-// Duration is a time.Duration written as a Go duration string ("90s", "5m") in TOML and JSON.
-type Duration time.Duration
-
-// UnmarshalText parses a Go duration string.
-func (d *Duration) UnmarshalText(b []byte) error {
-	v, err := time.ParseDuration(string(b))
-	if err != nil {
-		return fmt.Errorf("duration: %w", err)
-	}
-	*d = Duration(v)
-	return nil
-}
-
-// MarshalText writes d as a Go duration string.
-func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
-
-func (d Duration) String() string { return time.Duration(d).String() }
+// Duration is a time.Duration written as a Go duration string ("90s", "5m") in TOML and JSON;
+// the type is the one every TOML file of inferd shares.
+type Duration = tomlx.Duration
 
 // FieldError is one problem with a Definition. Field is the TOML path inside the definition
 // ("steps[2].analysis.window").

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/inferd/inferd/cluster"
+	"github.com/inferd/inferd/internal/testutil"
 )
 
 // fakeMembers is a settable cluster view.
@@ -202,26 +203,14 @@ func checkLeaks(t *testing.T) {
 	t.Helper()
 	before := runtime.NumGoroutine()
 	t.Cleanup(func() {
-		if !poll(5*time.Second, func() bool { return runtime.NumGoroutine() <= before }) {
-			buf := make([]byte, 1<<20)
-			buf = buf[:runtime.Stack(buf, true)]
-			t.Errorf("%d goroutines at the end, %d at the start:\n%s", runtime.NumGoroutine(), before, buf)
-		}
+		testutil.Eventually(t, 5*time.Second, func() string {
+			if n := runtime.NumGoroutine(); n > before {
+				buf := make([]byte, 1<<20)
+				return fmt.Sprintf("%d goroutines at the end, %d at the start:\n%s", n, before, buf[:runtime.Stack(buf, true)])
+			}
+			return ""
+		})
 	})
-}
-
-// poll checks cond until it holds or the timeout passes.
-func poll(timeout time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(2 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			return false
-		}
-		<-tick.C
-	}
-	return true
 }
 
 // peerStats returns the router's record of a node.

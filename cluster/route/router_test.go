@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/inferd/inferd/cluster"
+	"github.com/inferd/inferd/internal/testutil"
 )
 
 // count sends n requests from 16 goroutines (loopback round trips are latency-bound) and counts the answers by key(body).
@@ -225,9 +226,12 @@ func TestLeastLoaded(t *testing.T) {
 	}
 	defer wg.Wait()
 	defer cancel()
-	if !poll(5*time.Second, func() bool { return peerStats(rt, "busy").InFlight == holding }) {
-		t.Fatalf("busy peer never had %d requests in flight: %+v", holding, rt.Stats())
-	}
+	testutil.Eventually(t, 5*time.Second, func() string {
+		if peerStats(rt, "busy").InFlight == holding {
+			return ""
+		}
+		return fmt.Sprintf("busy peer never had %d requests in flight: %+v", holding, rt.Stats())
+	})
 	counts := count(t, rt, 200, "/v2/models/m/infer", nodeOf)
 	if counts["busy"] != 0 || counts["n2"] == 0 || counts["n3"] == 0 {
 		t.Errorf("answers by node %v: want none from busy, some from n2 and n3", counts)

@@ -219,7 +219,7 @@ func startNode(t *testing.T, name string, join []string, policy string) string {
 		}
 	})
 	url := "http://" + ln.Addr().String()
-	waitFor(t, name+" serves the cluster endpoints", func() bool {
+	testutil.WaitFor(t, 20*time.Second, name+" serves the cluster endpoints", func() bool {
 		resp, err := http.Get(url + "/v2/cluster/members")
 		if err != nil {
 			return false
@@ -228,17 +228,6 @@ func startNode(t *testing.T, name string, join []string, policy string) string {
 		return resp.StatusCode == http.StatusOK
 	})
 	return url
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within 20s", what)
-		}
-		<-time.After(20 * time.Millisecond) // pacing the poll
-	}
 }
 
 // TestClusterCommandsAgainstDaemons drives members and every rollout action against two real
@@ -279,7 +268,7 @@ steps = [ { set_weight = 10 }, { pause = {} } ]
 	seed = raw.Members[0].GossipAddr
 	b := startNode(t, "b", []string{seed}, policy)
 
-	waitFor(t, "b sees both nodes ready", func() bool {
+	testutil.WaitFor(t, 20*time.Second, "b sees both nodes ready", func() bool {
 		out, err := run(t, "members", "--url", b)
 		return err == nil && strings.Count(out, "alive") == 2 && strings.Count(out, "double:1,2") == 2
 	})
@@ -294,7 +283,7 @@ steps = [ { set_weight = 10 }, { pause = {} } ]
 	}
 
 	// The leader (a, the lowest name) starts the rollout; b shows it once gossip brought it.
-	waitFor(t, "b shows the rollout paused at 10%", func() bool {
+	testutil.WaitFor(t, 20*time.Second, "b shows the rollout paused at 10%", func() bool {
 		out, err := run(t, "rollout", "status", "--url", b)
 		return err == nil && strings.Contains(out, "paused") && strings.Contains(out, "10%")
 	})
@@ -321,7 +310,7 @@ steps = [ { set_weight = 10 }, { pause = {} } ]
 		// Every node converges on what any node was told.
 		phase := strings.Fields(strings.SplitN(out, "phase:", 2)[1])[0]
 		for _, node := range []string{a, b} {
-			waitFor(t, node+" shows "+phase, func() bool {
+			testutil.WaitFor(t, 20*time.Second, node+" shows "+phase, func() bool {
 				out, err := run(t, "rollout", "status", "double", "--url", node)
 				return err == nil && strings.Contains(out, phase)
 			})

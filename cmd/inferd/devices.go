@@ -20,7 +20,7 @@ import (
 	"github.com/inferd/inferd/engine/ort"
 	"github.com/inferd/inferd/gpu"
 	"github.com/inferd/inferd/hostinfo"
-	"github.com/inferd/inferd/internal/testmodels"
+	"github.com/inferd/inferd/internal/mlpmodel"
 	"github.com/inferd/inferd/tensor"
 )
 
@@ -161,7 +161,7 @@ func checkCUDA(ctx context.Context, rt *ort.Runtime, devices []gpu.Device) []cud
 	}
 	defer os.RemoveAll(dir)
 	path := filepath.Join(dir, "check.onnx")
-	if err := os.WriteFile(path, testmodels.Wide(checkIn, checkHidden, checkOut), 0o600); err != nil {
+	if err := os.WriteFile(path, mlpmodel.Build("wide", []int{checkIn, checkHidden, checkHidden, checkOut}), 0o600); err != nil {
 		return fail(err)
 	}
 	x := make([]float32, checkBatch*checkIn)

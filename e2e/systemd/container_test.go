@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/inferd/inferd/internal/testutil"
 )
 
 // requireRoot skips the suite, saying why, where it cannot run.
@@ -187,24 +189,17 @@ func (c *container) must(script string) string {
 // poll calls cond until it reports true or within passes; cond's detail says what it saw.
 func (c *container) poll(what string, within time.Duration, cond func() (bool, string)) {
 	c.t.Helper()
-	deadline := time.Now().Add(within)
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	var detail string
-	for {
-		var ok bool
-		if ok, detail = cond(); ok {
-			return
+	testutil.Eventually(c.t, within, func() string {
+		if ok, detail := cond(); !ok {
+			select {
+			case <-c.exited:
+				c.t.Fatalf("the container exited while waiting for %s:\n%s", what, c.tail())
+			default:
+			}
+			return fmt.Sprintf("%s; last: %s", what, detail)
 		}
-		if time.Now().After(deadline) {
-			c.t.Fatalf("waited %s for %s; last: %s", within, what, detail)
-		}
-		select {
-		case <-c.exited:
-			c.t.Fatalf("the container exited while waiting for %s:\n%s", what, c.tail())
-		case <-tick.C:
-		}
-	}
+		return ""
+	})
 }
 
 // show returns one property of a unit (systemctl show --value).

@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -164,20 +165,17 @@ func (d *Daemon) Notified() []string {
 // WaitNotified polls until the daemon has sent state (e.g. "READY=1") or the timeout passes.
 func (d *Daemon) WaitNotified(t testing.TB, state string, timeout time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		for _, s := range d.Notified() {
-			if s == state {
-				return
-			}
+	testutil.Eventually(t, timeout, func() string {
+		if slices.Contains(d.Notified(), state) {
+			return ""
 		}
 		select {
 		case <-d.done:
 			t.Fatalf("inferd exited while waiting for %s: %v", state, d.err)
-		case <-time.After(20 * time.Millisecond):
+		default:
 		}
-	}
-	t.Fatalf("inferd did not send %s within %s; sent %q", state, timeout, d.Notified())
+		return fmt.Sprintf("inferd did not send %s; sent %q", state, d.Notified())
+	})
 }
 
 // WaitReady waits for READY=1 and a 200 from /ready.
