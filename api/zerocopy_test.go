@@ -1,21 +1,16 @@
 package api_test
 
 import (
-	"context"
 	"encoding/binary"
 	"math"
 	"net/http"
-	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/inferd/inferd/api"
-	"github.com/inferd/inferd/engine/ort"
 	"github.com/inferd/inferd/internal/testmodels"
 	"github.com/inferd/inferd/internal/testutil"
-	"github.com/inferd/inferd/models"
-	"github.com/inferd/inferd/scheduler"
 	"github.com/inferd/inferd/tensor"
 )
 
@@ -31,24 +26,7 @@ func TestBinaryInputsZeroCopy(t *testing.T) {
 		t.Fatal(err)
 	}
 	testutil.WriteFile(t, dir, "id_fp64/1/model.onnx", fp64)
-	rt, err := ort.New(ort.RuntimeOptions{}, quiet)
-	if err != nil {
-		t.Fatalf("ONNX Runtime: %v", err)
-	}
-	repo := models.New(dir, rt, models.Defaults{Instances: 1, Cores: 2}, quiet)
-	if err := repo.Sync(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	sched := scheduler.New(quiet)
-	srv := api.New(repo, sched, api.Options{MaxRequestBytes: 1 << 20}, quiet)
-	srv.SetPhase(api.PhaseServing)
-	hs := httptest.NewServer(srv)
-	t.Cleanup(func() {
-		hs.Close()
-		_ = sched.Close(context.Background())
-		repo.Close(context.Background())
-		_ = rt.Close()
-	})
+	hs, rt := serveRepository(t, dir, api.Options{MaxRequestBytes: 1 << 20})
 	// Warmup runs may copy; only the requests below count.
 	before := rt.InputCopies()
 
