@@ -56,6 +56,14 @@ func newServer(t *testing.T) *httptest.Server {
 		}
 		testutil.WriteFile(t, dir, "id_"+strings.ToLower(string(dt))+"/1/model.onnx", m)
 	}
+	hs, _ := serveRepository(t, dir, api.Options{Name: "inferd", Version: "test", Settings: maxBodyOnly})
+	return hs
+}
+
+// serveRepository serves the models in dir through the real engine and scheduler, and returns
+// the runtime too.
+func serveRepository(t *testing.T, dir string, opts api.Options) (*httptest.Server, *ort.Runtime) {
+	t.Helper()
 	rt, err := ort.New(ort.RuntimeOptions{}, quiet)
 	if err != nil {
 		t.Fatalf("ONNX Runtime: %v", err)
@@ -65,7 +73,7 @@ func newServer(t *testing.T) *httptest.Server {
 		t.Fatal(err)
 	}
 	sched := scheduler.New(quiet)
-	srv := api.New(repo, sched, api.Options{Name: "inferd", Version: "test", Settings: maxBodyOnly}, quiet)
+	srv := api.New(repo, sched, opts, quiet)
 	srv.SetPhase(api.PhaseServing)
 	hs := httptest.NewServer(srv)
 	t.Cleanup(func() {
@@ -74,7 +82,7 @@ func newServer(t *testing.T) *httptest.Server {
 		repo.Close(context.Background())
 		_ = rt.Close()
 	})
-	return hs
+	return hs, rt
 }
 
 type result struct {

@@ -2,15 +2,11 @@ package api
 
 import (
 	"errors"
-	"fmt"
-	"io"
-	"math/bits"
-	"net"
 	"net/http"
 	"strconv"
-	"sync"
 
 	"github.com/inferd/inferd/kserve"
+	"github.com/inferd/inferd/kserve/kservehttp"
 	"github.com/inferd/inferd/models"
 	"github.com/inferd/inferd/scheduler"
 	"github.com/inferd/inferd/tensor"
@@ -21,19 +17,21 @@ func (s *Server) inferHandler(w http.ResponseWriter, r *http.Request) {
 		s.inferFailed(w, r, http.StatusServiceUnavailable, "server is shutting down")
 		return
 	}
-	body, status, err := s.readBody(w, r)
+	body, err := s.readBody(w, r)
 	if err != nil {
-		s.inferFailed(w, r, status, err.Error())
+		var be *kservehttp.Error
+		errors.As(err, &be)
+		s.inferFailed(w, r, be.Status, err.Error())
 		return
 	}
 	// The request's tensors alias body until the response is written; then it is reused.
-	defer s.bodies.put(body)
+	defer body.Release()
 	headerLength, err := kserve.ParseHeaderLength(r.Header.Get(kserve.HeaderContentLength))
 	if err != nil {
 		s.inferFailed(w, r, statusOf(err), err.Error())
 		return
 	}
-	req, err := kserve.DecodeLimited(body, headerLength, s.settings().Limits)
+	req, err := kserve.DecodeLimited(body.Parts(), headerLength, s.settings().Limits)
 	if err != nil {
 		if le := (*kserve.LimitError)(nil); errors.As(err, &le) {
 			s.limitExceeded(le.Limit)
@@ -144,78 +142,15 @@ func schedulingRequest(req *kserve.InferRequest) (*scheduler.Request, error) {
 	return sreq, nil
 }
 
-// readBody reads a request body bounded by MaxRequestBytes; a larger body is a 413. The buffer
-// comes from the server's pool; the caller returns it once nothing refers to it.
-func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, int, error) {
-	limit := s.settings().MaxRequestBytes
-	if r.ContentLength > limit {
-		s.limitExceeded("max_request_bytes")
-		return nil, http.StatusRequestEntityTooLarge,
-			fmt.Errorf("request body of %d bytes is over the limit of %d bytes (server.max_request_bytes)", r.ContentLength, limit)
+// readBody reads a request body bounded by MaxRequestBytes (a larger body is a 413), or takes
+// the one the cluster router read and handed on. The buffer comes from the server's pool; the
+// caller releases it once nothing refers to it. Every error is a *kservehttp.Error.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request) (*kservehttp.Body, error) {
+	body, err := kservehttp.Read(w, r, s.settings().MaxRequestBytes, &s.bodies)
+	if be := (*kservehttp.Error)(nil); errors.As(err, &be) && be.Limit != "" {
+		s.limitExceeded(be.Limit)
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, limit)
-	size := r.ContentLength
-	if size < 0 || size > limit {
-		size = 0
-	}
-	buf := s.bodies.get(int(size) + 1)
-	for {
-		n, err := r.Body.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
-		if err == io.EOF {
-			return buf, 0, nil
-		}
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			s.bodies.put(buf)
-			s.limitExceeded("max_request_bytes")
-			return nil, http.StatusRequestEntityTooLarge,
-				fmt.Errorf("request body is over the limit of %d bytes (server.max_request_bytes)", limit)
-		}
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
-			s.bodies.put(buf)
-			s.limitExceeded("read_timeout")
-			return nil, http.StatusRequestTimeout, fmt.Errorf("the request body did not arrive within server.read_timeout: %w", err)
-		}
-		if err != nil {
-			s.bodies.put(buf)
-			return nil, http.StatusBadRequest, fmt.Errorf("reading request body: %w", err)
-		}
-		if len(buf) == cap(buf) {
-			buf = append(buf, 0)[:len(buf)]
-		}
-	}
-}
-
-// bodyPool recycles request body buffers, so that a stream of large requests does not make the
-// garbage collector run for every one. Buffers are grouped by power-of-two capacity.
-type bodyPool struct {
-	classes [40]sync.Pool
-}
-
-func sizeClass(n int) int { return bits.Len(uint(max(n, 1) - 1)) }
-
-func (p *bodyPool) get(n int) []byte {
-	c := sizeClass(n)
-	if c < len(p.classes) {
-		if b, ok := p.classes[c].Get().(*[]byte); ok {
-			return (*b)[:0]
-		}
-	}
-	return make([]byte, 0, 1<<min(c, 62))
-}
-
-func (p *bodyPool) put(b []byte) {
-	if cap(b) < 4096 {
-		return
-	}
-	// A buffer goes back to the class whose every request it can hold.
-	c := bits.Len(uint(cap(b))) - 1
-	if c < len(p.classes) {
-		b = b[:0]
-		p.classes[c].Put(&b)
-	}
+	return body, err
 }
 
 func (s *Server) limitExceeded(limit string) {

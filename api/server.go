@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/inferd/inferd/kserve"
+	"github.com/inferd/inferd/kserve/kservehttp"
 	"github.com/inferd/inferd/models"
 	"github.com/inferd/inferd/scheduler"
 	"github.com/inferd/inferd/tensor"
@@ -97,7 +98,7 @@ type Server struct {
 	log     *slog.Logger
 	started time.Time
 	phase   atomic.Int32
-	bodies  bodyPool
+	bodies  kservehttp.Pool
 	mux     *http.ServeMux
 }
 
@@ -199,16 +200,12 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_, _ = w.Write(body)
 }
 
-// writeError writes a KServe error body.
 // WriteError answers with status and a KServe error body {"error": msg}, for the daemon's
 // own endpoints that sit beside the API.
-func WriteError(w http.ResponseWriter, status int, msg string) { writeError(w, status, msg) }
+func WriteError(w http.ResponseWriter, status int, msg string) { kservehttp.WriteError(w, status, msg) }
 
-func writeError(w http.ResponseWriter, status int, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_, _ = w.Write(kserve.EncodeError(msg))
-}
+// writeError writes a KServe error body, as the router does: both use kservehttp's.
+func writeError(w http.ResponseWriter, status int, msg string) { kservehttp.WriteError(w, status, msg) }
 
 // statusOf maps an error from the repository, the scheduler or the engine to an HTTP status.
 func statusOf(err error) int {

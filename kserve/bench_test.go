@@ -38,7 +38,7 @@ func fp32RequestBits(rows, cols, bits int) []byte {
 	return append(b, `]}],"outputs":[{"name":"y"}]}`...)
 }
 
-// BenchmarkDecodeFP32 compares DecodeRequest with the straightforward encoding/json decoder a
+// BenchmarkDecodeFP32 compares DecodeLimited with the straightforward encoding/json decoder a
 // server would otherwise use (data into []any, then converted to little-endian bytes), and with
 // encoding/json into a typed [][]float32, on a 64x1024 FP32 request.
 func BenchmarkDecodeFP32(b *testing.B) {
@@ -48,7 +48,7 @@ func BenchmarkDecodeFP32(b *testing.B) {
 		b.SetBytes(int64(len(body)))
 		b.ReportAllocs()
 		for b.Loop() {
-			req, err := DecodeRequest(body)
+			req, err := decodeRequest(body)
 			if err != nil || len(req.Inputs[0].Tensor.Data) != 64*1024*4 {
 				b.Fatal(err)
 			}
@@ -61,7 +61,7 @@ func BenchmarkDecodeFP32(b *testing.B) {
 		b.SetBytes(int64(len(short)))
 		b.ReportAllocs()
 		for b.Loop() {
-			req, err := DecodeRequest(short)
+			req, err := decodeRequest(short)
 			if err != nil || len(req.Inputs[0].Tensor.Data) != 64*1024*4 {
 				b.Fatal(err)
 			}
@@ -128,7 +128,7 @@ func BenchmarkDecodeFP32(b *testing.B) {
 // BenchmarkEncodeFP32 measures encoding a 64x1024 FP32 output, against encoding/json on the
 // same values as []float32.
 func BenchmarkEncodeFP32(b *testing.B) {
-	req, err := DecodeRequest(fp32Request(64, 1024))
+	req, err := decodeRequest(fp32Request(64, 1024))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -139,7 +139,7 @@ func BenchmarkEncodeFP32(b *testing.B) {
 		b.ReportAllocs()
 		var buf []byte
 		for b.Loop() {
-			buf, _ = EncodeResponse(buf[:0], resp)
+			buf, _ = encodeResponse(buf[:0], resp)
 		}
 		b.SetBytes(int64(len(buf)))
 	})
@@ -179,7 +179,7 @@ func BenchmarkDecodeBinary(b *testing.B) {
 	b.SetBytes(int64(len(body)))
 	b.ReportAllocs()
 	for b.Loop() {
-		got, err := Decode(body, headerLength)
+		got, err := decode(body, headerLength)
 		if err != nil || len(got.Inputs[0].Tensor.Data) != 4<<20 {
 			b.Fatal(err)
 		}

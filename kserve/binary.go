@@ -16,8 +16,8 @@ import (
 // binary tensor data, in requests and in responses.
 const HeaderContentLength = "Inference-Header-Content-Length"
 
-// ParseHeaderLength reads the value of the Inference-Header-Content-Length header for Decode and
-// DecodeResponse: "" (no header) is -1; anything but a non-negative decimal integer is an error
+// ParseHeaderLength reads the value of the Inference-Header-Content-Length header for DecodeLimited
+// and DecodeResponse: "" (no header) is -1; anything but a non-negative decimal integer is an error
 // wrapping ErrInvalidRequest.
 func ParseHeaderLength(v string) (int, error) {
 	if v == "" {
@@ -32,7 +32,7 @@ func ParseHeaderLength(v string) (int, error) {
 
 // BinaryOutput reports whether the client asked for the named output in binary form: the
 // output's own parameters.binary_data when the request lists it with that parameter, else the
-// request's binary_data_output. Decode has checked that both are booleans where present.
+// request's binary_data_output. DecodeLimited has checked that both are booleans where present.
 func (r *InferRequest) BinaryOutput(name string) bool {
 	for _, o := range r.Outputs {
 		if o.Name == name {
@@ -73,21 +73,22 @@ func checkBoolParam(params map[string]any, key, owner string) error {
 
 // fillBinary gives each pending tensor its bytes from the binary part of body, which starts at
 // headerLength (-1: there is none, and then pending is empty). tensorAt returns the tensor a
-// binaryInput's index names. Fixed-size data and BYTES elements alias body.
-func fillBinary(body []byte, headerLength int, pending []binaryInput, maxString int, tensorAt func(int) *tensor.Tensor) error {
+// binaryInput's index names. Fixed-size data and BYTES elements alias body where a tensor lies
+// within one of its parts.
+func fillBinary(body wire, headerLength int, pending []binaryInput, maxString int, tensorAt func(int) *tensor.Tensor) error {
 	if headerLength < 0 {
 		return nil
 	}
-	bin := body[headerLength:]
+	binLen := body.size - headerLength
 	off := 0
 	for _, p := range pending {
-		if p.size > int64(len(bin)-off) {
+		if p.size > int64(binLen-off) {
 			return invalidf("%s: binary_data_size %d needs bytes %d to %d of the body, but it ends at %d "+
 				"(%d bytes of binary data after the %d-byte JSON header)",
-				p.label, p.size, headerLength+off, int64(headerLength+off)+p.size, len(body), len(bin), headerLength)
+				p.label, p.size, headerLength+off, int64(headerLength+off)+p.size, body.size, binLen, headerLength)
 		}
 		n := int(p.size)
-		region := bin[off : off+n : off+n]
+		region := body.span(headerLength+off, n)
 		t := tensorAt(p.index)
 		if err := setBinary(t, region, p.label, headerLength+off, maxString); err != nil {
 			return err
@@ -97,13 +98,13 @@ func fillBinary(body []byte, headerLength int, pending []binaryInput, maxString 
 		}
 		off += n
 	}
-	if extra := len(bin) - off; extra > 0 {
+	if extra := binLen - off; extra > 0 {
 		if len(pending) == 0 {
 			return invalidf("%d bytes follow the %d-byte JSON header (%s), but no tensor has parameters.binary_data_size",
 				extra, headerLength, HeaderContentLength)
 		}
 		return invalidf("%d bytes follow the %d-byte JSON header, but the binary_data_size of the %d binary tensors "+
-			"add up to %d (the last is %s): %d extra bytes", len(bin), headerLength, len(pending), off, pending[len(pending)-1].label, extra)
+			"add up to %d (the last is %s): %d extra bytes", binLen, headerLength, len(pending), off, pending[len(pending)-1].label, extra)
 	}
 	return nil
 }

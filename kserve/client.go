@@ -104,18 +104,19 @@ func inputBinary(t *tensor.Tensor, binary bool) bool {
 // may be numbers (inferd writes them so), rounded to nearest. Unknown top-level fields are
 // skipped; an error body ({"error": ...}) is an error that quotes it.
 //
-// As with Decode, binary outputs alias body. Every error wraps ErrInvalidResponse.
+// As with DecodeLimited, binary outputs alias body. Every error wraps ErrInvalidResponse.
 func DecodeResponse(body []byte, headerLength int) (*InferResponse, error) {
 	d := &decoder{response: true}
+	w := newWire([][]byte{body})
 	var resp *InferResponse
-	pending, err := d.parseBody(body, headerLength, func() ([]binaryInput, error) {
+	pending, err := d.parseBody(w, headerLength, func() ([]binaryInput, error) {
 		var err error
 		var pending []binaryInput
 		resp, pending, err = d.responseObject()
 		return pending, err
 	})
 	if err == nil {
-		err = fillBinary(body, headerLength, pending, 0, func(i int) *tensor.Tensor { return &resp.Outputs[i] })
+		err = fillBinary(w, headerLength, pending, 0, func(i int) *tensor.Tensor { return &resp.Outputs[i] })
 	}
 	if err != nil {
 		var de *decodeError

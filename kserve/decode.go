@@ -10,13 +10,11 @@ import (
 	"github.com/inferd/inferd/tensor"
 )
 
-// DecodeRequest parses a request whose body is all JSON: Decode(body, -1).
-func DecodeRequest(body []byte) (*InferRequest, error) {
-	return Decode(body, -1)
-}
-
-// Decode parses an inference request. headerLength is the value of the
-// Inference-Header-Content-Length header (ParseHeaderLength), -1 when the request has none.
+// DecodeLimited parses an inference request under the given limits. body is the request body
+// in the parts it was read in: they follow each other on the wire, but a reader may place them
+// apart in memory so that each binary tensor starts aligned (see BinarySizes); one part, the
+// whole body, is the plain case. headerLength is the value of the Inference-Header-Content-Length
+// header (ParseHeaderLength), -1 when the request has none.
 //
 // Without the header the body is one JSON object, and an input with parameters.binary_data_size
 // is an error: its data would follow the JSON, and only the header says where the JSON ends.
@@ -25,26 +23,24 @@ func DecodeRequest(body []byte) (*InferRequest, error) {
 // back to back in the order they appear (the binary tensor data extension); other inputs carry
 // JSON "data" as usual. The binary data must be exactly as long as their sizes add up to.
 //
-// The request aliases body: the Data of every binary input, and each element of a binary BYTES
-// input, is a sub-slice of body (capped, so appending to one never overwrites the next), not a
-// copy. The caller must not modify or reuse body while the request is in use. Such Data need not
-// be aligned for its element type.
+// The request aliases body: the Data of every binary input that lies within one part, and each
+// element of a binary BYTES input, is a sub-slice of it (capped, so appending to one never
+// overwrites the next), not a copy; data split across parts is copied. The caller must not
+// modify or reuse body while the request is in use. Such Data is as aligned as the reader
+// placed it. Offsets in errors count bytes on the wire, whatever the parts.
 //
 // Every error wraps ErrInvalidRequest and says which input (or field) is wrong and why; shape
 // errors also wrap tensor.ErrShape and count or size mismatches tensor.ErrDataSize. Each
-// decoded input passes tensor.Check.
-func Decode(body []byte, headerLength int) (*InferRequest, error) {
-	return DecodeLimited(body, headerLength, Limits{})
-}
-
-// DecodeLimited is Decode under the given limits.
-func DecodeLimited(body []byte, headerLength int, lim Limits) (*InferRequest, error) {
+// decoded input passes tensor.Check. Names are not checked for duplicates: that, like every
+// check against a model's signature, is the model's (models.Version.CheckRequest).
+func DecodeLimited(body [][]byte, headerLength int, lim Limits) (*InferRequest, error) {
 	if lim.MaxDepth <= 0 || lim.MaxDepth > MaxDepth {
 		lim.MaxDepth = MaxDepth
 	}
 	d := &decoder{lim: lim}
+	w := newWire(body)
 	var req *InferRequest
-	pending, err := d.parseBody(body, headerLength, func() ([]binaryInput, error) {
+	pending, err := d.parseBody(w, headerLength, func() ([]binaryInput, error) {
 		var err error
 		var pending []binaryInput
 		req, pending, err = d.request()
@@ -53,11 +49,69 @@ func DecodeLimited(body []byte, headerLength int, lim Limits) (*InferRequest, er
 	if err != nil {
 		return nil, err
 	}
-	err = fillBinary(body, headerLength, pending, lim.MaxStringBytes, func(i int) *tensor.Tensor { return &req.Inputs[i].Tensor })
+	err = fillBinary(w, headerLength, pending, lim.MaxStringBytes, func(i int) *tensor.Tensor { return &req.Inputs[i].Tensor })
 	if err != nil {
 		return nil, err
 	}
 	return req, nil
+}
+
+// BinarySizes reads the JSON part of a request with binary tensor data (the body's first
+// Inference-Header-Content-Length bytes) and returns the binary_data_size of each tensor whose
+// bytes follow it, in order, so that a reader can place each tensor's bytes at an aligned
+// address before they arrive. ok is false when header is not a valid JSON part of a request
+// (under no limits but MaxDepth); the reader then reads the rest as it comes, and DecodeLimited
+// reports what is wrong.
+func BinarySizes(header []byte) (sizes []int64, ok bool) {
+	d := &decoder{lim: Limits{MaxDepth: MaxDepth}}
+	pending, err := d.parseBody(newWire([][]byte{header}), len(header), func() ([]binaryInput, error) {
+		_, pending, err := d.request()
+		return pending, err
+	})
+	if err != nil {
+		return nil, false
+	}
+	sizes = make([]int64, len(pending))
+	for i, p := range pending {
+		sizes[i] = p.size
+	}
+	return sizes, true
+}
+
+// wire is a body in the parts it was read in; offsets into it count bytes on the wire.
+type wire struct {
+	parts [][]byte
+	size  int
+}
+
+func newWire(parts [][]byte) wire {
+	w := wire{parts: parts}
+	for _, p := range parts {
+		w.size += len(p)
+	}
+	return w
+}
+
+// span returns the n bytes at wire offset off (the caller has checked that they lie in the
+// body), capped: a sub-slice of the part that holds them all, else a copy gathered from the
+// parts.
+func (w wire) span(off, n int) []byte {
+	for i, p := range w.parts {
+		if off > len(p) || off == len(p) && n > 0 {
+			off -= len(p)
+			continue
+		}
+		if off+n <= len(p) {
+			return p[off : off+n : off+n]
+		}
+		out := make([]byte, 0, n)
+		for _, q := range w.parts[i:] {
+			out = append(out, q[off:min(len(q), off+n-len(out))]...)
+			off = 0
+		}
+		return out
+	}
+	return []byte{}
 }
 
 // binaryInput is an input (or output, in a response) whose data is not in the JSON but in the
@@ -73,16 +127,16 @@ type binaryInput struct {
 // of it when headerLength is -1, else its first headerLength bytes. It checks that nothing but
 // whitespace follows the object in that part, and that without the header no tensor waits for
 // binary data.
-func (d *decoder) parseBody(body []byte, headerLength int, parse func() ([]binaryInput, error)) ([]binaryInput, error) {
+func (d *decoder) parseBody(body wire, headerLength int, parse func() ([]binaryInput, error)) ([]binaryInput, error) {
 	switch {
 	case headerLength == -1:
-		d.buf = body
+		d.buf = body.span(0, body.size)
 	case headerLength < 0:
 		return nil, invalidf("%s %d is negative", HeaderContentLength, headerLength)
-	case headerLength > len(body):
-		return nil, invalidf("%s %d is past the end of the %d-byte body", HeaderContentLength, headerLength, len(body))
+	case headerLength > body.size:
+		return nil, invalidf("%s %d is past the end of the %d-byte body", HeaderContentLength, headerLength, body.size)
 	default:
-		d.buf = body[:headerLength]
+		d.buf = body.span(0, headerLength)
 	}
 	pending, err := parse()
 	if err != nil {
@@ -513,7 +567,6 @@ func (d *decoder) request() (*InferRequest, []binaryInput, error) {
 	req := &InferRequest{}
 	var pending []binaryInput
 	var seen fieldSet
-	names := map[string]bool{}
 	sawInputs := false
 	err := d.object(func(key string) error {
 		if !seen.add(key) {
@@ -549,10 +602,6 @@ func (d *decoder) request() (*InferRequest, []binaryInput, error) {
 				if err != nil {
 					return err
 				}
-				if names[in.Tensor.Name] {
-					return invalidf("input %q appears more than once", in.Tensor.Name)
-				}
-				names[in.Tensor.Name] = true
 				if size >= 0 {
 					pending = append(pending, binaryInput{index: len(req.Inputs), size: size, label: fmt.Sprintf("input %q", in.Tensor.Name)})
 				}
@@ -595,7 +644,6 @@ func (d *decoder) outputs(req *InferRequest) error {
 		}
 		return invalidf("\"outputs\" must be an array, found %s", d.describeNext())
 	}
-	names := map[string]bool{}
 	return d.array(func(i int) error {
 		if d.peek() != '{' {
 			return invalidf("outputs[%d] must be an object, found %s", i, d.describeNext())
@@ -638,10 +686,6 @@ func (d *decoder) outputs(req *InferRequest) error {
 		if !hasName || out.Name == "" {
 			return invalidf("outputs[%d]: missing \"name\"", i)
 		}
-		if names[out.Name] {
-			return invalidf("output %q is requested more than once", out.Name)
-		}
-		names[out.Name] = true
 		req.Outputs = append(req.Outputs, out)
 		return nil
 	})

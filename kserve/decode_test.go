@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"math"
 	"reflect"
 	"strings"
@@ -84,9 +85,9 @@ func oneInput(name, dt, shape, data string) string {
 
 func decodeOne(t *testing.T, body string) tensor.Tensor {
 	t.Helper()
-	req, err := DecodeRequest([]byte(body))
+	req, err := decodeRequest([]byte(body))
 	if err != nil {
-		t.Fatalf("DecodeRequest(%s): %v", body, err)
+		t.Fatalf("decodeRequest(%s): %v", body, err)
 	}
 	if len(req.Inputs) != 1 {
 		t.Fatalf("got %d inputs, want 1", len(req.Inputs))
@@ -212,7 +213,7 @@ func TestDecodeEnvelope(t *testing.T) {
 		],
 		"outputs": [{"name": "y", "parameters": {"binary_data": true}}, {"name": "z"}]
 	}`
-	req, err := DecodeRequest([]byte(body))
+	req, err := decodeRequest([]byte(body))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -234,7 +235,7 @@ func TestDecodeEnvelope(t *testing.T) {
 	}
 
 	// Optional fields given as null are absent.
-	req, err = DecodeRequest([]byte(`{"id":null,"parameters":null,"outputs":null,"inputs":[]}`))
+	req, err = decodeRequest([]byte(`{"id":null,"parameters":null,"outputs":null,"inputs":[]}`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -288,7 +289,6 @@ func TestDecodeErrors(t *testing.T) {
 		{"output not object", `{"inputs":[],"outputs":["y"]}`, []string{"outputs[0] must be an object"}, nil},
 		{"output no name", `{"inputs":[],"outputs":[{}]}`, []string{`outputs[0]: missing "name"`}, nil},
 		{"output unknown field", `{"inputs":[],"outputs":[{"name":"y","data":[]}]}`, []string{`output "y"`, `unknown field "data"`}, nil},
-		{"output duplicate", `{"inputs":[],"outputs":[{"name":"y"},{"name":"y"}]}`, []string{`output "y" is requested more than once`}, nil},
 		{"output params type", `{"inputs":[],"outputs":[{"name":"y","parameters":3}]}`, []string{`output "y"`, `"parameters" must be an object`}, nil},
 
 		// Input fields.
@@ -302,8 +302,6 @@ func TestDecodeErrors(t *testing.T) {
 		{"datatype lowercase", oneInput("x", "fp32", "[1]", "[1]"), []string{`unknown datatype "fp32"`}, tensor.ErrUnknownDataType},
 		{"unknown input field", `{"inputs":[{"name":"x","datatyp":"FP32"}]}`, []string{`input "x"`, `unknown field "datatyp"`}, nil},
 		{"duplicate input field", `{"inputs":[{"name":"x","shape":[1],"shape":[1]}]}`, []string{`input "x": duplicate field "shape"`}, nil},
-		{"duplicate input name", `{"inputs":[` + `{"name":"x","datatype":"FP32","shape":[1],"data":[1]},` +
-			`{"name":"x","datatype":"FP32","shape":[1],"data":[2]}]}`, []string{`input "x" appears more than once`}, nil},
 
 		// Shapes.
 		{"shape not array", oneInput("x", "FP32", "2", "[1,2]"), []string{`input "x": "shape" must be an array`}, nil},
@@ -362,7 +360,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"deferred data unterminated", `{"inputs":[{"data":[1,2`, []string{"unterminated \"data\""}, nil},
 		{"deferred data error", `{"inputs":[{"data":[1,"a"],"name":"x","datatype":"FP32","shape":[2]}]}`, []string{`input "x"`, "element 1", "a string"}, nil},
 
-		// Binary extension, not supported by DecodeRequest.
+		// Binary extension, not supported without the header.
 		{"binary data", `{"inputs":[{"name":"x","datatype":"FP32","shape":[2],"parameters":{"binary_data_size":8}}]}`,
 			[]string{`input "x"`, "binary_data_size=8", "Inference-Header-Content-Length"}, nil},
 		{"binary and data", `{"inputs":[{"name":"x","datatype":"FP32","shape":[1],"data":[1],"parameters":{"binary_data_size":4}}]}`,
@@ -376,9 +374,9 @@ func TestDecodeErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			req, err := DecodeRequest([]byte(tt.body))
+			req, err := decodeRequest([]byte(tt.body))
 			if err == nil {
-				t.Fatalf("DecodeRequest(%s) = %+v, want an error", tt.body, req)
+				t.Fatalf("decodeRequest(%s) = %+v, want an error", tt.body, req)
 			}
 			t.Log(err)
 			if !errors.Is(err, ErrInvalidRequest) {
@@ -404,7 +402,7 @@ func TestDecodeBinaryHeader(t *testing.T) {
 		`{"name":"c","datatype":"BYTES","shape":[1],"parameters":{"binary_data_size":9}}]}`
 	d := &decoder{}
 	var req *InferRequest
-	pending, err := d.parseBody([]byte(body), len(body), func() (p []binaryInput, err error) {
+	pending, err := d.parseBody(newWire([][]byte{[]byte(body)}), len(body), func() (p []binaryInput, err error) {
 		req, p, err = d.request()
 		return p, err
 	})
@@ -424,9 +422,57 @@ func TestDecodeBinaryHeader(t *testing.T) {
 func TestDecodeHugeShapeSmallBody(t *testing.T) {
 	body := []byte(oneInput("x", "FP64", "[1099511627776]", "[1,2,3]"))
 	allocs := testing.AllocsPerRun(10, func() {
-		if _, err := DecodeRequest(body); !errors.Is(err, tensor.ErrDataSize) {
+		if _, err := decodeRequest(body); !errors.Is(err, tensor.ErrDataSize) {
 			t.Fatalf("err = %v, want ErrDataSize", err)
 		}
 	})
 	_ = allocs // the run itself would fail (out of memory) if the shape sized the buffer
+}
+
+// TestDecodeLeavesNamesToTheModel checks that a name given twice is no wire error: whether a
+// model takes it is models.Version.CheckRequest's to say, with the model's names at hand.
+func TestDecodeLeavesNamesToTheModel(t *testing.T) {
+	x := `{"name":"x","datatype":"FP32","shape":[1],"data":[1]}`
+	req, err := decodeRequest([]byte(`{"inputs":[` + x + `,` + x + `],"outputs":[{"name":"y"},{"name":"y"}]}`))
+	if err != nil || len(req.Inputs) != 2 || len(req.Outputs) != 2 {
+		t.Fatalf("decodeRequest = %+v, %v; want two inputs and two outputs", req, err)
+	}
+}
+
+// TestBinarySizes checks what a reader learns from the JSON part before the binary data arrives.
+func TestBinarySizes(t *testing.T) {
+	hdr := `{"inputs":[{"name":"a","datatype":"FP16","shape":[3],"parameters":{"binary_data_size":6}},` +
+		`{"name":"b","datatype":"INT8","shape":[1],"data":[3]},` +
+		`{"name":"c","datatype":"BYTES","shape":[1],"parameters":{"binary_data_size":9}}]}`
+	if sizes, ok := BinarySizes([]byte(hdr)); !ok || !reflect.DeepEqual(sizes, []int64{6, 9}) {
+		t.Errorf("BinarySizes = %v, %v; want [6 9], true", sizes, ok)
+	}
+	if sizes, ok := BinarySizes([]byte(hdr[:20])); ok {
+		t.Errorf("BinarySizes of a cut header = %v, true; want false", sizes)
+	}
+}
+
+// TestDecodeParts checks a body read in parts: a tensor within one part aliases it, one split
+// across parts is gathered, and offsets in errors count bytes on the wire.
+func TestDecodeParts(t *testing.T) {
+	hdr := `{"inputs":[{"name":"h","datatype":"FP16","shape":[1],"parameters":{"binary_data_size":2}},` +
+		`{"name":"f","datatype":"FP32","shape":[2],"parameters":{"binary_data_size":8}},` +
+		`{"name":"g","datatype":"BOOL","shape":[2],"parameters":{"binary_data_size":2}}]}`
+	f := f32s(1.5, -2)
+	parts := [][]byte{[]byte(hdr), {7, 8}, f, {1}, {0}}
+	req, err := DecodeLimited(parts, len(hdr), Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := req.Inputs[1].Tensor.Data; &got[0] != &f[0] || cap(got) != len(f) {
+		t.Error("a tensor within one part was copied or not capped")
+	}
+	if got := req.Inputs[2].Tensor.Data; !bytes.Equal(got, []byte{1, 0}) {
+		t.Errorf("a tensor split across parts: %v, want [1 0]", got)
+	}
+	parts[4] = []byte{2}
+	_, err = DecodeLimited(parts, len(hdr), Limits{})
+	if want := fmt.Sprintf("(body offset %d)", len(hdr)+11); err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("error %v, want one that says %s", err, want)
+	}
 }

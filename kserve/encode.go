@@ -11,47 +11,21 @@ import (
 	"github.com/inferd/inferd/tensor"
 )
 
-// EncodeResponse appends the encoded response to dst and returns the extended buffer with the
-// length of its JSON part, headerLength. When no output is binary (r.Binary), headerLength is -1
-// and the body is JSON:
+// ResponseParts encodes a response for writing without copying its binary outputs: it appends
+// the JSON part to dst (header) and returns the binary parts to send after it, in order. When
+// no output is binary (r.Binary), parts is nil and header is the whole body, JSON:
 //
 //	{"model_name","model_version","id"?,"parameters"?,"outputs":[{"name","datatype","shape","data"}]}
 //
 // id is omitted when empty, parameters when empty; data is flat and row-major. Otherwise binary
-// outputs have "parameters":{"binary_data_size":N} instead of data, their bytes follow the JSON
-// in output order (the binary tensor data extension), and headerLength counts the bytes of the
-// JSON part (not what dst held before); the caller sends the body with the
-// Inference-Header-Content-Length header and Content-Type application/octet-stream. The buffer
-// grows once, so outputs are copied once, into it.
+// outputs have "parameters":{"binary_data_size":N} instead of data, and their bytes follow the
+// JSON in output order (the binary tensor data extension): the caller sends header with the
+// Inference-Header-Content-Length header set to its length (not counting what dst held before)
+// and Content-Type application/octet-stream, then the parts. Fixed-size outputs are their own
+// Data (not copied); BOOL and BYTES outputs are encoded into new buffers.
 //
 // The outputs must pass tensor.Check; the encoder writes the elements their Data (or Strings)
 // holds and never panics on a short buffer.
-func EncodeResponse(dst []byte, r *InferResponse) (body []byte, headerLength int) {
-	binSize := 0
-	for i := range r.Outputs {
-		if r.binary(i) {
-			binSize += binaryLen(&r.Outputs[i])
-		}
-	}
-	dst = slices.Grow(dst, 128+estimateSize(r)+binSize)
-	start := len(dst)
-	dst, anyBinary := appendResponseJSON(dst, r)
-	if !anyBinary {
-		return dst, -1
-	}
-	headerLength = len(dst) - start
-	for i := range r.Outputs {
-		if r.binary(i) {
-			dst = appendBinary(dst, &r.Outputs[i])
-		}
-	}
-	return dst, headerLength
-}
-
-// ResponseParts encodes the response for writing without copying its binary outputs: it
-// appends the JSON part to dst (header) and returns the binary parts to send after it, in
-// order. Fixed-size outputs are their own Data (not copied); BOOL and BYTES outputs are
-// encoded into new buffers. With no binary output, parts is nil and header is the whole body.
 func ResponseParts(dst []byte, r *InferResponse) (header []byte, parts [][]byte) {
 	dst = slices.Grow(dst, 128+estimateSize(r))
 	header, anyBinary := appendResponseJSON(dst, r)

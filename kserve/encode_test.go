@@ -14,9 +14,9 @@ import (
 // encodeJSON encodes a response that has no binary outputs.
 func encodeJSON(t *testing.T, dst []byte, r *InferResponse) []byte {
 	t.Helper()
-	body, headerLength := EncodeResponse(dst, r)
+	body, headerLength := encodeResponse(dst, r)
 	if headerLength != -1 {
-		t.Fatalf("EncodeResponse without binary outputs: headerLength %d, want -1", headerLength)
+		t.Fatalf("ResponseParts without binary outputs: headerLength %d, want -1", headerLength)
 	}
 	return body
 }
@@ -212,7 +212,7 @@ func TestRoundTrip(t *testing.T) {
 		{Name: "empty", DataType: tensor.FP32, Shape: []int64{0}, Data: []byte{}},
 	}
 	body := encodeJSON(t, nil, &InferResponse{ModelName: "m", ModelVersion: "1", Outputs: outputs})
-	req, err := DecodeRequest(responseAsRequest(t, body))
+	req, err := decodeRequest(responseAsRequest(t, body))
 	if err != nil {
 		t.Fatalf("decoding the encoded outputs: %v\n%s", err, body)
 	}
@@ -227,7 +227,7 @@ func TestRoundTrip(t *testing.T) {
 	// NaN has many bit patterns; check that it survives as a NaN.
 	nan := tensor.FromFloat32s("nan", []int64{1}, []float32{float32(math.NaN())})
 	body = encodeJSON(t, nil, &InferResponse{Outputs: []tensor.Tensor{nan}})
-	req, err = DecodeRequest(responseAsRequest(t, body))
+	req, err = decodeRequest(responseAsRequest(t, body))
 	if err != nil || !math.IsNaN(float64(req.Inputs[0].Tensor.Float32s()[0])) {
 		t.Errorf("NaN round trip: %v %v", err, req)
 	}
@@ -268,7 +268,7 @@ func TestEncodeAllocations(t *testing.T) {
 	r := &InferResponse{ModelName: "m", ModelVersion: "1",
 		Outputs: []tensor.Tensor{tensor.FromFloat32s("y", []int64{64, 10}, make([]float32, 640))}}
 	buf := make([]byte, 0, 64<<10)
-	if n := testing.AllocsPerRun(10, func() { buf, _ = EncodeResponse(buf[:0], r) }); n != 0 {
-		t.Errorf("EncodeResponse into a large enough buffer allocates %v times, want 0", n)
+	if n := testing.AllocsPerRun(10, func() { buf, _ = ResponseParts(buf[:0], r) }); n != 0 {
+		t.Errorf("ResponseParts into a large enough buffer allocates %v times, want 0", n)
 	}
 }

@@ -8,7 +8,7 @@ import (
 	"github.com/inferd/inferd/tensor"
 )
 
-// FuzzDecodeRequest checks that no body makes DecodeRequest panic, that every failure wraps
+// FuzzDecodeRequest checks that no body makes DecodeLimited panic, that every failure wraps
 // ErrInvalidRequest, and that every success yields consistent tensors.
 func FuzzDecodeRequest(f *testing.F) {
 	seeds := []string{
@@ -29,7 +29,7 @@ func FuzzDecodeRequest(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		req, err := DecodeRequest(body)
+		req, err := decodeRequest(body)
 		if err != nil {
 			if !errors.Is(err, ErrInvalidRequest) {
 				t.Fatalf("error %q does not wrap ErrInvalidRequest", err)
@@ -44,7 +44,7 @@ func FuzzDecodeRequest(f *testing.F) {
 	})
 }
 
-// FuzzDecodeBinary checks Decode with the binary tensor data extension (and DecodeResponse on
+// FuzzDecodeBinary checks DecodeLimited with the binary tensor data extension (and DecodeResponse on
 // the same bytes): no panic, every failure wraps the sentinel of its side, every success yields
 // tensors that pass Check and survive a binary re-encoding unchanged.
 func FuzzDecodeBinary(f *testing.F) {
@@ -68,7 +68,7 @@ func FuzzDecodeBinary(f *testing.F) {
 		body, h = EncodeRequest(nil, &InferRequest{Inputs: []Input{{Tensor: tt}}}, true)
 		add(body, h)
 	}
-	resp, h := EncodeResponse(nil, &InferResponse{ModelName: "m", Outputs: allTypes(), Binary: []bool{true, false, true}})
+	resp, h := encodeResponse(nil, &InferResponse{ModelName: "m", Outputs: allTypes(), Binary: []bool{true, false, true}})
 	add(resp, h)
 	add([]byte(`{"inputs":[{"name":"s","datatype":"BYTES","shape":[1],"parameters":{"binary_data_size":4}}]}`+"\xff\xff\xff\xff"), 87)
 	add([]byte(`{"inputs":[{"name":"b","datatype":"BOOL","shape":[1],"parameters":{"binary_data_size":1}}]}`+"\x02"), 86)
@@ -79,7 +79,7 @@ func FuzzDecodeBinary(f *testing.F) {
 		if _, err := DecodeResponse(body, headerLength); err != nil && !errors.Is(err, ErrInvalidResponse) {
 			t.Fatalf("DecodeResponse error %q does not wrap ErrInvalidResponse", err)
 		}
-		req, err := Decode(body, headerLength)
+		req, err := decode(body, headerLength)
 		if err != nil {
 			if !errors.Is(err, ErrInvalidRequest) {
 				t.Fatalf("error %q does not wrap ErrInvalidRequest", err)
@@ -95,7 +95,7 @@ func FuzzDecodeBinary(f *testing.F) {
 			}
 		}
 		again, h := EncodeRequest(nil, req, true)
-		req2, err := Decode(again, h)
+		req2, err := decode(again, h)
 		if err != nil {
 			t.Fatalf("re-encoded request fails: %v\n%q", err, again)
 		}

@@ -48,11 +48,14 @@
 //
 // The binary tensor data extension (binary.go):
 //
-//   - Zero copy. Decode does not copy binary data: a binary input's Data, and each element of a
-//     binary BYTES input, is a capped sub-slice of the request body, so the request aliases the
-//     body (which must stay untouched while the request is in use) and fixed-size Data may be
-//     unaligned for its element type. EncodeResponse copies binary outputs once, into the
-//     caller's buffer, after growing it once.
+//   - Zero copy. DecodeLimited does not copy binary data: a binary input's Data, and each
+//     element of a binary BYTES input, is a capped sub-slice of the request body, so the request
+//     aliases the body (which must stay untouched while the request is in use). The body comes
+//     in parts, so that a reader that knows the tensors' sizes before their bytes arrive
+//     (BinarySizes) can place each tensor at an aligned address and the engine can hand it on
+//     without a copy; within one contiguous body, fixed-size Data may be unaligned for its
+//     element type. ResponseParts does not copy fixed-size binary outputs either: they are
+//     written from the outputs' own buffers.
 //   - Strict framing. The JSON must end exactly at Inference-Header-Content-Length (whitespace
 //     may pad it), each binary_data_size must match the shape for fixed-size types, and the
 //     binary part must be exactly as long as the sizes add up to: too few or extra bytes are

@@ -41,7 +41,7 @@ func TestDecodeLimited(t *testing.T) {
 			if h == 0 {
 				h = len(c.body)
 			}
-			_, err := DecodeLimited([]byte(c.body), h, lim)
+			_, err := DecodeLimited([][]byte{[]byte(c.body)}, h, lim)
 			if c.limit == "" {
 				if err != nil {
 					t.Fatalf("unexpected error %v", err)
@@ -56,8 +56,8 @@ func TestDecodeLimited(t *testing.T) {
 				t.Errorf("message %q does not name the setting", err)
 			}
 			// Without limits the same body is judged on its own merits only.
-			if _, err := Decode([]byte(c.body), h); errors.As(err, &le) && le.Limit != "max_depth" {
-				t.Errorf("Decode without limits reported %v", err)
+			if _, err := decode([]byte(c.body), h); errors.As(err, &le) && le.Limit != "max_depth" {
+				t.Errorf("DecodeLimited without limits reported %v", err)
 			}
 		})
 	}

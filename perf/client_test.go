@@ -95,7 +95,7 @@ func (f *fakeServer) infer(w http.ResponseWriter, r *http.Request) {
 		f.problem("request %d: %v", n, err)
 		return
 	}
-	req, err := kserve.Decode(body, length)
+	req, err := kserve.DecodeLimited([][]byte{body}, length, kserve.Limits{})
 	if err != nil {
 		f.problem("request %d: %v", n, err)
 		return
@@ -113,13 +113,16 @@ func (f *fakeServer) infer(w http.ResponseWriter, r *http.Request) {
 	out := tensor.FromFloat32s("output", []int64{rows, 3}, make([]float32, 3*rows))
 	resp := &kserve.InferResponse{ModelName: "mlp", ModelVersion: "1", Outputs: []tensor.Tensor{out}}
 	resp.Binary = req.BinaryOutputs(resp.Outputs)
-	enc, outHL := kserve.EncodeResponse(nil, resp)
+	enc, parts := kserve.ResponseParts(nil, resp)
 	w.Header().Set("Content-Type", "application/json")
-	if outHL >= 0 {
+	if parts != nil {
 		w.Header().Set("Content-Type", "application/octet-stream")
-		w.Header().Set(kserve.HeaderContentLength, fmt.Sprint(outHL))
+		w.Header().Set(kserve.HeaderContentLength, fmt.Sprint(len(enc)))
 	}
 	w.Write(enc)
+	for _, p := range parts {
+		w.Write(p)
+	}
 }
 
 func (f *fakeServer) check(t *testing.T) {

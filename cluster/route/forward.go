@@ -10,6 +10,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/inferd/inferd/kserve/kservehttp"
 )
 
 // maxCapture bounds a 503 body held back for a possible retry; error bodies are a few hundred
@@ -20,7 +22,9 @@ var errPeer503 = errors.New("peer answered 503")
 
 // tryLocal serves the request on this node. When another try may follow, a 503 from the local
 // handler (queue full, version not ready, stopping) is held back instead of written.
-func (rt *Router) tryLocal(w http.ResponseWriter, r *http.Request, c candidate, body []byte, buffered, retryable bool) outcome {
+// A body the router read is handed on to the local handler, which takes it without reading it
+// again (kservehttp.Read).
+func (rt *Router) tryLocal(w http.ResponseWriter, r *http.Request, c candidate, body *kservehttp.Body, buffered, retryable bool) outcome {
 	req := r
 	if c.rewrite != "" {
 		req = rewritten(r, c.model, c.rewrite)
@@ -29,8 +33,8 @@ func (rt *Router) tryLocal(w http.ResponseWriter, r *http.Request, c candidate, 
 		if req == r {
 			req = r.WithContext(r.Context())
 		}
-		req.Body = io.NopCloser(bytes.NewReader(body))
-		req.ContentLength = int64(len(body))
+		req.Body = body.Reader()
+		req.ContentLength = body.Len()
 	}
 	if !retryable {
 		rt.serveLocal(w, req)
@@ -121,7 +125,7 @@ func (lw *localWriter) Unwrap() http.ResponseWriter { return lw.w }
 
 // tryPeer forwards the request to a peer and relays its answer, except a failure that another
 // node may repair (no response, or a 503 while a retry may follow).
-func (rt *Router) tryPeer(w http.ResponseWriter, r *http.Request, c candidate, body []byte, retryable bool) outcome {
+func (rt *Router) tryPeer(w http.ResponseWriter, r *http.Request, c candidate, body *kservehttp.Body, retryable bool) outcome {
 	p := c.peer
 	p.retarget(c.addr)
 	p.forwarded.Add(1)
@@ -189,14 +193,20 @@ func (rt *Router) recordFailure(p *peer, c candidate, err error) {
 
 // outgoing builds the forwarded request: same body, end-to-end headers and query, the path
 // pinned to the chosen version, and the forwarded-by mark.
-func (rt *Router) outgoing(ctx context.Context, r *http.Request, c candidate, body []byte) (*http.Request, error) {
+func (rt *Router) outgoing(ctx context.Context, r *http.Request, c candidate, body *kservehttp.Body) (*http.Request, error) {
 	u := url.URL{Scheme: rt.scheme, Host: c.addr, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
 	if c.rewrite != "" {
 		u.Path, u.RawPath = inferPath(c.model, c.rewrite)
 	}
-	out, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), bytes.NewReader(body))
+	out, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), http.NoBody)
 	if err != nil {
 		return nil, fmt.Errorf("building request: %w", err)
+	}
+	// The body goes in the parts it was read in; GetBody lets the transport send it again on
+	// another connection.
+	if out.ContentLength = body.Len(); out.ContentLength > 0 {
+		out.Body = body.Reader()
+		out.GetBody = func() (io.ReadCloser, error) { return body.Reader(), nil }
 	}
 	out.Header = r.Header.Clone()
 	if out.Header == nil {

@@ -3,10 +3,8 @@ package route
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
@@ -17,6 +15,7 @@ import (
 	"sync/atomic"
 
 	"github.com/inferd/inferd/cluster"
+	"github.com/inferd/inferd/kserve/kservehttp"
 )
 
 // Members is the cluster view the router reads once per routed request.
@@ -141,7 +140,7 @@ type outcome struct {
 func (rt *Router) serve(w http.ResponseWriter, r *http.Request, p *plan) {
 	ctx := r.Context()
 	var (
-		body     []byte
+		body     *kservehttp.Body
 		buffered bool
 		last     outcome
 		tries    int
@@ -165,10 +164,11 @@ func (rt *Router) serve(w http.ResponseWriter, r *http.Request, p *plan) {
 		}
 		retryable := tries < rt.opts.MaxRetries
 		if !buffered && (retryable || !c.local) {
-			var status int
 			var err error
-			if body, status, err = rt.readBody(w, r); err != nil {
-				writeError(w, status, err.Error())
+			if body, err = kservehttp.Read(w, r, rt.opts.MaxBodyBytes(), nil); err != nil {
+				var be *kservehttp.Error
+				errors.As(err, &be)
+				writeError(w, be.Status, err.Error())
 				return
 			}
 			buffered = true
@@ -238,38 +238,6 @@ func (rt *Router) relayFailure(w http.ResponseWriter, r *http.Request, p *plan, 
 		p.model, ErrNoNode, strings.Join(p.tried, ", "), o.err))
 }
 
-// readBody buffers the request body for forwarding and retries, up to MaxBodyBytes.
-func (rt *Router) readBody(w http.ResponseWriter, r *http.Request) ([]byte, int, error) {
-	limit := rt.opts.MaxBodyBytes()
-	if r.ContentLength > limit {
-		return nil, http.StatusRequestEntityTooLarge, fmt.Errorf(
-			"request body of %d bytes is over the limit of %d bytes a node buffers to route it", r.ContentLength, limit)
-	}
-	size := int64(512)
-	if r.ContentLength >= 0 {
-		size = r.ContentLength + 1 // room to see EOF without growing
-	}
-	buf := make([]byte, 0, size)
-	body := http.MaxBytesReader(w, r.Body, limit)
-	for {
-		n, err := body.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
-		if errors.Is(err, io.EOF) {
-			return buf, 0, nil
-		}
-		if err != nil {
-			if tooBig := new(http.MaxBytesError); errors.As(err, &tooBig) {
-				return nil, http.StatusRequestEntityTooLarge, fmt.Errorf(
-					"request body is over the limit of %d bytes a node buffers to route it", limit)
-			}
-			return nil, http.StatusBadRequest, fmt.Errorf("reading request body: %w", err)
-		}
-		if len(buf) == cap(buf) {
-			buf = append(buf, 0)[:len(buf)]
-		}
-	}
-}
-
 // parseInferPath matches /v2/models/{m}/infer and /v2/models/{m}/versions/{v}/infer in the
 // escaped path, segment by segment as net/http's ServeMux does.
 func parseInferPath(path string) (model, version string, ok bool) {
@@ -327,18 +295,8 @@ func rewritten(r *http.Request, model, version string) *http.Request {
 	return r2
 }
 
-type kserveError struct {
-	Error string `json:"error"`
-}
-
-// writeError writes a KServe error body.
-func writeError(w http.ResponseWriter, status int, msg string) {
-	body, _ := json.Marshal(kserveError{msg})
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Del("Content-Length")
-	w.WriteHeader(status)
-	_, _ = w.Write(body)
-}
+// writeError writes a KServe error body, as the API does.
+func writeError(w http.ResponseWriter, status int, msg string) { kservehttp.WriteError(w, status, msg) }
 
 // peerFor returns the record of the named peer, creating it on first use.
 func (rt *Router) peerFor(name string) *peer {

@@ -11,11 +11,13 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/inferd/inferd/cluster"
 	"github.com/inferd/inferd/internal/testutil"
+	"github.com/inferd/inferd/kserve/kservehttp"
 )
 
 // count sends n requests from 16 goroutines (loopback round trips are latency-bound) and counts the answers by key(body).
@@ -678,5 +680,42 @@ func TestNotRouted(t *testing.T) {
 	}
 	if s := rt.Stats(); s.Routed != 0 {
 		t.Errorf("routed %d", s.Routed)
+	}
+}
+
+// TestBodyHandedOn checks that a body the router read to route a request reaches the local
+// handler without being read again: the handler's kservehttp.Read takes the router's buffer
+// and leaves the request's body unread, and a peer after a local 503 gets the same bytes.
+func TestBodyHandedOn(t *testing.T) {
+	checkLeaks(t)
+	n1 := startPeer(t, "n1")
+	var peerGot atomic.Pointer[[]byte]
+	n1.behave(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		peerGot.Store(&b)
+	})
+	sent := []byte(`{"inputs":[]}`)
+	local := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, err := kservehttp.Read(w, r, 1024, nil)
+		if err != nil {
+			t.Errorf("local Read: %v", err)
+			return
+		}
+		if got := bytes.Join(body.Parts(), nil); !bytes.Equal(got, sent) {
+			t.Errorf("local handler got %q, want %q", got, sent)
+		}
+		if rest, _ := io.ReadAll(r.Body); !bytes.Equal(rest, sent) {
+			t.Errorf("Read consumed the request's body (%q left): it read the body again", rest)
+		}
+		unavailable(w, r)
+	})
+	members := &fakeMembers{}
+	members.set(member("n0", "", true, ready("m", "1")), member("n1", n1.addr(), false, ready("m", "1")))
+	rt := newRouter(t, local, members, nil, Options{MaxRetries: 1})
+	if rec := infer(rt, "/v2/models/m/infer", sent); rec.Code != http.StatusOK || rec.Header().Get(DefaultServedByHeader) != "n1" {
+		t.Fatalf("answer %d %q from %q, want 200 from n1 after the local 503", rec.Code, rec.Body, rec.Header().Get(DefaultServedByHeader))
+	}
+	if got := peerGot.Load(); got == nil || !bytes.Equal(*got, sent) {
+		t.Errorf("peer got %q, want %q", got, sent)
 	}
 }

@@ -5,9 +5,12 @@
 // It owns finding and loading libonnxruntime.so (FindLibrary, New), the process-wide ORT
 // environment, reading a model's signature (Inspect), opening sessions on the CPU or CUDA
 // execution provider (Open), and converting tensor.Tensor to and from ORT values (Session.Run).
-// It must not validate requests against a model's signature (the caller does that, and this
-// package only re-checks what would crash or corrupt the process), batch, schedule, or choose a
-// fallback provider: a session that cannot get the provider it asked for fails to open.
+// It must not validate requests against a model's signature (models.Version.CheckRequest does:
+// names, duplicates, datatypes, shapes, NUL bytes, empty tensors), batch, schedule, or choose a
+// fallback provider: a session that cannot get the provider it asked for fails to open. Run
+// keeps only the guards without which ORT or this package would crash or read out of bounds:
+// no input without elements, data that fills its shape, the datatype and rank the model
+// declares (output shapes are planned from input dimensions), and every model input present.
 //
 // # Shortcomings of onnxruntime_go v1.27.0 this package works around
 //
@@ -23,8 +26,9 @@
 //     input names is refused when inspected or opened; a model whose names lie gets a clean
 //     run error from ORT, which checks pre-allocated shapes.
 //   - String tensors go through C strings, so a BYTES element containing a NUL byte would be
-//     truncated silently; such inputs are refused instead. FP16, BF16 and BYTES have no scalar
-//     form in the binding, so a rank-0 input or output of those types is refused as well.
+//     truncated silently; models.Version.CheckRequest refuses such requests, and this package
+//     does not check again (truncation is a wrong answer, not a crash). FP16, BF16 and BYTES
+//     have no scalar form in the binding, so a rank-0 input or output of those types is refused.
 //   - ORT status codes do not survive the binding, only message text: errors wrap
 //     engine.ErrInvalidModel or engine.ErrRun (and a sentinel of this package where it helps)
 //     with that text, and nothing here matches on it.
@@ -40,6 +44,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	onnx "github.com/yalue/onnxruntime_go"
@@ -60,9 +65,9 @@ var (
 	// or the machine cannot give it. Nothing falls back by itself: the caller decides. It is
 	// engine.ErrProviderUnavailable, so callers above the engine match it without this package.
 	ErrProviderUnavailable = engine.ErrProviderUnavailable
-	// ErrUnsupportedInput: an input this engine refuses to hand to ORT (zero elements, a NUL
-	// byte in a BYTES element, or one that does not match the model). Run wraps it together
-	// with engine.ErrRun.
+	// ErrUnsupportedInput: an input this engine refuses to hand to ORT (zero elements, data
+	// short of its shape, a datatype or rank the model does not declare, a missing input, an
+	// unknown output). Run wraps it together with engine.ErrRun.
 	ErrUnsupportedInput = errors.New("unsupported input")
 )
 
@@ -89,9 +94,18 @@ type Runtime struct {
 
 	mu     sync.Mutex
 	closed bool
+
+	// inputCopies counts inputs its sessions copied before handing them to ORT (InputCopies).
+	inputCopies atomic.Uint64
 }
 
 var _ engine.Runtime = (*Runtime)(nil)
+
+// InputCopies is how many fixed-size inputs the runtime's sessions have copied into a fresh
+// buffer before a run, because their data was not aligned for its element type or was BOOL
+// bytes other than 0 and 1; every other input is handed to ORT where it lies. Requests read by
+// kservehttp keep it at zero (a test checks); it costs nothing on the path that does not copy.
+func (r *Runtime) InputCopies() uint64 { return r.inputCopies.Load() }
 
 // process is the one piece of package-level mutable state in inferd, and it has to be:
 // onnxruntime_go keeps a single ORT environment and a single loaded library in its own package

@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"reflect"
 	"runtime"
+	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 
 	onnx "github.com/yalue/onnxruntime_go"
 
@@ -28,6 +30,7 @@ type Session struct {
 	sig      engine.Signature
 	io       modelIO
 	provider string
+	copies   *atomic.Uint64 // the runtime's InputCopies
 
 	mu      sync.Mutex
 	sess    *onnx.DynamicAdvancedSession // nil once closed
@@ -53,6 +56,7 @@ func (r *Runtime) Open(ctx context.Context, path string, opts engine.Options) (e
 		releaseEnv()
 		return nil, err
 	}
+	s.copies = &r.inputCopies
 	r.logger.Debug("onnxruntime session opened", "path", path, "provider", s.provider,
 		"intra_op_threads", opts.IntraOpThreads, "inter_op_threads", opts.InterOpThreads)
 	return s, nil
@@ -194,12 +198,13 @@ func (s *Session) Close() error {
 }
 
 // Run feeds inputs to the model and returns the outputs named (all, in signature order, when
-// names is empty). Although the caller validates inputs against the signature, Run checks again
-// what would otherwise reach ORT as a crash or a silent corruption: every model input exactly
-// once, matching datatype and rank, data that fits the shape, and no tensor without elements.
-// Those errors wrap both engine.ErrRun and ErrUnsupportedInput. Fixed-size input data is handed
-// to ORT without copying (unless misaligned, or BOOL bytes other than 0 and 1); outputs are in
-// Go memory owned by the caller. Cancelling ctx stops a run in progress between two nodes.
+// names is empty). The caller validates inputs against the signature (models does); Run checks
+// again only what would otherwise crash the process or make ORT read past a buffer (see the
+// package comment), with errors that wrap both engine.ErrRun and ErrUnsupportedInput. An input
+// the model does not have is ignored, and of a name given twice the first is used. Fixed-size
+// input data is handed to ORT without copying (unless misaligned, or BOOL bytes other than 0
+// and 1: Runtime.InputCopies counts those); outputs are in Go memory owned by the caller.
+// Cancelling ctx stops a run in progress between two nodes.
 func (s *Session) Run(ctx context.Context, inputs []tensor.Tensor, names []string) (out []tensor.Tensor, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -232,7 +237,7 @@ func (s *Session) Run(ctx context.Context, inputs []tensor.Tensor, names []strin
 		}
 	}()
 	for i, t := range ordered {
-		if in[i], err = inputValue(t); err != nil {
+		if in[i], err = inputValue(t, s.copies); err != nil {
 			return nil, fmt.Errorf("%w: %w", engine.ErrRun, err)
 		}
 	}
@@ -313,38 +318,25 @@ func (s *Session) pickOutputs(names []string) ([]int, error) {
 		if idx < 0 {
 			return nil, fmt.Errorf("%w: %w: model has no output %q", engine.ErrRun, ErrUnsupportedInput, name)
 		}
-		for _, prev := range picked[:i] {
-			if prev == idx {
-				return nil, fmt.Errorf("%w: %w: output %q requested twice", engine.ErrRun, ErrUnsupportedInput, name)
-			}
-		}
 		picked[i] = idx
 	}
 	return picked, nil
 }
 
-// orderInputs returns inputs in the session's input order after the defensive checks.
+// orderInputs returns inputs in the session's input order after the guards Run keeps.
 func (s *Session) orderInputs(inputs []tensor.Tensor) ([]*tensor.Tensor, error) {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%w: %w: %s", engine.ErrRun, ErrUnsupportedInput, fmt.Sprintf(format, args...))
 	}
 	ordered := make([]*tensor.Tensor, len(s.sig.Inputs))
-	for i := range inputs {
-		t := &inputs[i]
-		idx := -1
-		for j, spec := range s.sig.Inputs {
-			if spec.Name == t.Name {
-				idx = j
-				break
-			}
+	for i, spec := range s.sig.Inputs {
+		j := slices.IndexFunc(inputs, func(t tensor.Tensor) bool { return t.Name == spec.Name })
+		if j < 0 {
+			return nil, bad("input %q is missing", spec.Name)
 		}
-		switch {
-		case idx < 0:
-			return nil, bad("model has no input %q", t.Name)
-		case ordered[idx] != nil:
-			return nil, bad("input %q given twice", t.Name)
-		}
-		spec := s.sig.Inputs[idx]
+		t := &inputs[j]
+		// The rank matters to the output shapes planned from input dimensions, the datatype
+		// and the data's length to how many bytes ORT reads.
 		if t.DataType != spec.DataType || len(t.Shape) != len(spec.Shape) {
 			return nil, bad("input %q is %s %s, model expects %s %s", t.Name,
 				t.DataType, tensor.FormatShape(t.Shape), spec.DataType, tensor.FormatShape(spec.Shape))
@@ -356,12 +348,7 @@ func (s *Session) orderInputs(inputs []tensor.Tensor) ([]*tensor.Tensor, error) 
 			// Some ORT 1.29 kernels abort the process on an empty batch.
 			return nil, bad("input %q has no elements (shape %s)", t.Name, tensor.FormatShape(t.Shape))
 		}
-		ordered[idx] = t
-	}
-	for i, t := range ordered {
-		if t == nil {
-			return nil, bad("input %q is missing", s.sig.Inputs[i].Name)
-		}
+		ordered[i] = t
 	}
 	return ordered, nil
 }

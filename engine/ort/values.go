@@ -1,8 +1,8 @@
 package ort
 
 import (
-	"bytes"
 	"fmt"
+	"sync/atomic"
 	"unsafe"
 
 	onnx "github.com/yalue/onnxruntime_go"
@@ -13,7 +13,10 @@ import (
 // inputValue wraps a checked, non-empty tensor as an ORT value. Fixed-size data is shared with
 // ORT, not copied: ORT reads t.Data during the run, so the caller keeps t reachable until the
 // run returns (the value also holds the slice until it is destroyed; Go's heap does not move).
-func inputValue(t *tensor.Tensor) (onnx.Value, error) {
+//
+// copies counts the inputs whose data had to be copied first (misaligned, or BOOL bytes other
+// than 0 and 1): a request body read by kservehttp has none, and a test holds it to that.
+func inputValue(t *tensor.Tensor, copies *atomic.Uint64) (onnx.Value, error) {
 	if t.DataType == tensor.Bytes {
 		return stringValue(t)
 	}
@@ -27,9 +30,12 @@ func inputValue(t *tensor.Tensor) (onnx.Value, error) {
 	data := t.Data
 	if t.DataType == tensor.Bool && !zeroOrOne(data) {
 		data = normalizedBools(data)
+		copies.Add(1)
 	} else if uintptr(unsafe.Pointer(unsafe.SliceData(data)))%uintptr(t.DataType.Size()) != 0 {
-		// A slice of a request body may start anywhere; C++ kernels expect aligned elements.
+		// C++ kernels expect aligned elements, and a slice of a body read some other way than
+		// kservehttp's may start anywhere.
 		data = append(alignedBytes(len(data))[:0], data...)
+		copies.Add(1)
 	}
 	v, err := onnx.NewCustomDataTensor(onnx.Shape(t.Shape), data, onnx.TensorElementDataType(et))
 	if err != nil {
@@ -39,13 +45,11 @@ func inputValue(t *tensor.Tensor) (onnx.Value, error) {
 }
 
 // stringValue copies a BYTES tensor into an ORT string tensor. The binding passes elements as C
-// strings, which end at the first NUL: such elements are refused rather than cut short.
+// strings, which end at the first NUL: models.Version.CheckRequest refuses such elements, and
+// one that reached here would be cut short, not crash.
 func stringValue(t *tensor.Tensor) (onnx.Value, error) {
 	strs := make([]string, len(t.Strings))
 	for i, s := range t.Strings {
-		if bytes.IndexByte(s, 0) >= 0 {
-			return nil, fmt.Errorf("%w: input %q element %d contains a NUL byte", ErrUnsupportedInput, t.Name, i)
-		}
 		strs[i] = string(s)
 	}
 	v, err := onnx.NewStringTensor(onnx.Shape(t.Shape))
@@ -59,33 +63,35 @@ func stringValue(t *tensor.Tensor) (onnx.Value, error) {
 	return v, nil
 }
 
+// elementKind is what this package does with the binding's Go type for one datatype; kinds
+// holds one per fixed-size datatype the binding has a Go type for (not FP16 or BF16).
+type elementKind struct {
+	scalar      func(b []byte) (onnx.Value, error) // a rank-0 input holding b
+	emptyScalar func() (onnx.Value, error)         // a rank-0 output to fill
+	bytes       func(v onnx.Value) ([]byte, bool)  // the data of a Tensor or Scalar the binding made
+}
+
+func kindOf[T onnx.TensorData]() elementKind {
+	return elementKind{scalar: scalarOf[T], emptyScalar: emptyScalar[T], bytes: valueData[T]}
+}
+
+var kinds = map[tensor.DataType]elementKind{
+	tensor.FP32: kindOf[float32](), tensor.FP64: kindOf[float64](),
+	tensor.Int8: kindOf[int8](), tensor.Int16: kindOf[int16](), tensor.Int32: kindOf[int32](), tensor.Int64: kindOf[int64](),
+	tensor.Uint8: kindOf[uint8](), tensor.Uint16: kindOf[uint16](), tensor.Uint32: kindOf[uint32](), tensor.Uint64: kindOf[uint64](),
+	tensor.Bool: kindOf[bool](),
+}
+
 // scalarValue makes a rank-0 input: the binding's Tensor refuses an empty shape.
 func scalarValue(dt tensor.DataType, b []byte) (onnx.Value, error) {
-	switch dt {
-	case tensor.FP32:
-		return scalarOf[float32](b)
-	case tensor.FP64:
-		return scalarOf[float64](b)
-	case tensor.Int8:
-		return scalarOf[int8](b)
-	case tensor.Int16:
-		return scalarOf[int16](b)
-	case tensor.Int32:
-		return scalarOf[int32](b)
-	case tensor.Int64:
-		return scalarOf[int64](b)
-	case tensor.Uint8:
-		return scalarOf[uint8](b)
-	case tensor.Uint16:
-		return scalarOf[uint16](b)
-	case tensor.Uint32:
-		return scalarOf[uint32](b)
-	case tensor.Uint64:
-		return scalarOf[uint64](b)
-	case tensor.Bool:
-		return scalarOf[bool](normalizedBools(b))
+	k, ok := kinds[dt]
+	if !ok {
+		return nil, fmt.Errorf("%w: rank-0 %s", ErrUnsupportedInput, dt)
 	}
-	return nil, fmt.Errorf("%w: rank-0 %s", ErrUnsupportedInput, dt)
+	if dt == tensor.Bool {
+		b = normalizedBools(b)
+	}
+	return k.scalar(b)
 }
 
 func scalarOf[T onnx.TensorData](b []byte) (onnx.Value, error) {
@@ -104,31 +110,11 @@ func scalarOf[T onnx.TensorData](b []byte) (onnx.Value, error) {
 // inspect refused the cases neither can handle.
 func preallocate(spec tensor.Spec, plan []dimSource, inputs []*tensor.Tensor) (onnx.Value, error) {
 	if len(spec.Shape) == 0 {
-		switch spec.DataType {
-		case tensor.FP32:
-			return emptyScalar[float32]()
-		case tensor.FP64:
-			return emptyScalar[float64]()
-		case tensor.Int8:
-			return emptyScalar[int8]()
-		case tensor.Int16:
-			return emptyScalar[int16]()
-		case tensor.Int32:
-			return emptyScalar[int32]()
-		case tensor.Int64:
-			return emptyScalar[int64]()
-		case tensor.Uint8:
-			return emptyScalar[uint8]()
-		case tensor.Uint16:
-			return emptyScalar[uint16]()
-		case tensor.Uint32:
-			return emptyScalar[uint32]()
-		case tensor.Uint64:
-			return emptyScalar[uint64]()
-		case tensor.Bool:
-			return emptyScalar[bool]()
+		k, ok := kinds[spec.DataType]
+		if !ok {
+			return nil, fmt.Errorf("rank-0 %s is not supported", spec.DataType)
 		}
-		return nil, fmt.Errorf("rank-0 %s is not supported", spec.DataType)
+		return k.emptyScalar()
 	}
 	if plan == nil {
 		return nil, nil
@@ -191,7 +177,11 @@ func outputTensor(spec tensor.Spec, v onnx.Value) (tensor.Tensor, error) {
 		t.Data = v.GetData()
 		return t, nil
 	}
-	data, ok := numericBytes(v)
+	k, ok := kinds[spec.DataType]
+	var data []byte
+	if ok {
+		data, ok = k.bytes(v)
+	}
 	if !ok {
 		return t, fmt.Errorf("output %q: unexpected value %T", spec.Name, v)
 	}
@@ -199,52 +189,12 @@ func outputTensor(spec tensor.Spec, v onnx.Value) (tensor.Tensor, error) {
 	return t, nil
 }
 
-// numericBytes returns the data of the binding's typed tensors and scalars as bytes.
-func numericBytes(v onnx.Value) ([]byte, bool) {
+// valueData returns the data of the binding's typed tensors and scalars of T as bytes.
+func valueData[T onnx.TensorData](v onnx.Value) ([]byte, bool) {
 	switch v := v.(type) {
-	case *onnx.Tensor[float32]:
+	case *onnx.Tensor[T]:
 		return sliceBytes(v.GetData()), true
-	case *onnx.Tensor[float64]:
-		return sliceBytes(v.GetData()), true
-	case *onnx.Tensor[int8]:
-		return sliceBytes(v.GetData()), true
-	case *onnx.Tensor[int16]:
-		return sliceBytes(v.GetData()), true
-	case *onnx.Tensor[int32]:
-		return sliceBytes(v.GetData()), true
-	case *onnx.Tensor[int64]:
-		return sliceBytes(v.GetData()), true
-	case *onnx.Tensor[uint8]:
-		return sliceBytes(v.GetData()), true
-	case *onnx.Tensor[uint16]:
-		return sliceBytes(v.GetData()), true
-	case *onnx.Tensor[uint32]:
-		return sliceBytes(v.GetData()), true
-	case *onnx.Tensor[uint64]:
-		return sliceBytes(v.GetData()), true
-	case *onnx.Tensor[bool]:
-		return sliceBytes(v.GetData()), true
-	case *onnx.Scalar[float32]:
-		return valueBytes(v.GetData()), true
-	case *onnx.Scalar[float64]:
-		return valueBytes(v.GetData()), true
-	case *onnx.Scalar[int8]:
-		return valueBytes(v.GetData()), true
-	case *onnx.Scalar[int16]:
-		return valueBytes(v.GetData()), true
-	case *onnx.Scalar[int32]:
-		return valueBytes(v.GetData()), true
-	case *onnx.Scalar[int64]:
-		return valueBytes(v.GetData()), true
-	case *onnx.Scalar[uint8]:
-		return valueBytes(v.GetData()), true
-	case *onnx.Scalar[uint16]:
-		return valueBytes(v.GetData()), true
-	case *onnx.Scalar[uint32]:
-		return valueBytes(v.GetData()), true
-	case *onnx.Scalar[uint64]:
-		return valueBytes(v.GetData()), true
-	case *onnx.Scalar[bool]:
+	case *onnx.Scalar[T]:
 		return valueBytes(v.GetData()), true
 	}
 	return nil, false

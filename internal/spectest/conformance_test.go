@@ -25,9 +25,10 @@ func TestKServeConformance(t *testing.T) {
 			{Name: "empty", DataType: tensor.FP64, Shape: []int64{0, 3}},
 		},
 	}
-	body, _ := kserve.EncodeResponse(nil, resp)
+	// JSON responses: without binary outputs, the JSON part is the whole body.
+	body, _ := kserve.ResponseParts(nil, resp)
 	spectest.Validate(t, "inference_response", body)
-	body, _ = kserve.EncodeResponse(nil, &kserve.InferResponse{ModelName: "m"})
+	body, _ = kserve.ResponseParts(nil, &kserve.InferResponse{ModelName: "m"})
 	spectest.Validate(t, "inference_response", body)
 	spectest.Validate(t, "inference_error_response", kserve.EncodeError("input \"x\": bad"))
 
