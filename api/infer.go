@@ -19,9 +19,11 @@ func (s *Server) inferHandler(w http.ResponseWriter, r *http.Request) {
 	}
 	body, err := s.readBody(w, r)
 	if err != nil {
-		var be *kservehttp.Error
-		errors.As(err, &be)
-		s.inferFailed(w, r, be.Status, err.Error())
+		status := http.StatusBadRequest // readBody's errors are *kservehttp.Error; never panic if not
+		if be := (*kservehttp.Error)(nil); errors.As(err, &be) {
+			status = be.Status
+		}
+		s.inferFailed(w, r, status, err.Error())
 		return
 	}
 	// The request's tensors alias body until the response is written; then it is reused.
