@@ -76,8 +76,9 @@ type Session interface {
 
 // Runtime opens sessions.
 type Runtime interface {
-	// Inspect reads a model file's signature without keeping a session.
-	Inspect(path string) (Signature, error)
+	// Inspect reads a model file's signature without keeping a session. A host in another
+	// process gives up when ctx ends; the in-process runtime reads the file to the end.
+	Inspect(ctx context.Context, path string) (Signature, error)
 	// Open loads a model file into a new session.
 	Open(ctx context.Context, path string, opts Options) (Session, error)
 }

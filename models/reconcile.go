@@ -360,7 +360,7 @@ func (r *Repository) openVersion(ctx context.Context, v *Version, log *slog.Logg
 	if err := r.checkModelFile(path, max(v.Config.Instance.Count, 1)); err != nil {
 		return err
 	}
-	sig, err := r.rt.Inspect(path)
+	sig, err := r.rt.Inspect(ctx, path)
 	if err != nil {
 		return err
 	}

@@ -158,7 +158,7 @@ func RunRaw(ctx context.Context, rt engine.Runtime, cfg RawConfig) (*RawReport, 
 	if err != nil {
 		return nil, err
 	}
-	sig, err := rt.Inspect(cfg.ModelFile)
+	sig, err := rt.Inspect(ctx, cfg.ModelFile)
 	if err != nil {
 		return nil, fmt.Errorf("perf: %w", err)
 	}

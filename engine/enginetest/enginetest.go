@@ -108,7 +108,7 @@ func (r *Runtime) Runs() int { r.mu.Lock(); defer r.mu.Unlock(); return r.runs }
 
 // Inspect returns the registered signature of path. An unknown path is an error wrapping
 // engine.ErrInvalidModel and os.ErrNotExist.
-func (r *Runtime) Inspect(path string) (engine.Signature, error) {
+func (r *Runtime) Inspect(_ context.Context, path string) (engine.Signature, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if err := r.inspectErr[path]; err != nil {

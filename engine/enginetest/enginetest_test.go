@@ -119,15 +119,15 @@ func equal(a, b []float32) bool {
 func TestFailuresAndCounts(t *testing.T) {
 	rt := newRuntime(t)
 	boom := errors.New("boom")
-	if _, err := rt.Inspect("/m/none.onnx"); !errors.Is(err, engine.ErrInvalidModel) || !errors.Is(err, os.ErrNotExist) {
+	if _, err := rt.Inspect(t.Context(), "/m/none.onnx"); !errors.Is(err, engine.ErrInvalidModel) || !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("Inspect(unknown) = %v, want ErrInvalidModel and ErrNotExist", err)
 	}
 	rt.FailInspect("/m/sum.onnx", boom)
-	if _, err := rt.Inspect("/m/sum.onnx"); !errors.Is(err, boom) {
+	if _, err := rt.Inspect(t.Context(), "/m/sum.onnx"); !errors.Is(err, boom) {
 		t.Errorf("Inspect = %v, want boom", err)
 	}
 	rt.FailInspect("/m/sum.onnx", nil)
-	if sig, err := rt.Inspect("/m/sum.onnx"); err != nil || len(sig.Inputs) != 2 {
+	if sig, err := rt.Inspect(t.Context(), "/m/sum.onnx"); err != nil || len(sig.Inputs) != 2 {
 		t.Errorf("Inspect after clearing = %v, %v", sig, err)
 	}
 	rt.FailOpen("/m/sum.onnx", boom)

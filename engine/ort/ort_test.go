@@ -68,7 +68,7 @@ func TestInspect(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := rt.Inspect(writeModel(t, tc.name, tc.model))
+			got, err := rt.Inspect(t.Context(), writeModel(t, tc.name, tc.model))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -106,7 +106,7 @@ func TestInvalidModels(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := rt.Inspect(tc.path)
+			_, err := rt.Inspect(t.Context(), tc.path)
 			if !errors.Is(err, engine.ErrInvalidModel) {
 				t.Errorf("Inspect = %v, want ErrInvalidModel", err)
 			}
@@ -522,14 +522,14 @@ func TestRuntimesShareTheEnvironment(t *testing.T) {
 	if err := b.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
 	}
-	if _, err := b.Inspect(writeModel(t, "mlp", testmodels.MLP())); !errors.Is(err, engine.ErrClosed) {
+	if _, err := b.Inspect(t.Context(), writeModel(t, "mlp", testmodels.MLP())); !errors.Is(err, engine.ErrClosed) {
 		t.Errorf("Inspect on a closed runtime = %v, want ErrClosed", err)
 	}
 	in := []tensor.Tensor{tensor.FromFloat32s("input", []int64{1, 4}, ramp(4))}
 	if _, err := s.Run(context.Background(), in, nil); err != nil {
 		t.Errorf("Run on a session of a closed runtime: %v", err)
 	}
-	if _, err := a.Inspect(writeModel(t, "mlp", testmodels.MLP())); err != nil {
+	if _, err := a.Inspect(t.Context(), writeModel(t, "mlp", testmodels.MLP())); err != nil {
 		t.Errorf("Inspect on the other runtime: %v", err)
 	}
 
@@ -675,7 +675,7 @@ func TestHalfOutputs(t *testing.T) {
 
 	// A dimension no input names cannot be pre-allocated: refused up front.
 	path := writeModel(t, "unnamed", halfIdentity([]onnxgen.Dim{a, b}, []onnxgen.Dim{a, onnxgen.P("c")}))
-	if _, err := rt.Inspect(path); !errors.Is(err, engine.ErrInvalidModel) {
+	if _, err := rt.Inspect(t.Context(), path); !errors.Is(err, engine.ErrInvalidModel) {
 		t.Errorf("Inspect(output dim not named after an input) = %v, want ErrInvalidModel", err)
 	}
 

@@ -1,6 +1,7 @@
 package ort
 
 import (
+	"context"
 	"fmt"
 	"os"
 
@@ -41,7 +42,7 @@ var ortTypes = func() map[tensor.DataType]onnx.TensorElementDataType {
 // Inspect reads the signature of the model at path with a throwaway, unoptimized session. A
 // missing, unreadable or corrupt file, an input or output that is not a tensor, or one this
 // engine cannot carry (see the package doc) is an error wrapping engine.ErrInvalidModel.
-func (r *Runtime) Inspect(path string) (engine.Signature, error) {
+func (r *Runtime) Inspect(_ context.Context, path string) (engine.Signature, error) {
 	if err := r.hold(); err != nil {
 		return engine.Signature{}, err
 	}
