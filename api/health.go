@@ -27,6 +27,15 @@ type modelHealth struct {
 	GPUs     []int  `json:"gpus,omitempty"`
 	// Fallback says why a version that asked for a GPU runs on the CPU.
 	Fallback string `json:"cpu_fallback_reason,omitempty"`
+	// Worker is the version's worker process (engine.isolation = "process").
+	Worker *workerHealth `json:"worker,omitempty"`
+}
+
+type workerHealth struct {
+	PID      int    `json:"pid"`
+	Restarts int    `json:"restarts"`
+	LastExit string `json:"last_exit,omitempty"`
+	RSSBytes uint64 `json:"rss_bytes"`
 }
 
 // health answers liveness: 200 for as long as the process serves HTTP, with every component's
@@ -79,6 +88,9 @@ func (s *Server) modelsComponent() Component {
 	state := "ok"
 	for _, e := range index {
 		h := modelHealth{Name: e.Name, Version: e.Version, State: string(e.State), Reason: e.Reason}
+		if w := e.Worker; w.PID != 0 || w.Restarts != 0 {
+			h.Worker = &workerHealth{PID: w.PID, Restarts: w.Restarts, LastExit: w.LastExit, RSSBytes: w.RSSBytes}
+		}
 		if e.State == models.StateReady {
 			if v, err := s.repo.Resolve(e.Name, e.Version); err == nil {
 				h.Provider, h.GPUs, h.Fallback = v.Provider, v.GPUs, v.Fallback

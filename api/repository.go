@@ -36,7 +36,8 @@ func (s *Server) repositoryIndex(w http.ResponseWriter, r *http.Request) {
 		if filter.Ready && e.State != models.StateReady {
 			continue
 		}
-		out = append(out, kserve.RepositoryIndexEntry{Name: e.Name, Version: e.Version, State: string(e.State), Reason: e.Reason})
+		out = append(out, kserve.RepositoryIndexEntry{Name: e.Name, Version: e.Version, State: string(e.State), Reason: e.Reason,
+			WorkerPID: e.Worker.PID, WorkerRestarts: e.Worker.Restarts, WorkerLastExit: e.Worker.LastExit, WorkerRSSBytes: e.Worker.RSSBytes})
 	}
 	writeJSON(w, http.StatusOK, out)
 }

@@ -150,6 +150,11 @@ type Engine struct {
 	OnnxRuntimeLibrary string `toml:"onnxruntime_library" reload:"restart" path:"file" doc:"path of libonnxruntime.so; empty = search env INFERD_ONNXRUNTIME_LIBRARY, /usr/lib/inferd/, next to the binary, build/onnxruntime/"`
 	IntraOpThreads     int    `toml:"intra_op_threads" check:"min=0" doc:"threads inside one operator, per ORT session; 0 = usable cores / instances on the CPU, 1 on a GPU"`
 	InterOpThreads     int    `toml:"inter_op_threads" check:"min=0" doc:"threads across independent operators, per ORT session; 0 = ORT's default"`
+	Isolation          string `toml:"isolation" reload:"restart" check:"oneof=process|none" doc:"where model versions run: process = each in a worker process of its own, so a model that crashes, runs out of memory or never finishes takes down its worker, never the daemon; none = inside the daemon (no bounds)"`
+	// MaxMemoryBytes, LoadTimeout and MaxRunTime are the defaults of model.toml's [limits].
+	MaxMemoryBytes int64         `toml:"max_memory_bytes" check:"min=0" doc:"memory one model version's worker may allocate, in bytes (model.toml [limits] max_memory_bytes overrides it); beyond it the allocation fails or the worker dies, not the daemon; 0 = the usable memory at start less 256 MiB for the daemon"`
+	LoadTimeout    time.Duration `toml:"load_timeout" check:"min=1ms" doc:"longest a model version may take to load and warm up ([limits] load_timeout overrides it); beyond it the load is stopped, its worker killed, and the version is UNAVAILABLE"`
+	MaxRunTime     time.Duration `toml:"max_run_time" check:"min=0" doc:"longest one run (a batch) may take ([limits] max_run_time overrides it); beyond it the run is stopped and its requests fail with 500; 0 = no limit"`
 }
 
 // GPU configures NVIDIA GPU discovery (NVML) and the placement of models onto GPUs
@@ -207,6 +212,13 @@ func Default() Config {
 			OnnxRuntimeLibrary: "",
 			IntraOpThreads:     0,
 			InterOpThreads:     1,
+			Isolation:          "process",
+			// A cold load of a big model (PaddleOCR's detector) takes a few seconds here; a
+			// minute is a hang, not a slow disk.
+			LoadTimeout: 60 * time.Second,
+			// Long enough for any one batch of the models inferd is built for; a run past it is
+			// a graph that loops on its input, and it holds a core and its queue.
+			MaxRunTime: 60 * time.Second,
 		},
 		GPU: GPU{
 			// A tenth of free memory stays free: CUDA's own context, cuDNN workspaces and an

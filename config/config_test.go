@@ -94,7 +94,7 @@ default_max_batch_size = 0x40
 	want.Server.WriteTimeout = 0
 	want.Models.Repository = "/srv/models"
 	want.Log = Log{Level: "debug", Format: "json"}
-	want.Engine = Engine{OnnxRuntimeLibrary: "/opt/ort/libonnxruntime.so", IntraOpThreads: 4, InterOpThreads: 0}
+	want.Engine.OnnxRuntimeLibrary, want.Engine.IntraOpThreads, want.Engine.InterOpThreads = "/opt/ort/libonnxruntime.so", 4, 0
 	want.Scheduler.DefaultInstances = 2
 	want.Scheduler.DefaultMaxBatchSize = 64
 
@@ -537,8 +537,8 @@ func TestKeys(t *testing.T) {
 	for k := range want {
 		t.Errorf("key %s missing from Keys()", k)
 	}
-	if len(keys) != 55 {
-		t.Errorf("len(Keys()) = %d, want 55", len(keys))
+	if len(keys) != 59 {
+		t.Errorf("len(Keys()) = %d, want 59", len(keys))
 	}
 }
 

@@ -42,6 +42,9 @@ type Options struct {
 	Revision, RuntimeVersion string
 	// Runtime opens model sessions. The caller owns it and closes it after Run returns.
 	Runtime engine.Runtime
+	// Isolator starts the host each model version loads into (engine.isolation): worker
+	// processes, or nil for Runtime in the daemon's own process.
+	Isolator engine.Isolator
 	// Components adds engine and hardware detail to /health.
 	Components func() map[string]api.Component
 	// Notify reports lifecycle states to the service manager; nil sends nothing.
@@ -122,7 +125,11 @@ func New(cfg *config.Config, opts Options, log *slog.Logger) (*Daemon, error) {
 	m.ConfigLastReloadSuccessTimestamp.SetToCurrentTime()
 	d := &Daemon{opts: opts, log: log, metrics: m, addr: make(chan net.Addr, 1)}
 	d.setSettingsLocked(newSettings(cfg))
-	repo := models.NewWith(opts.Runtime, func() models.Settings { return d.settings.Load().models }, log.With("component", "models"))
+	iso := opts.Isolator
+	if iso == nil {
+		iso = engine.InProcess(opts.Runtime)
+	}
+	repo := models.NewWith(iso, func() models.Settings { return d.settings.Load().models }, log.With("component", "models"))
 	repo.SetMemoryProbe(func() (uint64, error) {
 		m, err := hostinfo.DetectMemory()
 		return m.UsableAvailable, err

@@ -7,10 +7,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/inferd/inferd/config"
+	"github.com/inferd/inferd/engine"
 	"github.com/inferd/inferd/metrics"
 	"github.com/inferd/inferd/models"
 	"github.com/inferd/inferd/scheduler"
@@ -32,7 +34,20 @@ func registerCollectors(m *metrics.Metrics, repo *models.Repository, sched *sche
 			out[i] = metrics.ModelState{Model: e.Name, Version: e.Version, State: strings.ToLower(string(e.State))}
 		}
 		return out
+	}), metrics.NewWorkers(func() []metrics.WorkerState {
+		var out []metrics.WorkerState
+		for _, e := range repo.Index() {
+			if e.Worker.PID != 0 {
+				out = append(out, metrics.WorkerState{Model: e.Name, Version: e.Version, RSS: e.Worker.RSSBytes})
+			}
+		}
+		return out
 	}))
+	repo.OnHostEvent(func(e models.HostEvent) {
+		if e.Kind == engine.WorkerExited {
+			m.WorkerRestarts.WithLabelValues(e.Model, strconv.FormatInt(e.Version, 10), e.Class).Inc()
+		}
+	})
 	return inference
 }
 

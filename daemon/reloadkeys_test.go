@@ -214,6 +214,7 @@ func restartChange(t *testing.T, k config.KeyDoc, base map[string]string) map[st
 		"metrics.listen":             {"metrics.listen": `"127.0.0.1:1"`},
 		"log.format":                 {"log.format": `"json"`},
 		"engine.onnxruntime_library": {"engine.onnxruntime_library": `"/nonexistent/libonnxruntime.so"`},
+		"engine.isolation":           {"engine.isolation": `"none"`},
 		// TLS files come in pairs and client certificates need a CA (config's cross checks).
 		"server.tls.cert_file":      {"server.tls.cert_file": `"c.pem"`, "server.tls.key_file": `"k.pem"`},
 		"server.tls.key_file":       {"server.tls.cert_file": `"c2.pem"`, "server.tls.key_file": `"k2.pem"`},
@@ -345,6 +346,9 @@ func liveProbes(clustered bool) map[string]probe {
 			}},
 		"engine.intra_op_threads":          reloads(map[string]string{"engine.intra_op_threads": "3"}),
 		"engine.inter_op_threads":          reloads(map[string]string{"engine.inter_op_threads": "2"}),
+		"engine.max_memory_bytes":          reloads(map[string]string{"engine.max_memory_bytes": "2000000000"}),
+		"engine.load_timeout":              reloads(map[string]string{"engine.load_timeout": `"50s"`}),
+		"engine.max_run_time":              reloads(map[string]string{"engine.max_run_time": `"50s"`}),
 		"scheduler.default_instances":      reloads(map[string]string{"scheduler.default_instances": "2"}),
 		"scheduler.default_max_batch_size": reloads(map[string]string{"scheduler.default_max_batch_size": "8"}),
 		"scheduler.max_queue_delay":        reloads(map[string]string{"scheduler.max_queue_delay": `"7ms"`}),

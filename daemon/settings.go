@@ -66,5 +66,8 @@ func defaults(cfg *config.Config) models.Defaults {
 		AdaptiveDelay:  cfg.Scheduler.AdaptiveDelay,
 		MaxQueueSize:   cfg.Scheduler.MaxQueueSize,
 		DefaultTimeout: cfg.Scheduler.DefaultTimeout,
+		MaxMemoryBytes: cfg.Engine.MaxMemoryBytes,
+		LoadTimeout:    cfg.Engine.LoadTimeout,
+		MaxRunTime:     cfg.Engine.MaxRunTime,
 	}
 }

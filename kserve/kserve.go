@@ -211,6 +211,12 @@ type RepositoryIndexEntry struct {
 	Version string `json:"version,omitempty"`
 	State   string `json:"state"`
 	Reason  string `json:"reason,omitempty"`
+	// Worker fields (inferd's extension): the version's worker process when it runs in one
+	// (engine.isolation = "process"), its restarts, why it last ended and its resident memory.
+	WorkerPID      int    `json:"worker_pid,omitempty"`
+	WorkerRestarts int    `json:"worker_restarts,omitempty"`
+	WorkerLastExit string `json:"worker_last_exit,omitempty"`
+	WorkerRSSBytes uint64 `json:"worker_rss_bytes,omitempty"`
 }
 
 func nonNil[T any](s []T) []T {

@@ -46,6 +46,9 @@ type Metrics struct {
 	AuthDenied *prometheus.CounterVec
 	// SecretReloads counts re-reads of changed TLS files, by result.
 	SecretReloads *prometheus.CounterVec
+	// WorkerRestarts counts model worker processes that ended without being asked to, by
+	// model, version and reason class (engine.ExitClasses).
+	WorkerRestarts *prometheus.CounterVec
 }
 
 // BuildInfo is what inferd_build_info reports.
@@ -100,7 +103,11 @@ func New(build BuildInfo) *Metrics {
 		Name: "inferd_secret_reloads_total",
 		Help: "Re-reads of changed certificate files, by kind (tls) and result (success or failure; a failure keeps the previous ones).",
 	}, []string{"kind", "result"})
-	reg.MustRegister(m.LimitRejections, m.AuthDenied, m.SecretReloads)
+	m.WorkerRestarts = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "inferd_worker_restarts_total",
+		Help: "Model worker processes that ended without being asked to (and were started again, unless the version was given up), by model, version and reason: signal, oom, deadline or exit.",
+	}, []string{"model", "version", "reason"})
+	reg.MustRegister(m.LimitRejections, m.AuthDenied, m.SecretReloads, m.WorkerRestarts)
 	m.ConfigLastReloadSuccessful.Set(1)
 	if build.GoVersion == "" {
 		build.GoVersion = runtime.Version()

@@ -53,3 +53,35 @@ func (c *ModelStates) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 }
+
+// WorkerState is one model version's worker process at the moment of a scrape.
+type WorkerState struct {
+	Model, Version string
+	// RSS is the worker's resident memory in bytes.
+	RSS uint64
+}
+
+// Workers is the collector of inferd_worker_resident_memory_bytes, read at scrape time: one
+// series per model version whose worker runs (isolation = "process").
+type Workers struct {
+	source func() []WorkerState
+	desc   *prometheus.Desc
+}
+
+// NewWorkers returns a collector over source, called once per scrape (it must be safe for
+// concurrent use).
+func NewWorkers(source func() []WorkerState) *Workers {
+	return &Workers{source: source, desc: prometheus.NewDesc("inferd_worker_resident_memory_bytes",
+		"Resident memory of each model version's worker process, in bytes (the daemon's own is process_resident_memory_bytes).",
+		[]string{"model", "version"}, nil)}
+}
+
+// Describe implements prometheus.Collector.
+func (c *Workers) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+// Collect implements prometheus.Collector.
+func (c *Workers) Collect(ch chan<- prometheus.Metric) {
+	for _, w := range c.source() {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(w.RSS), w.Model, w.Version)
+	}
+}

@@ -194,7 +194,7 @@ func arenaLimits(plan []int, gpus []placement.GPU, per uint64, fraction float64,
 // openAll opens one session per options; on error it closes those it opened.
 func (r *Repository) openAll(ctx context.Context, v *Version, path string, opts []engine.Options) error {
 	for _, o := range opts {
-		s, err := r.rt.Open(ctx, path, o)
+		s, err := v.host.Open(ctx, path, o)
 		if err != nil {
 			closeAll(v.Sessions)
 			v.Sessions = nil

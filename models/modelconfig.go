@@ -46,6 +46,31 @@ type Config struct {
 	Inputs []TensorOverride `toml:"inputs" json:"inputs,omitempty"`
 	// Warmup is run on every instance before a version becomes routable.
 	Warmup WarmupConfig `toml:"warmup" json:"warmup"`
+	// Limits bound what one version may take (its worker's memory, its load, one run).
+	Limits LimitsConfig `toml:"limits" json:"limits"`
+}
+
+// LimitsConfig is a model's [limits] table; zero values take the daemon's [engine] defaults.
+type LimitsConfig struct {
+	// MaxMemoryBytes caps the memory the version's worker may allocate (isolation = "process").
+	MaxMemoryBytes int64 `toml:"max_memory_bytes" json:"max_memory_bytes"`
+	// LoadTimeout bounds the load and warmup of a version; past it the version is UNAVAILABLE.
+	LoadTimeout Duration `toml:"load_timeout" json:"load_timeout"`
+	// MaxRunTime bounds one run (a batch); past it the run is stopped and its requests fail.
+	MaxRunTime Duration `toml:"max_run_time" json:"max_run_time"`
+}
+
+func (l LimitsConfig) withDefaults(d Defaults) LimitsConfig {
+	if l.MaxMemoryBytes == 0 {
+		l.MaxMemoryBytes = d.MaxMemoryBytes
+	}
+	if l.LoadTimeout == 0 {
+		l.LoadTimeout = Duration(d.LoadTimeout)
+	}
+	if l.MaxRunTime == 0 {
+		l.MaxRunTime = Duration(d.MaxRunTime)
+	}
+	return l
 }
 
 // BatchingConfig is a model's [dynamic_batching] table; zero values take the daemon's
@@ -125,6 +150,11 @@ type Defaults struct {
 	AdaptiveDelay  bool
 	MaxQueueSize   int
 	DefaultTimeout time.Duration
+	// MaxMemoryBytes, LoadTimeout and MaxRunTime are the [limits] defaults ([engine] keys);
+	// MaxMemoryBytes 0 means derived from the memory available when a version loads.
+	MaxMemoryBytes int64
+	LoadTimeout    time.Duration
+	MaxRunTime     time.Duration
 }
 
 // ErrConfig marks an invalid model.toml.
@@ -133,7 +163,10 @@ var ErrConfig = errors.New("invalid model configuration")
 // readConfig reads dir/model.toml (if any) over the defaults.
 func readConfig(dir string, d Defaults) (Config, error) {
 	c := Config{MaxBatchSize: d.MaxBatchSize, Instance: InstanceConfig{Count: d.Instances, Device: DeviceCPU}}
-	defer func() { c.DynamicBatching = c.DynamicBatching.withDefaults(d) }()
+	defer func() {
+		c.DynamicBatching = c.DynamicBatching.withDefaults(d)
+		c.Limits = c.Limits.withDefaults(d)
+	}()
 	path := dir + "/" + ConfigFile
 	data, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
@@ -255,6 +288,9 @@ func (c Config) validate() error {
 	}
 	if b.DefaultPriority < 0 || (b.PriorityLevels > 0 && b.DefaultPriority > b.PriorityLevels) {
 		errs = append(errs, fmt.Errorf("dynamic_batching.default_priority %d must be between 1 and priority_levels %d", b.DefaultPriority, max(b.PriorityLevels, 1)))
+	}
+	if l := c.Limits; l.MaxMemoryBytes < 0 || l.LoadTimeout < 0 || l.MaxRunTime < 0 {
+		errs = append(errs, errors.New("limits: max_memory_bytes, load_timeout and max_run_time must not be negative"))
 	}
 	if err := c.Warmup.validate(); err != nil {
 		errs = append(errs, err)

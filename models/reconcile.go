@@ -296,7 +296,7 @@ func (r *Repository) retireLocked(ctx context.Context, vs []*Version) {
 			}
 			cancel()
 		}
-		closeAll(v.Sessions)
+		closeVersion(v)
 		delete(r.onGPU, v)
 		closed = true
 		r.log.Debug("model version unloaded", "model", v.Model, "version", v.Number)
@@ -350,9 +350,12 @@ func fingerprint(dir string, cfg Config, d Defaults) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// openVersion reads the version's signature, checks it against the model's settings, opens
-// its instances and warms them up. On error every session it opened is closed again.
+// openVersion starts the version's host, reads its signature there, checks it against the
+// model's settings, opens its instances and warms them up, all within [limits] load_timeout.
+// On error every session it opened is closed again and its host ended.
 func (r *Repository) openVersion(ctx context.Context, v *Version, log *slog.Logger) error {
+	ctx, cancel := loadContext(ctx, v)
+	defer cancel()
 	path := filepath.Join(v.Dir, ModelFile)
 	if _, err := os.Stat(path); err != nil {
 		return fmt.Errorf("%s: %w", path, err)
@@ -360,7 +363,23 @@ func (r *Repository) openVersion(ctx context.Context, v *Version, log *slog.Logg
 	if err := r.checkModelFile(path, max(v.Config.Instance.Count, 1)); err != nil {
 		return err
 	}
-	sig, err := r.rt.Inspect(ctx, path)
+	host, err := r.startHost(ctx, v)
+	if err != nil {
+		return loadError(ctx, err)
+	}
+	v.host, v.closed = host, make(chan struct{})
+	if err := r.openInHost(ctx, v, path, log); err != nil {
+		closeVersion(v)
+		v.Sessions = nil
+		return loadError(ctx, err)
+	}
+	r.watchHost(v, log)
+	return nil
+}
+
+// openInHost is openVersion's work inside v's host.
+func (r *Repository) openInHost(ctx context.Context, v *Version, path string, log *slog.Logger) error {
+	sig, err := v.host.Inspect(ctx, path)
 	if err != nil {
 		return err
 	}
@@ -381,14 +400,7 @@ func (r *Repository) openVersion(ctx context.Context, v *Version, log *slog.Logg
 		return err
 	}
 	if err := warmup(ctx, v, log); err != nil {
-		closeAll(v.Sessions)
-		v.Sessions = nil
 		return err
 	}
-	if err := r.settleGPULocked(ctx, v, log); err != nil {
-		closeAll(v.Sessions)
-		v.Sessions = nil
-		return err
-	}
-	return nil
+	return r.settleGPULocked(ctx, v, log)
 }

@@ -64,7 +64,7 @@ func newFixture(t *testing.T) *fixtureRepo {
 // open makes f.repo over f.dir with rt, reading its settings from f.settings, first s.
 func (f *fixtureRepo) open(rt engine.Runtime, s models.Settings) {
 	f.set(s)
-	f.repo = models.NewWith(rt, func() models.Settings { return *f.settings.Load() }, quiet)
+	f.repo = models.NewWith(engine.InProcess(rt), func() models.Settings { return *f.settings.Load() }, quiet)
 	f.repo.SetDrainer(f.drain)
 }
 

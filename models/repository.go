@@ -63,6 +63,10 @@ type Version struct {
 	baseline    map[int]uint64 // this process's GPU memory before the load, per GPU; loader only
 	retired     atomic.Bool    // no longer routable; requests that still hold it must re-resolve
 
+	host      engine.Host   // where Sessions live (host.go); set by the loader before publishing
+	closed    chan struct{} // closed by closeVersion; made with host
+	closeOnce sync.Once
+
 	state  State  // guarded by Repository.mu
 	reason string // guarded by Repository.mu
 }
@@ -115,6 +119,8 @@ type IndexEntry struct {
 	Version string
 	State   State
 	Reason  string
+	// Worker is the version's worker process (isolation = "process"); zero otherwise.
+	Worker engine.HostStatus
 }
 
 // Drainer stops a retired version's traffic: it waits until the requests already given to the
@@ -162,7 +168,7 @@ func (s Settings) normalized() Settings {
 
 // Repository is the set of models under one root directory.
 type Repository struct {
-	rt       engine.Runtime
+	iso      engine.Isolator
 	log      *slog.Logger
 	settings func() Settings
 
@@ -182,7 +188,8 @@ type Repository struct {
 
 	mu     sync.RWMutex
 	models map[string]*Model
-	events func(Event) // guarded by loadMu
+	events     func(Event)     // guarded by loadMu
+	hostEvents func(HostEvent) // guarded by loadMu
 }
 
 // Event reports the outcome of loading one version, for metrics and logs.
@@ -194,17 +201,18 @@ type Event struct {
 }
 
 // New returns a repository over root, in watch control mode with defaults d, that opens
-// sessions with rt; its settings never change. Nothing is read until Sync.
+// sessions with rt in this process; its settings never change. Nothing is read until Sync.
 func New(root string, rt engine.Runtime, d Defaults, log *slog.Logger) *Repository {
 	s := Settings{Root: root, Defaults: d}
-	return NewWith(rt, func() Settings { return s }, log)
+	return NewWith(engine.InProcess(rt), func() Settings { return s }, log)
 }
 
-// NewWith returns a repository that opens sessions with rt and reads its settings from
-// settings at the start of every change of the model set, so a configuration reload takes
-// effect at the next Sync. settings must not block. Nothing is read until Sync.
-func NewWith(rt engine.Runtime, settings func() Settings, log *slog.Logger) *Repository {
-	return &Repository{rt: rt, settings: settings, cur: settings().normalized(), log: log,
+// NewWith returns a repository that loads each version into a host iso starts (a worker
+// process, or this process) and reads its settings from settings at the start of every change
+// of the model set, so a configuration reload takes effect at the next Sync. settings must not
+// block. Nothing is read until Sync.
+func NewWith(iso engine.Isolator, settings func() Settings, log *slog.Logger) *Repository {
+	return &Repository{iso: iso, settings: settings, cur: settings().normalized(), log: log,
 		models: map[string]*Model{}, unloaded: map[string]bool{}, events: func(Event) {}, onGPU: map[*Version]bool{}}
 }
 
@@ -250,7 +258,7 @@ func (r *Repository) Index() []IndexEntry {
 			continue
 		}
 		for _, v := range m.Versions {
-			e := IndexEntry{Name: m.Name, Version: v.Label(), State: v.state, Reason: v.reason}
+			e := IndexEntry{Name: m.Name, Version: v.Label(), State: v.state, Reason: v.reason, Worker: v.WorkerStatus()}
 			if e.Reason == "" && m.LastError != nil && v.state == StateReady {
 				e.Reason = "update failed, previous files still serve: " + m.LastError.Error()
 			}
