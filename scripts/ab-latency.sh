@@ -6,6 +6,9 @@
 # new binary won. Needs curl; no root.
 #
 # usage: ab-latency.sh OLD_BIN NEW_BIN [ROUNDS (10)] [DURATION per measurement (4s)]
+# OLD_ENV / NEW_ENV (space-separated VAR=value) are set for one server each: the same binary
+# twice compares two settings, e.g. OLD_ENV=INFERD_ENGINE_ISOLATION=none
+# NEW_ENV=INFERD_ENGINE_ISOLATION=process scripts/ab-latency.sh bin/inferd bin/inferd
 # e.g.   git stash; make build; cp bin/inferd /tmp/old; git stash pop; make build
 #        scripts/ab-latency.sh /tmp/old bin/inferd
 set -euo pipefail
@@ -20,8 +23,10 @@ trap 'kill "${pids[@]}" 2>/dev/null; rm -rf "$tmp"' EXIT
 
 ports=(18181 18182)
 bins=("$old" "$new")
+envs=("${OLD_ENV:-}" "${NEW_ENV:-}")
 for i in 0 1; do
-  INFERD_SERVER_LISTEN=127.0.0.1:${ports[$i]} "${bins[$i]}" serve --config configs/inferd.toml >"$tmp/server$i.log" 2>&1 &
+  # shellcheck disable=SC2086 # word splitting of the VAR=value list is the point
+  env ${envs[$i]} INFERD_SERVER_LISTEN=127.0.0.1:${ports[$i]} "${bins[$i]}" serve --config configs/inferd.toml >"$tmp/server$i.log" 2>&1 &
   pids+=($!)
 done
 for i in 0 1; do

@@ -8,6 +8,8 @@
 # build/bench/servers/mlp-batched); no root.
 #
 # usage: ab-throughput.sh OLD_BIN NEW_BIN [ROUNDS (6)] [DURATION per measurement (8s)]
+# OLD_ENV / NEW_ENV (space-separated VAR=value) are set for one server each: the same binary
+# twice compares two settings (see ab-latency.sh).
 # e.g.   git worktree add /tmp/base <commit> && (cd /tmp/base && go build -o /tmp/old ./cmd/inferd)
 #        scripts/ab-throughput.sh /tmp/old bin/inferd
 set -euo pipefail
@@ -23,8 +25,9 @@ pid=
 trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$tmp"' EXIT
 printf '[server]\nlisten = "127.0.0.1:18183"\n[models]\nrepository = "%s/models"\n' "$server" >"$tmp/inferd.toml"
 
-measure() { # BIN -> rows/s
-  "$1" serve --config "$tmp/inferd.toml" >"$tmp/server.log" 2>&1 &
+measure() { # BIN ENV -> rows/s
+  # shellcheck disable=SC2086 # word splitting of the VAR=value list is the point
+  env $2 "$1" serve --config "$tmp/inferd.toml" >"$tmp/server.log" 2>&1 &
   pid=$!
   for _ in $(seq 200); do
     curl -sf http://127.0.0.1:18183/v2/health/ready >/dev/null && break
@@ -39,7 +42,7 @@ measure() { # BIN -> rows/s
 
 olds=() news=() ratios=()
 for r in $(seq "$rounds"); do
-  o=$(measure "$old"); n=$(measure "$new")
+  o=$(measure "$old" "${OLD_ENV:-}"); n=$(measure "$new" "${NEW_ENV:-}")
   olds+=("$o"); news+=("$n"); ratios+=("$(echo "$n / $o" | bc -l)")
   printf 'round %d: old %.1f rows/s, new %.1f rows/s, new ÷ old %.3f\n' "$r" "$o" "$n" "${ratios[-1]}"
 done
