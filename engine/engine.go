@@ -96,4 +96,7 @@ var (
 	// runtime's library or the machine. An engine never falls back by itself: the caller
 	// decides whether another provider will do.
 	ErrProviderUnavailable = errors.New("execution provider unavailable")
+	// ErrOutOfMemory: the runtime could not allocate what a load or a run needed (a worker's
+	// memory limit, or the machine's).
+	ErrOutOfMemory = errors.New("out of memory")
 )

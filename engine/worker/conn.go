@@ -1,0 +1,169 @@
+package worker
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// maxFrame bounds a frame's payload: control messages and tensor metadata are small, and tensor
+// bytes travel through the arena. A peer that announces more is broken or hostile.
+const maxFrame = 64 << 20
+
+// errFrame is wrapped by every protocol violation seen on a connection.
+var errFrame = errors.New("worker protocol error")
+
+// conn is one end of a Unix stream socketpair, used with blocking system calls: the goroutine
+// that reads holds its thread while it waits, which costs less latency than the runtime's
+// poller on a path that alternates a few microseconds of work with a wait. Reads come from one
+// goroutine at a time, writes are serialized by wmu, and shutdown wakes a blocked reader.
+type conn struct {
+	fd int
+
+	wmu  sync.Mutex
+	wbuf []byte
+
+	rbuf []byte // bytes read and not yet returned: rbuf[roff:rend]
+	roff int
+	rend int
+	oob  []byte
+
+	closeOnce sync.Once
+}
+
+func newConn(fd int) *conn {
+	return &conn{fd: fd, rbuf: make([]byte, 64<<10), oob: make([]byte, unix.CmsgSpace(4*4))}
+}
+
+// socketpair returns two connected conns with close-on-exec set.
+func socketpair() (*conn, *conn, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("socketpair: %w", err)
+	}
+	return newConn(fds[0]), newConn(fds[1]), nil
+}
+
+// write sends one frame whose payload the caller built with build; fds, if any, ride along.
+func (c *conn) write(fds []int, build func(e *encoder)) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	e := encoder{b: append(c.wbuf[:0], 0, 0, 0, 0)}
+	build(&e)
+	b := e.b
+	c.wbuf = b[:0]
+	if len(b)-4 > maxFrame {
+		return fmt.Errorf("%w: frame of %d bytes is over %d", errFrame, len(b)-4, maxFrame)
+	}
+	binary.LittleEndian.PutUint32(b, uint32(len(b)-4))
+	var oob []byte
+	if len(fds) > 0 {
+		oob = unix.UnixRights(fds...)
+	}
+	for len(b) > 0 || oob != nil {
+		n, err := unix.SendmsgN(c.fd, b, oob, nil, unix.MSG_NOSIGNAL)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("send: %w", err)
+		}
+		b, oob = b[n:], nil
+	}
+	return nil
+}
+
+// read returns the next frame's payload (valid until the next read) and the descriptors that
+// came with it. It returns io.EOF once the peer has closed its end.
+func (c *conn) read() ([]byte, []int, error) {
+	var fds []int
+	for {
+		need := 4
+		if avail := c.rend - c.roff; avail >= 4 {
+			n := int(binary.LittleEndian.Uint32(c.rbuf[c.roff:]))
+			if n > maxFrame {
+				return nil, fds, fmt.Errorf("%w: frame of %d bytes is over %d", errFrame, n, maxFrame)
+			}
+			if avail >= 4+n {
+				p := c.rbuf[c.roff+4 : c.roff+4+n]
+				c.roff += 4 + n
+				return p, fds, nil
+			}
+			need = 4 + n
+		}
+		if len(c.rbuf)-c.roff < need {
+			c.compact(need)
+		}
+		n, oobn, _, _, err := unix.Recvmsg(c.fd, c.rbuf[c.rend:], c.oob, unix.MSG_CMSG_CLOEXEC)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			if errors.Is(err, unix.ECONNRESET) || errors.Is(err, unix.EBADF) {
+				return nil, fds, io.EOF
+			}
+			return nil, fds, fmt.Errorf("recv: %w", err)
+		}
+		if oobn > 0 {
+			got, err := parseRights(c.oob[:oobn])
+			if err != nil {
+				return nil, fds, err
+			}
+			fds = append(fds, got...)
+		}
+		if n == 0 {
+			return nil, fds, io.EOF
+		}
+		c.rend += n
+	}
+}
+
+// compact moves unread bytes to the front, growing the buffer to hold need bytes.
+func (c *conn) compact(need int) {
+	unread := c.rend - c.roff
+	buf := c.rbuf
+	if need > len(buf) {
+		buf = make([]byte, max(need, 2*len(c.rbuf)))
+	}
+	copy(buf, c.rbuf[c.roff:c.rend])
+	c.rbuf, c.roff, c.rend = buf, 0, unread
+}
+
+func parseRights(oob []byte) ([]int, error) {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return nil, fmt.Errorf("%w: control message: %v", errFrame, err)
+	}
+	var fds []int
+	for i := range msgs {
+		got, err := unix.ParseUnixRights(&msgs[i])
+		if err != nil {
+			continue
+		}
+		fds = append(fds, got...)
+	}
+	return fds, nil
+}
+
+// shutdown wakes a reader blocked on the connection and makes later writes fail; the
+// descriptor stays open until close.
+func (c *conn) shutdown() { _ = unix.Shutdown(c.fd, unix.SHUT_RDWR) }
+
+// release closes this process's descriptor without shutting the socket down: for an end that
+// was handed to another process, which keeps using the socket.
+func (c *conn) release() {
+	c.closeOnce.Do(func() { _ = unix.Close(c.fd) })
+}
+
+// close shuts the connection down and releases the descriptor. The caller makes sure no
+// goroutine still reads or writes it (a descriptor number can be reused at once).
+func (c *conn) close() {
+	c.closeOnce.Do(func() {
+		c.shutdown()
+		_ = unix.Close(c.fd)
+	})
+}

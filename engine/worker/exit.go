@@ -1,0 +1,117 @@
+package worker
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/inferd/inferd/engine"
+)
+
+// classify says why a worker ended, from its wait status, the reason the daemon killed it (if
+// it did), the last lines of its stderr and its memory limit.
+func classify(st *os.ProcessState, waitErr error, killed string, stderr, heads []string, limit int64) exitInfo {
+	if killed != "" {
+		return exitInfo{reason: killed, class: engine.ExitDeadline}
+	}
+	if st == nil {
+		return exitInfo{reason: fmt.Sprintf("could not be waited for: %v", waitErr), class: engine.ExitError}
+	}
+	ws, _ := st.Sys().(syscall.WaitStatus)
+	oom := mentionsOutOfMemory(stderr)
+	switch {
+	case ws.Signaled():
+		sig := ws.Signal()
+		name := unix.SignalName(sig)
+		if name == "" {
+			name = sig.String()
+		}
+		if oom {
+			return exitInfo{reason: outOfMemory(limit) + " (then " + name + ")", class: engine.ExitOOM}
+		}
+		if sig == syscall.SIGKILL {
+			// Not sent by the daemon: the kernel's OOM killer (a cgroup limit) or an operator.
+			return exitInfo{reason: "killed by SIGKILL (not by inferd: the kernel's OOM killer or another process)", class: engine.ExitOOM}
+		}
+		return exitInfo{reason: "killed by " + name, class: engine.ExitSignal}
+	case ws.Exited():
+		if oom {
+			return exitInfo{reason: outOfMemory(limit), class: engine.ExitOOM}
+		}
+		if sig := crashSignal(heads); sig != "" {
+			// The Go runtime caught a signal raised in native code, printed its report and
+			// exited 2: the process died of that signal in all but name.
+			return exitInfo{reason: "killed by " + sig + " (in native code)", class: engine.ExitSignal}
+		}
+		reason := fmt.Sprintf("exited with status %d", ws.ExitStatus())
+		if last := lastLine(stderr); last != "" {
+			reason += ": " + last
+		}
+		return exitInfo{reason: reason, class: engine.ExitError}
+	}
+	var ee *exec.ExitError
+	if errors.As(waitErr, &ee) {
+		return exitInfo{reason: ee.Error(), class: engine.ExitError}
+	}
+	return exitInfo{reason: st.String(), class: engine.ExitError}
+}
+
+func outOfMemory(limit int64) string {
+	if limit <= 0 {
+		return "out of memory"
+	}
+	return fmt.Sprintf("out of memory at the %s limit (%d bytes)", formatBytes(limit), limit)
+}
+
+// mentionsOutOfMemory reports whether the worker said, as it died, that an allocation failed:
+// the Go runtime's "out of memory" fatal error, or a C++ std::bad_alloc that nothing caught.
+// This reads the text of another program's last words, not an error value of ours: there is
+// no other channel for them.
+func mentionsOutOfMemory(lines []string) bool {
+	for _, l := range lines {
+		l = strings.ToLower(l)
+		if strings.Contains(l, "out of memory") || strings.Contains(l, "bad_alloc") ||
+			strings.Contains(l, "cannot allocate memory") || strings.Contains(l, "failed to allocate") {
+			return true
+		}
+	}
+	return false
+}
+
+// crashSignal finds the signal a Go crash report names ("[signal SIGFPE: ...", "SIGSEGV: ...").
+func crashSignal(heads []string) string {
+	for _, h := range heads {
+		h = strings.TrimPrefix(h, "[signal ")
+		if name, _, ok := strings.Cut(h, ":"); ok && strings.HasPrefix(name, "SIG") && !strings.Contains(name, " ") {
+			return name
+		}
+	}
+	return ""
+}
+
+func lastLine(lines []string) string {
+	for i := len(lines) - 1; i >= 0; i-- {
+		if s := strings.TrimSpace(lines[i]); s != "" {
+			return s
+		}
+	}
+	return ""
+}
+
+func formatBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

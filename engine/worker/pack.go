@@ -1,0 +1,105 @@
+package worker
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"github.com/inferd/inferd/tensor"
+)
+
+// pack lays tensors into the arena from offset start, each at an aligned offset, growing the
+// arena as needed, and returns their slots and the end of the last one.
+func pack(a *arena, start int, ts []tensor.Tensor, slots []slot) ([]slot, int, error) {
+	slots = slots[:0]
+	end := start
+	for i := range ts {
+		off := alignUp(end)
+		n := tensorBytes(&ts[i])
+		slots = append(slots, slot{name: ts[i].Name, dtype: ts[i].DataType, shape: ts[i].Shape, off: off, len: n})
+		end = off + n
+	}
+	if err := a.ensure(end); err != nil {
+		return nil, 0, err
+	}
+	for i := range ts {
+		dst := a.mem[slots[i].off : slots[i].off+slots[i].len]
+		if ts[i].DataType != tensor.Bytes {
+			copy(dst, ts[i].Data)
+			continue
+		}
+		for _, s := range ts[i].Strings {
+			binary.LittleEndian.PutUint32(dst, uint32(len(s)))
+			copy(dst[4:], s)
+			dst = dst[4+len(s):]
+		}
+	}
+	return slots, end, nil
+}
+
+func tensorBytes(t *tensor.Tensor) int {
+	if t.DataType != tensor.Bytes {
+		return len(t.Data)
+	}
+	n := 0
+	for _, s := range t.Strings {
+		n += 4 + len(s)
+	}
+	return n
+}
+
+// unpack reads tensors back from their slots. With alias the fixed-size tensors point into the
+// arena (the worker, whose arena holds still for the run); without it every byte is copied
+// (the daemon, whose outputs outlive the next run). Each tensor is checked against its shape,
+// so a worker in a bad state cannot hand the daemon a tensor that lies about its size.
+func unpack(a *arena, slots []slot, alias bool) ([]tensor.Tensor, int, error) {
+	ts := make([]tensor.Tensor, len(slots))
+	end := 0
+	for i, s := range slots {
+		b, err := a.slice(s.off, s.len)
+		if err != nil {
+			return nil, 0, fmt.Errorf("tensor %q: %w", s.name, err)
+		}
+		end = max(end, s.off+s.len)
+		t := tensor.Tensor{Name: s.name, DataType: s.dtype, Shape: s.shape}
+		if s.dtype == tensor.Bytes {
+			n, err := tensor.Elements(s.shape)
+			if err != nil {
+				return nil, 0, fmt.Errorf("%w: tensor %q: %v", errFrame, s.name, err)
+			}
+			if t.Strings, err = unpackStrings(b, n); err != nil {
+				return nil, 0, fmt.Errorf("tensor %q: %w", s.name, err)
+			}
+		} else if alias {
+			t.Data = b
+		} else {
+			t.Data = append([]byte(nil), b...)
+		}
+		if err := t.Check(); err != nil {
+			return nil, 0, fmt.Errorf("%w: %v", errFrame, err)
+		}
+		ts[i] = t
+	}
+	return ts, end, nil
+}
+
+func unpackStrings(b []byte, n int64) ([][]byte, error) {
+	if n > int64(len(b)/4) {
+		return nil, fmt.Errorf("%w: %d strings cannot fit %d bytes", errFrame, n, len(b))
+	}
+	out := make([][]byte, n)
+	for i := range out {
+		if len(b) < 4 {
+			return nil, fmt.Errorf("%w: string %d truncated", errFrame, i)
+		}
+		l := int(binary.LittleEndian.Uint32(b))
+		if l > len(b)-4 {
+			return nil, fmt.Errorf("%w: string %d of %d bytes past the end", errFrame, i, l)
+		}
+		out[i] = append([]byte(nil), b[4:4+l]...)
+		b = b[4+l:]
+	}
+	if len(b) != 0 {
+		return nil, fmt.Errorf("%w: %d bytes after the last string", errFrame, len(b))
+	}
+	return out, nil
+}

@@ -1,0 +1,458 @@
+package worker_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/inferd/inferd/engine"
+	"github.com/inferd/inferd/engine/ort"
+	"github.com/inferd/inferd/engine/worker"
+	"github.com/inferd/inferd/internal/testmodels"
+	"github.com/inferd/inferd/internal/testutil"
+	"github.com/inferd/inferd/tensor"
+)
+
+// The test binary is also the worker: with workerEnv set it serves the control socket with real
+// ONNX Runtime, behind faults a test can trigger from a request (see faulty).
+const workerEnv = "INFERD_WORKER_TEST"
+
+var libPath string
+
+func TestMain(m *testing.M) {
+	path, tried, err := ort.FindLibrary("", nil)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "engine/worker: %v\n(tried %v)\n", err, tried)
+		os.Exit(1)
+	}
+	libPath = path
+	if os.Getenv(workerEnv) != "" {
+		os.Exit(workerMain())
+	}
+	os.Exit(m.Run())
+}
+
+func workerMain() int {
+	var limit int64
+	for i, a := range os.Args {
+		if a == "--memory-limit" && i+1 < len(os.Args) {
+			fmt.Sscan(os.Args[i+1], &limit)
+		}
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	return worker.Main(context.Background(), limit, func() (engine.Runtime, func() error, error) {
+		rt, err := ort.New(ort.RuntimeOptions{LibraryPath: libPath}, log)
+		if err != nil {
+			return nil, nil, err
+		}
+		return faulty{rt}, rt.Close, nil
+	}, log)
+}
+
+// Faults a request triggers in the test worker with the first element of its first input.
+const (
+	faultSegv      = -1001 // the worker kills itself with SIGSEGV
+	faultHang      = -1002 // the run never ends and ignores cancellation
+	faultBalloon   = -1003 // the worker allocates until it runs out of memory
+	faultExit      = -1004 // the worker exits with status 7
+	faultHangPolit = -1005 // the run blocks until it is cancelled, then returns its error
+)
+
+type faulty struct{ engine.Runtime }
+
+func (f faulty) Open(ctx context.Context, path string, opts engine.Options) (engine.Session, error) {
+	if strings.HasSuffix(path, "hang.onnx") {
+		select {} // a load that never ends
+	}
+	s, err := f.Runtime.Open(ctx, path, opts)
+	if err != nil {
+		return nil, err
+	}
+	return faultySession{s}, nil
+}
+
+type faultySession struct{ engine.Session }
+
+func (s faultySession) Run(ctx context.Context, in []tensor.Tensor, names []string) ([]tensor.Tensor, error) {
+	if len(in) > 0 && in[0].DataType == tensor.FP32 && len(in[0].Data) >= 4 {
+		switch in[0].Float32s()[0] {
+		case faultSegv:
+			_ = syscall.Kill(os.Getpid(), syscall.SIGSEGV)
+			select {}
+		case faultHang:
+			select {}
+		case faultBalloon:
+			var hold [][]byte
+			for {
+				hold = append(hold, make([]byte, 64<<20))
+				for i := range hold[len(hold)-1] {
+					hold[len(hold)-1][i] = 1
+				}
+			}
+		case faultExit:
+			fmt.Fprintln(os.Stderr, "giving up on purpose")
+			os.Exit(7)
+		case faultHangPolit:
+			<-ctx.Done()
+			return nil, fmt.Errorf("%w: %w", engine.ErrRun, ctx.Err())
+		}
+	}
+	return s.Session.Run(ctx, in, names)
+}
+
+type recorder struct {
+	mu     sync.Mutex
+	events []engine.HostEvent
+}
+
+func (r *recorder) add(e engine.HostEvent) {
+	r.mu.Lock()
+	r.events = append(r.events, e)
+	r.mu.Unlock()
+}
+
+func (r *recorder) kinds() []engine.HostEventKind {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var k []engine.HostEventKind
+	for _, e := range r.events {
+		k = append(k, e.Kind)
+	}
+	return k
+}
+
+// exitsEventually waits for n exit events (the supervisor reports an exit a moment after the
+// caller whose run it ended has its error).
+func (r *recorder) exitsEventually(t *testing.T, n int) []engine.HostEvent {
+	t.Helper()
+	testutil.Eventually(t, 10*time.Second, func() string {
+		if got := len(r.exits()); got < n {
+			return fmt.Sprintf("%d exit events, want %d", got, n)
+		}
+		return ""
+	})
+	return r.exits()
+}
+
+func (r *recorder) exits() []engine.HostEvent {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []engine.HostEvent
+	for _, e := range r.events {
+		if e.Kind == engine.WorkerExited {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func isolator(t *testing.T) *worker.Isolator {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &worker.Isolator{
+		Path: exe, Args: []string{"-test.run=^$"}, Env: append(os.Environ(), workerEnv+"=1"),
+		Log: slog.New(slog.NewTextHandler(t.Output(), nil)), Grace: 300 * time.Millisecond, StartTimeout: 5 * time.Second,
+	}
+}
+
+func startHost(t *testing.T, iso *worker.Isolator, opts engine.HostOptions) (engine.Host, *recorder) {
+	t.Helper()
+	rec := &recorder{}
+	if opts.Name == "" {
+		opts.Name = "test/1"
+	}
+	opts.OnEvent = rec.add
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	h, err := iso.Start(ctx, opts)
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	t.Cleanup(func() { h.Close() })
+	return h, rec
+}
+
+func writeModel(t *testing.T, name string, model []byte) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(path, model, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func openMLP(t *testing.T, h engine.Host) engine.Session {
+	t.Helper()
+	s, err := h.Open(context.Background(), writeModel(t, "mlp.onnx", testmodels.MLP()), engine.Options{IntraOpThreads: 1})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func mlpInput(rows int, first float32) tensor.Tensor {
+	x := make([]float32, rows*4)
+	for i := range x {
+		x[i] = float32(i%7) * 0.25
+	}
+	x[0] = first
+	return tensor.FromFloat32s("input", []int64{int64(rows), 4}, x)
+}
+
+func checkMLP(t *testing.T, s engine.Session, rows int) {
+	t.Helper()
+	in := mlpInput(rows, 0.5)
+	out, err := s.Run(context.Background(), []tensor.Tensor{in}, nil)
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	want := testmodels.MLPForward(in.Float32s())
+	got := out[0].Float32s()
+	if len(got) != len(want) {
+		t.Fatalf("%d outputs, want %d", len(got), len(want))
+	}
+	for i := range got {
+		if math.Abs(float64(got[i]-want[i])) > 1e-4 {
+			t.Fatalf("output %d = %v, want %v", i, got[i], want[i])
+		}
+	}
+}
+
+func TestRunsInAnotherProcess(t *testing.T) {
+	h, _ := startHost(t, isolator(t), engine.HostOptions{MemoryLimit: 1 << 30})
+	pid := h.Status().PID
+	if pid == 0 || pid == os.Getpid() {
+		t.Fatalf("worker pid %d (the test is %d)", pid, os.Getpid())
+	}
+	path := writeModel(t, "mlp.onnx", testmodels.MLP())
+	sig, err := h.Inspect(context.Background(), path)
+	if err != nil {
+		t.Fatalf("Inspect: %v", err)
+	}
+	if len(sig.Inputs) != 1 || sig.Inputs[0].Name != "input" || !slices.Equal(sig.Inputs[0].Shape, []int64{-1, 4}) {
+		t.Fatalf("signature %+v", sig)
+	}
+	s := openMLP(t, h)
+	if s.Provider() != engine.ProviderCPU {
+		t.Errorf("provider %q", s.Provider())
+	}
+	for _, rows := range []int{1, 3, 1, 40000, 2} { // 40000 rows grow the arena past its first MiB
+		checkMLP(t, s, rows)
+	}
+	if rss := h.Status().RSSBytes; rss == 0 {
+		t.Errorf("worker RSS not reported")
+	}
+}
+
+func TestSessionsRunInParallel(t *testing.T) {
+	h, _ := startHost(t, isolator(t), engine.HostOptions{})
+	a, b := openMLP(t, h), openMLP(t, h)
+	var wg sync.WaitGroup
+	for _, s := range []engine.Session{a, b} {
+		wg.Go(func() {
+			for range 200 {
+				checkMLP(t, s, 2)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+func TestStringsCrossTheArena(t *testing.T) {
+	h, _ := startHost(t, isolator(t), engine.HostOptions{})
+	s, err := h.Open(context.Background(), writeModel(t, "strings.onnx", testmodels.Strings()), engine.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	text := []string{"hello", "", "Zwölf Boxkämpfer", strings.Repeat("x", 5000)}
+	in := tensor.Tensor{Name: s.Signature().Inputs[0].Name, DataType: tensor.Bytes, Shape: []int64{int64(len(text))}}
+	for _, x := range text {
+		in.Strings = append(in.Strings, []byte(x))
+	}
+	out, err := s.Run(context.Background(), []tensor.Tensor{in}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	upper, same := testmodels.StringsForward(text)
+	for i, o := range out {
+		want := [][]string{upper, same}[i]
+		for j := range want {
+			if string(o.Strings[j]) != want[j] {
+				t.Errorf("output %d[%d] = %q, want %q", i, j, o.Strings[j], want[j])
+			}
+		}
+	}
+}
+
+// runFault sends a request that triggers fault f.
+func runFault(ctx context.Context, s engine.Session, f float32) error {
+	_, err := s.Run(ctx, []tensor.Tensor{mlpInput(1, f)}, nil)
+	return err
+}
+
+func TestCrashFailsTheRunAndANewWorkerServes(t *testing.T) {
+	h, rec := startHost(t, isolator(t), engine.HostOptions{})
+	s := openMLP(t, h)
+	first := h.Status().PID
+	err := runFault(context.Background(), s, faultSegv)
+	if !errors.Is(err, engine.ErrWorker) || !strings.Contains(err.Error(), "SIGSEGV") {
+		t.Fatalf("Run on a crashing worker: %v, want ErrWorker naming SIGSEGV", err)
+	}
+	checkMLP(t, s, 3) // the same session, opened again in a fresh worker
+	st := h.Status()
+	if st.PID == first || st.PID == 0 || st.Restarts != 1 || !strings.Contains(st.LastExit, "SIGSEGV") {
+		t.Errorf("status after a crash: %+v (first pid %d)", st, first)
+	}
+	exits := rec.exitsEventually(t, 1)
+	if len(exits) != 1 || exits[0].Class != engine.ExitSignal || exits[0].PID != first {
+		t.Errorf("exit events %+v", exits)
+	}
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d", first)); err == nil {
+		t.Errorf("the crashed worker %d is still there", first)
+	}
+}
+
+func TestOutOfMemoryIsReportedAsSuch(t *testing.T) {
+	h, rec := startHost(t, isolator(t), engine.HostOptions{MemoryLimit: 512 << 20})
+	s := openMLP(t, h)
+	err := runFault(context.Background(), s, faultBalloon)
+	if !errors.Is(err, engine.ErrWorker) || !strings.Contains(err.Error(), "out of memory at the 512.0 MiB limit") {
+		t.Fatalf("Run that balloons: %v", err)
+	}
+	if e := rec.exitsEventually(t, 1); len(e) != 1 || e[0].Class != engine.ExitOOM {
+		t.Errorf("exit events %+v", e)
+	}
+	checkMLP(t, s, 1)
+}
+
+func TestExitStatusAndLastWords(t *testing.T) {
+	h, rec := startHost(t, isolator(t), engine.HostOptions{})
+	s := openMLP(t, h)
+	err := runFault(context.Background(), s, faultExit)
+	if !errors.Is(err, engine.ErrWorker) || !strings.Contains(err.Error(), "exited with status 7: giving up on purpose") {
+		t.Fatalf("Run whose worker exits: %v", err)
+	}
+	if e := rec.exitsEventually(t, 1); len(e) != 1 || e[0].Class != engine.ExitError {
+		t.Errorf("exit events %+v", e)
+	}
+}
+
+func TestGivesUpAfterRepeatedFailures(t *testing.T) {
+	iso := isolator(t)
+	iso.MaxFailures = 3
+	h, rec := startHost(t, iso, engine.HostOptions{})
+	s := openMLP(t, h)
+	for i := range 3 {
+		if err := runFault(context.Background(), s, faultSegv); !errors.Is(err, engine.ErrWorker) {
+			t.Fatalf("crash %d: %v", i, err)
+		}
+	}
+	select {
+	case <-h.Failed():
+	case <-time.After(30 * time.Second):
+		t.Fatal("the host did not give up after 3 failures")
+	}
+	if err := h.Err(); !errors.Is(err, engine.ErrWorker) || !strings.Contains(err.Error(), "3 failures within 5m0s") {
+		t.Errorf("Err = %v", err)
+	}
+	if err := runFault(context.Background(), s, 0.5); err == nil {
+		t.Error("a host that gave up still runs")
+	}
+	if k := rec.kinds(); k[len(k)-1] != engine.HostFailed {
+		t.Errorf("events %v, want HostFailed last", k)
+	}
+	if pid := h.Status().PID; pid != 0 {
+		t.Errorf("a host that gave up has worker %d", pid)
+	}
+}
+
+func TestCancelledRunThatIgnoresTerminateIsKilled(t *testing.T) {
+	h, rec := startHost(t, isolator(t), engine.HostOptions{})
+	s := openMLP(t, h)
+	ctx, cancel := context.WithTimeoutCause(context.Background(), 100*time.Millisecond, errors.New("every request of the batch left"))
+	defer cancel()
+	start := time.Now()
+	err := runFault(ctx, s, faultHang)
+	if !errors.Is(err, engine.ErrWorker) || !strings.Contains(err.Error(), "did not stop within 300ms of its cancellation") {
+		t.Fatalf("hung run: %v", err)
+	}
+	if took := time.Since(start); took > 20*time.Second {
+		t.Errorf("a hung run took %s to end", took)
+	}
+	if e := rec.exitsEventually(t, 1); len(e) != 1 || e[0].Class != engine.ExitDeadline {
+		t.Errorf("exit events %+v", e)
+	}
+	checkMLP(t, s, 2)
+}
+
+func TestCancelledRunStopsWithoutAKill(t *testing.T) {
+	h, _ := startHost(t, isolator(t), engine.HostOptions{})
+	s := openMLP(t, h)
+	ctx, cancel := context.WithCancelCause(context.Background())
+	go func() { cancel(errors.New("client went away")) }()
+	err := runFault(ctx, s, faultHangPolit)
+	if err == nil || errors.Is(err, engine.ErrWorker) || !strings.Contains(err.Error(), "client went away") {
+		t.Fatalf("cancelled run: %v", err)
+	}
+	if st := h.Status(); st.Restarts != 0 {
+		t.Errorf("a run that honoured its cancellation cost a worker: %+v", st)
+	}
+	checkMLP(t, s, 1)
+}
+
+func TestLoadPastItsDeadlineKillsTheWorker(t *testing.T) {
+	h, rec := startHost(t, isolator(t), engine.HostOptions{})
+	first := h.Status().PID
+	ctx, cancel := context.WithTimeoutCause(context.Background(), 200*time.Millisecond, errors.New("load and warmup exceeded load_timeout 200ms"))
+	defer cancel()
+	_, err := h.Open(ctx, writeModel(t, "hang.onnx", testmodels.MLP()), engine.Options{})
+	if err == nil || !strings.Contains(err.Error(), "load_timeout 200ms") {
+		t.Fatalf("Open that hangs: %v", err)
+	}
+	testutil.Eventually(t, 10*time.Second, func() string {
+		if e := rec.exits(); len(e) != 1 || e[0].Class != engine.ExitDeadline || !strings.Contains(e[0].Reason, "load_timeout") {
+			return fmt.Sprintf("exit events %+v", e)
+		}
+		return ""
+	})
+	testutil.Eventually(t, 10*time.Second, func() string {
+		if st := h.Status(); st.PID == 0 || st.PID == first {
+			return fmt.Sprintf("status %+v", st)
+		}
+		return ""
+	})
+	openMLP(t, h) // the new worker loads what does load
+}
+
+func TestCloseEndsTheWorker(t *testing.T) {
+	h, rec := startHost(t, isolator(t), engine.HostOptions{})
+	s := openMLP(t, h)
+	pid := h.Status().PID
+	if err := h.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err == nil {
+		t.Errorf("worker %d outlived Close", pid)
+	}
+	if err := runFault(context.Background(), s, 0.5); !errors.Is(err, engine.ErrClosed) {
+		t.Errorf("Run after Close: %v", err)
+	}
+	if e := rec.exits(); len(e) != 0 {
+		t.Errorf("a worker asked to go was reported as a failure: %+v", e)
+	}
+}
