@@ -7,7 +7,8 @@
 // every front end validates them alike, with one sentinel. It does not decode wire formats,
 // read the model repository or import ONNX Runtime.
 //
-// Lock order: Scheduler.mu, then queue.mu, then Stats.mu; none is held while a session runs.
+// Lock order: Scheduler.mu, then queue.mu, then Stats.mu or runContext.mu (a leaf); none is held
+// while a session runs.
 //
 // Its statistics are read, not pushed: Stats (per target, for the statistics extension) and
 // Totals (per model version, for metrics) copy them at the moment they are asked for, so the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,6 +15,7 @@ import (
 	"github.com/inferd/inferd/engine"
 	"github.com/inferd/inferd/engine/ort"
 	"github.com/inferd/inferd/internal/testmodels"
+	"github.com/inferd/inferd/internal/testutil"
 	"github.com/inferd/inferd/scheduler"
 	"github.com/inferd/inferd/tensor"
 )
@@ -74,16 +76,12 @@ func checkQuickRun(t *testing.T, s *scheduler.Scheduler, tg *target) {
 // waitRunning polls until s runs n requests of tg and none waits.
 func waitRunning(t *testing.T, s *scheduler.Scheduler, tg *target, n int) {
 	t.Helper()
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
-	deadline := time.After(prompt)
-	for st := s.Stats(tg); st.Pending != 0 || st.InFlight != n; st = s.Stats(tg) {
-		select {
-		case <-tick.C:
-		case <-deadline:
-			t.Fatalf("%d requests never ran (stats %+v)", n, st)
+	testutil.Eventually(t, prompt, func() string {
+		if st := s.Stats(tg); st.Pending != 0 || st.InFlight != n {
+			return fmt.Sprintf("%d requests waiting, %d in flight; want %d running", st.Pending, st.InFlight, n)
 		}
-	}
+		return ""
+	})
 }
 
 func TestMaxRunTimeStopsTheRun(t *testing.T) {
@@ -137,7 +135,7 @@ func TestClientLeavingStopsItsRun(t *testing.T) {
 func TestBatchRunsOnForItsLiveRequest(t *testing.T) {
 	// Long enough that the run is still going when the client leaves, short enough for a test
 	// (ORT takes some microseconds per Loop iteration), and exact in FP32.
-	const trips = 300_000
+	const trips = 1_000_000
 	tg, s := steeredTarget(t, scheduler.Policy{MaxBatchSize: 2, MaxQueueDelay: time.Minute})
 	leaving, cancel := context.WithCancel(context.Background())
 	defer cancel()
