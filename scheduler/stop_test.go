@@ -171,3 +171,28 @@ func TestBatchRunsOnForItsLiveRequest(t *testing.T) {
 		t.Errorf("%d executions, outcomes %v; want the two requests in one successful batch", st.ExecutionCount, st.Outcomes)
 	}
 }
+
+// TestDrainOutOfTimeStopsTheRun: when a drain runs out of time, the run in flight is stopped
+// and its caller hears back at once.
+func TestDrainOutOfTimeStopsTheRun(t *testing.T) {
+	tg, s := steeredTarget(t, scheduler.Policy{})
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.Infer(context.Background(), tg, steered([]float32{1, 2, 3, 4}, testmodels.EndlessTrips))
+		done <- err
+	}()
+	waitRunning(t, s, tg, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := s.Close(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Close with an endless run = %v, want context.DeadlineExceeded", err)
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) || errors.Is(err, scheduler.ErrStopped) {
+			t.Errorf("Infer of a run the drain stopped = %v, want context.Canceled (and not ErrStopped: it was admitted)", err)
+		}
+	case <-time.After(prompt):
+		t.Fatalf("the run was not stopped within %s of the drain's end", prompt)
+	}
+}
