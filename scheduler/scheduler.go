@@ -2,7 +2,9 @@
 // requests and on which instance (session) of a model version a request runs. Per model version
 // it owns a bounded queue with priority levels, one worker per instance, and the dynamic
 // batcher that concatenates compatible requests along dimension 0, runs them once and hands each
-// request exactly its rows. It also keeps the statistics of the statistics extension, and
+// request exactly its rows. It ends a run's context (runctx.go) when every caller of the batch
+// has left, when the policy's MaxRunTime passes, or when a drain runs out of time; the engine
+// stops the run then. It also keeps the statistics of the statistics extension, and
 // reads and checks a request's scheduling parameters (priority, timeout: params.go) so that
 // every front end validates them alike, with one sentinel. It does not decode wire formats,
 // read the model repository or import ONNX Runtime.
