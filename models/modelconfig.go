@@ -160,9 +160,10 @@ type Defaults struct {
 // ErrConfig marks an invalid model.toml.
 var ErrConfig = errors.New("invalid model configuration")
 
-// readConfig reads dir/model.toml (if any) over the defaults.
-func readConfig(dir string, d Defaults) (Config, error) {
-	c := Config{MaxBatchSize: d.MaxBatchSize, Instance: InstanceConfig{Count: d.Instances, Device: DeviceCPU}}
+// readConfig reads dir/model.toml (if any) over the defaults. Its results are named so that
+// the deferred defaults reach what it returns (they were lost on every path before).
+func readConfig(dir string, d Defaults) (c Config, err error) {
+	c = Config{MaxBatchSize: d.MaxBatchSize, Instance: InstanceConfig{Count: d.Instances, Device: DeviceCPU}}
 	defer func() {
 		c.DynamicBatching = c.DynamicBatching.withDefaults(d)
 		c.Limits = c.Limits.withDefaults(d)
@@ -227,6 +228,7 @@ func (c Config) schedulerPolicy() scheduler.Policy {
 		PriorityLevels:      b.PriorityLevels,
 		DefaultPriority:     b.DefaultPriority,
 		DefaultTimeout:      time.Duration(b.DefaultTimeout),
+		MaxRunTime:          time.Duration(c.Limits.MaxRunTime),
 	}
 }
 

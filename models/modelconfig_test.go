@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/inferd/inferd/tensor"
 )
@@ -130,6 +131,38 @@ func TestEffectiveInputs(t *testing.T) {
 			}
 			if model[0].Shape[2] != -1 {
 				t.Fatal("effectiveInputs changed the model's own signature")
+			}
+		})
+	}
+}
+
+// TestSchedulerPolicyMaxRunTime: a run's bound is the model's [limits] max_run_time, else the
+// daemon's [engine] default, else none.
+func TestSchedulerPolicyMaxRunTime(t *testing.T) {
+	cases := []struct {
+		name     string
+		content  string
+		defaults Defaults
+		want     time.Duration
+	}{
+		{"none", "", Defaults{Instances: 1}, 0},
+		{"engine default", "", Defaults{Instances: 1, MaxRunTime: 3 * time.Second}, 3 * time.Second},
+		{"model limit", "[limits]\nmax_run_time = \"250ms\"\n", Defaults{Instances: 1, MaxRunTime: 3 * time.Second}, 250 * time.Millisecond},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if c.content != "" {
+				if err := os.WriteFile(filepath.Join(dir, ConfigFile), []byte(c.content), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			cfg, err := readConfig(dir, c.defaults)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := cfg.schedulerPolicy().MaxRunTime; got != c.want {
+				t.Errorf("MaxRunTime = %s, want %s", got, c.want)
 			}
 		})
 	}

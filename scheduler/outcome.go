@@ -17,8 +17,8 @@ const (
 	OutcomeUnavailable                // the model version is not ready or stops, or the server does (front ends only)
 	OutcomeQueueFull                  // refused at once, the queue was full (ErrQueueFull)
 	OutcomeTimeout                    // its timeout passed while it waited (ErrTimeout)
-	OutcomeCanceled                   // the client left while it waited
-	OutcomeServerError                // the batch it ran in failed (engine error, ErrBatch), or a front end failed
+	OutcomeCanceled                   // the client left while it waited, or every client of its batch left and the run was stopped
+	OutcomeServerError                // the batch it ran in failed (engine error, ErrBatch, ErrRunTimeout, a drain out of time), or a front end failed
 	NumOutcomes
 )
 

@@ -25,11 +25,11 @@ type queue struct {
 	policy Policy
 	log    *slog.Logger
 	stats  *Stats
-	// abort closes stopped (once) when a drain has run out of time; runs in flight see it as
-	// the end of their context (stopContext).
-	abort   func()
-	stopped stopContext
-	workers sync.WaitGroup
+	// abort stops, once, the runs in flight and those to come, when a drain has run out of time.
+	abort func()
+	// runTimeout is the cause of a run stopped by policy.MaxRunTime (it wraps ErrRunTimeout).
+	runTimeout error
+	workers    sync.WaitGroup
 
 	instances []*instance
 
@@ -43,6 +43,7 @@ type queue struct {
 	timed    int           // waiting requests that have a deadline
 	changed  chan struct{} // closed and replaced whenever the queue changes
 	closing  bool
+	aborted  bool          // abort was called: runs stop at once
 	finished chan struct{} // closed when every worker has exited
 }
 
@@ -50,6 +51,12 @@ type queue struct {
 type instance struct {
 	sess engine.Session
 	busy bool // running a batch, taken by its worker or by a caller (queue.push)
+	// ctx is the context of the instance's runs; while a batch runs, gen is its run's
+	// generation of ctx and live counts the requests of the batch whose callers still wait
+	// (whose contexts have not ended): the last to leave stops the run.
+	ctx  *runContext
+	gen  uint64
+	live int
 }
 
 // pending is a request in the queue.
@@ -61,6 +68,8 @@ type pending struct {
 	arrived  time.Time
 	deadline time.Time // zero: none
 	taken    bool      // removed from the queue, by a worker or by its caller
+	gone     bool      // its caller's context has ended
+	inst     *instance // the instance running it, while it runs
 	done     chan result
 }
 
@@ -87,19 +96,20 @@ func startQueue(t Target, log *slog.Logger) (*queue, error) {
 		return nil, fmt.Errorf("%w: the model version has no instances", ErrStopped)
 	}
 	p := normalize(t.Policy())
-	stopped := make(stopContext)
 	q := &queue{
 		policy:   p,
 		log:      log,
 		stats:    newStats(),
-		abort:    sync.OnceFunc(func() { close(stopped) }),
-		stopped:  stopped,
 		levels:   make([][]*pending, p.PriorityLevels),
 		changed:  make(chan struct{}),
 		finished: make(chan struct{}),
 	}
+	q.abort = sync.OnceFunc(q.stopRuns)
+	if p.MaxRunTime > 0 {
+		q.runTimeout = fmt.Errorf("%w %s", ErrRunTimeout, p.MaxRunTime)
+	}
 	for _, s := range sessions {
-		inst := &instance{sess: s}
+		inst := &instance{sess: s, ctx: newRunContext()}
 		q.instances = append(q.instances, inst)
 		q.workers.Add(1)
 		go q.work(inst)
@@ -141,6 +151,10 @@ func (q *queue) infer(ctx context.Context, req *Request) ([]tensor.Tensor, error
 	}
 	if timeout > 0 {
 		p.deadline = p.arrived.Add(timeout)
+	}
+	if ctx.Done() != nil {
+		// A caller that leaves no longer holds its batch's run up; see leave.
+		defer context.AfterFunc(ctx, func() { q.leave(p, context.Cause(ctx)) })()
 	}
 	inst, err := q.push(p)
 	if errors.Is(err, ErrStopped) {
@@ -244,6 +258,36 @@ func (q *queue) push(p *pending) (*instance, error) {
 	return nil, nil
 }
 
+// leave records that p's caller has gone (its context ended with cause). A run goes on while
+// any request of its batch still has a caller; when the last one leaves, the run is stopped,
+// with that caller's cause.
+func (q *queue) leave(p *pending, cause error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if p.gone {
+		return
+	}
+	p.gone = true
+	if inst := p.inst; inst != nil {
+		if inst.live--; inst.live == 0 {
+			inst.ctx.stop(inst.gen, cause)
+		}
+	}
+}
+
+// stopRuns stops the runs in flight and marks the queue aborted, so that the runs still to
+// start stop at once (queue.abort).
+func (q *queue) stopRuns() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.aborted = true
+	for _, inst := range q.instances {
+		if inst.busy {
+			inst.ctx.stop(inst.gen, errAborted)
+		}
+	}
+}
+
 // withdraw removes p from the queue if no worker has taken it yet.
 func (q *queue) withdraw(p *pending) bool {
 	q.mu.Lock()
@@ -330,6 +374,21 @@ func (q *queue) takeLocked(batch []*pending, inst *instance) {
 	q.runningN += len(batch)
 	q.peak = q.rows + q.running
 	inst.busy = true
+	live := 0
+	for _, p := range batch {
+		p.inst = inst
+		if !p.gone {
+			live++
+		}
+	}
+	inst.live = live
+	inst.gen = inst.ctx.reset()
+	switch {
+	case q.aborted:
+		inst.ctx.stop(inst.gen, errAborted)
+	case live == 0:
+		inst.ctx.stop(inst.gen, context.Canceled)
+	}
 }
 
 // formLocked picks the batch the oldest highest-priority request would run in now. It is ready
@@ -414,11 +473,32 @@ func (q *queue) work(inst *instance) {
 // workers, since inst's own may be waiting for it.
 func (q *queue) run(inst *instance, batch []*pending, direct bool) {
 	start := time.Now()
+	// inst.gen is inst's to read: it changes only when inst is taken for a run.
+	var timer *time.Timer
+	if q.runTimeout != nil {
+		ctx, gen := inst.ctx, inst.gen
+		timer = time.AfterFunc(q.policy.MaxRunTime, func() { ctx.stop(gen, q.runTimeout) })
+	}
 	inputs := concat(batch)
 	gathered := time.Now()
-	outputs, err := inst.sess.Run(q.stopped, inputs, batch[0].req.Outputs)
+	outputs, err := inst.sess.Run(inst.ctx, inputs, batch[0].req.Outputs)
 	ran := time.Now()
+	if timer != nil {
+		timer.Stop()
+	}
 	var parts [][]tensor.Tensor
+	failure := OutcomeServerError
+	if err != nil {
+		if cause := inst.ctx.stopped(); cause != nil {
+			// Stopped: its requests hear why (ErrRunTimeout, the drain, their own leaving)
+			// rather than the engine's account of it, which the log keeps.
+			q.log.Debug("run stopped", "requests", len(batch), "err", err)
+			err = cause
+			if !errors.Is(err, ErrRunTimeout) && !errors.Is(err, errAborted) {
+				failure = OutcomeCanceled // every caller had left
+			}
+		}
+	}
 	if err == nil {
 		parts, err = split(batch, outputs)
 	}
@@ -433,12 +513,15 @@ func (q *queue) run(inst *instance, batch []*pending, direct bool) {
 	q.running -= rows
 	q.runningN -= len(batch)
 	inst.busy = false
+	for _, p := range batch {
+		p.inst = nil
+	}
 	if direct {
 		q.changedLocked()
 	}
 	q.mu.Unlock()
-	q.stats.record(batch, start, gathered, ran, end, err)
-	if err != nil {
+	q.stats.record(batch, start, gathered, ran, end, err, failure)
+	if err != nil && failure == OutcomeServerError {
 		q.log.Warn("batch failed", "requests", len(batch), "err", err)
 	}
 	for i, p := range batch {
@@ -542,25 +625,5 @@ func (q *queue) close(ctx context.Context) error {
 	case <-ctx.Done():
 		q.abort()
 		return ctx.Err()
-	}
-}
-
-// stopContext is the context of every run of a queue, worker's or direct: a channel that
-// close closes once a drain has run out of time, with no deadline and no values. The queue
-// holds this signal, not a context.Context: a run ends with the queue's lifetime, never with
-// a caller's context (a direct run serves one caller, but a client leaving mid-run must not
-// fail it).
-type stopContext chan struct{}
-
-func (stopContext) Deadline() (time.Time, bool) { return time.Time{}, false }
-func (c stopContext) Done() <-chan struct{}     { return c }
-func (stopContext) Value(any) any               { return nil }
-
-func (c stopContext) Err() error {
-	select {
-	case <-c:
-		return context.Canceled
-	default:
-		return nil
 	}
 }

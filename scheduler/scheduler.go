@@ -2,12 +2,15 @@
 // requests and on which instance (session) of a model version a request runs. Per model version
 // it owns a bounded queue with priority levels, one worker per instance, and the dynamic
 // batcher that concatenates compatible requests along dimension 0, runs them once and hands each
-// request exactly its rows. It also keeps the statistics of the statistics extension, and
+// request exactly its rows. It ends a run's context (runctx.go) when every caller of the batch
+// has left, when the policy's MaxRunTime passes, or when a drain runs out of time; the engine
+// stops the run then. It also keeps the statistics of the statistics extension, and
 // reads and checks a request's scheduling parameters (priority, timeout: params.go) so that
 // every front end validates them alike, with one sentinel. It does not decode wire formats,
 // read the model repository or import ONNX Runtime.
 //
-// Lock order: Scheduler.mu, then queue.mu, then Stats.mu; none is held while a session runs.
+// Lock order: Scheduler.mu, then queue.mu, then Stats.mu or runContext.mu (a leaf); none is held
+// while a session runs.
 //
 // Its statistics are read, not pushed: Stats (per target, for the statistics extension) and
 // Totals (per model version, for metrics) copy them at the moment they are asked for, so the
@@ -70,6 +73,9 @@ type Policy struct {
 	// DefaultTimeout bounds the time a request may wait in the queue when it sets none;
 	// 0 means no bound.
 	DefaultTimeout time.Duration
+	// MaxRunTime bounds one run (a batch) on an instance; past it the run is stopped and
+	// every request of the batch fails with ErrRunTimeout. 0 means no bound.
+	MaxRunTime time.Duration
 }
 
 // Request is one inference request, validated against the target's signature.
@@ -96,7 +102,15 @@ var (
 	ErrInvalidRequest = errors.New("invalid scheduling parameters")
 	// ErrBatch: the model's outputs could not be split back into requests (500).
 	ErrBatch = errors.New("batch output does not match the batch")
+	// ErrRunTimeout: the run of the request's batch took longer than Policy.MaxRunTime and was
+	// stopped (500: the model, not the server's load, is at fault). The error says the bound:
+	// "run exceeded max_run_time 2s".
+	ErrRunTimeout = errors.New("run exceeded max_run_time")
 )
+
+// errAborted is the cause of the runs stopped because a drain (Forget, Close) ran out of time;
+// it matches context.Canceled, as the drain cancelled them.
+var errAborted = fmt.Errorf("the model version stopped before the run finished: %w", context.Canceled)
 
 // Scheduler runs requests on model instances.
 type Scheduler struct {
@@ -143,7 +157,10 @@ func (s *Scheduler) queueFor(t Target) (*queue, error) {
 // early with ctx's error when ctx ends while the request still waits (a client that leaves
 // leaves the queue), and with ErrTimeout when the request's timeout passes first. Once a
 // request is in a running batch, Infer returns only after the batch, so the caller may reuse
-// the inputs' buffers as soon as Infer returns.
+// the inputs' buffers as soon as Infer returns. A run goes on while any request of its batch
+// still has its caller; once every one has left (their contexts ended), the run is stopped, so
+// that the instance is free for others. A run longer than the policy's MaxRunTime is stopped
+// too, and its requests fail with ErrRunTimeout.
 func (s *Scheduler) Infer(ctx context.Context, t Target, req *Request) ([]tensor.Tensor, error) {
 	q, err := s.queueFor(t)
 	if err != nil {

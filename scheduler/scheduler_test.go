@@ -480,3 +480,76 @@ func TestDirectRunHoldsItsInstance(t *testing.T) {
 		}
 	})
 }
+
+// sendCtx is send with the caller's context.
+func sendCtx(ctx context.Context, s *scheduler.Scheduler, tg *target, req *scheduler.Request) <-chan outcome {
+	ch := make(chan outcome, 1)
+	go func() {
+		out, err := s.Infer(ctx, tg, req)
+		o := outcome{err: err}
+		if err == nil {
+			o.out = out[0].Float32s()
+		}
+		ch <- o
+	}()
+	return ch
+}
+
+// TestRunStopsWhenItsLastCallerLeaves: a run goes on while one caller of its batch waits, and
+// stops once the last has left, freeing the instance.
+func TestRunStopsWhenItsLastCallerLeaves(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rt, _, tg, s := setup(t, 1, scheduler.Policy{MaxBatchSize: 2, MaxQueueDelay: time.Hour})
+		gate := rt.Hold()
+		first, cancelFirst := context.WithCancel(context.Background())
+		second, cancelSecond := context.WithCancel(context.Background())
+		defer cancelFirst()
+		defer cancelSecond()
+		a := sendCtx(first, s, tg, rows(1))
+		synctest.Wait()
+		b := sendCtx(second, s, tg, rows(2))
+		<-gate.Entered()
+		cancelFirst()
+		synctest.Wait()
+		select {
+		case o := <-a:
+			t.Fatalf("a caller left a batch that runs on, and heard %v %v before the batch ended", o.out, o.err)
+		default:
+		}
+		cancelSecond()
+		for name, r := range map[string]<-chan outcome{"first": a, "second": b} {
+			if o := <-r; !errors.Is(o.err, context.Canceled) {
+				t.Errorf("%s caller: %v %v, want context.Canceled", name, o.out, o.err)
+			}
+		}
+		if o := s.Stats(tg).Outcomes; o[scheduler.OutcomeCanceled] != 2 {
+			t.Errorf("outcomes %v, want two canceled", o)
+		}
+		gate.Release()
+		if o := <-send(s, tg, time.Now(), rows(3, 4)); o.err != nil || !slices.Equal(o.out, []float32{-3, -4}) {
+			t.Errorf("request after the stopped run: %v %v", o.out, o.err)
+		}
+	})
+}
+
+func TestMaxRunTime(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rt, _, tg, s := setup(t, 1, scheduler.Policy{MaxRunTime: 2 * time.Second})
+		gate := rt.Hold()
+		start := time.Now()
+		o := <-send(s, tg, start, rows(1))
+		if !errors.Is(o.err, scheduler.ErrRunTimeout) || o.err.Error() != "run exceeded max_run_time 2s" {
+			t.Errorf("stuck run: %v, want ErrRunTimeout saying the bound", o.err)
+		}
+		if o.when != 2*time.Second {
+			t.Errorf("stuck run stopped after %s, want 2s", o.when)
+		}
+		gate.Release()
+		if o := <-send(s, tg, start, rows(3)); o.err != nil || !slices.Equal(o.out, []float32{-3}) {
+			t.Errorf("request after the stopped run: %v %v", o.out, o.err)
+		}
+		if o := s.Stats(tg).Outcomes; o[scheduler.OutcomeServerError] != 1 || o[scheduler.OutcomeSuccess] != 1 {
+			t.Errorf("outcomes %v, want one server_error and one success", o)
+		}
+	})
+}

@@ -162,8 +162,8 @@ func (st *Stats) refuse(o Outcome) {
 }
 
 // record accounts for one executed batch: start → gathered (inputs concatenated) → ran
-// (session returned) → end (outputs split).
-func (st *Stats) record(batch []*pending, start, gathered, ran, end time.Time, err error) {
+// (session returned) → end (outputs split). A failed batch counts its requests under failure.
+func (st *Stats) record(batch []*pending, start, gathered, ran, end time.Time, err error, failure Outcome) {
 	in, infer, out := gathered.Sub(start), ran.Sub(gathered), end.Sub(ran)
 	var rows int64
 	for _, p := range batch {
@@ -176,7 +176,7 @@ func (st *Stats) record(batch []*pending, start, gathered, ran, end time.Time, e
 		for _, p := range batch {
 			st.s.Fail.add(1, end.Sub(p.arrived))
 		}
-		st.s.Outcomes[OutcomeServerError] += uint64(n)
+		st.s.Outcomes[failure] += uint64(n)
 		return
 	}
 	for _, p := range batch {

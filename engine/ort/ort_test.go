@@ -14,6 +14,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 	"unsafe"
 
 	onnx "github.com/yalue/onnxruntime_go"
@@ -781,5 +782,69 @@ func TestInputCopies(t *testing.T) {
 	b := tensor.Tensor{Name: "in", DataType: tensor.Bool, Shape: []int64{1, 2}, Data: []byte{0, 2}}
 	if n := run(bools, b); n != 1 {
 		t.Errorf("BOOL bytes other than 0 and 1: %d copies, want 1", n)
+	}
+}
+
+// TestRunStoppedByContext runs loops that would not end by themselves and ends their context
+// after 100ms: Run returns soon after, with an error matching ctx's error and cause (not
+// engine.ErrRun), and the session then serves a normal run.
+func TestRunStoppedByContext(t *testing.T) {
+	rt := newRuntime(t)
+	steered := openModel(t, rt, "steered", testmodels.Steered())
+	endless := openModel(t, rt, "endless", testmodels.Endless())
+	x := ramp(4)
+	in := tensor.FromFloat32s("input", []int64{1, 4}, x)
+	n := func(v int64) tensor.Tensor {
+		return tensor.Tensor{Name: "n", DataType: tensor.Int64, Shape: []int64{1}, Data: le([]int64{v})}
+	}
+	errCause := errors.New("the client left")
+	const after, bound = 100 * time.Millisecond, 5 * time.Second
+
+	tests := []struct {
+		name   string
+		s      engine.Session
+		inputs []tensor.Tensor
+		ctx    func() (context.Context, func())
+		want   []error
+	}{
+		{"cancelled", steered, []tensor.Tensor{in, n(testmodels.EndlessTrips)},
+			func() (context.Context, func()) {
+				ctx, cancel := context.WithCancelCause(context.Background())
+				timer := time.AfterFunc(after, func() { cancel(errCause) })
+				return ctx, func() { timer.Stop(); cancel(nil) }
+			},
+			[]error{context.Canceled, errCause}},
+		{"deadline", endless, []tensor.Tensor{in},
+			func() (context.Context, func()) {
+				return context.WithTimeoutCause(context.Background(), after, errCause)
+			},
+			[]error{context.DeadlineExceeded, errCause}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := tc.ctx()
+			defer cancel()
+			start := time.Now()
+			_, err := tc.s.Run(ctx, tc.inputs, nil)
+			took := time.Since(start)
+			for _, want := range tc.want {
+				if !errors.Is(err, want) {
+					t.Errorf("Run = %v, want it to match %v", err, want)
+				}
+			}
+			if errors.Is(err, engine.ErrRun) {
+				t.Errorf("Run = %v, a stopped run should not match engine.ErrRun", err)
+			}
+			if took < after || took > after+bound {
+				t.Errorf("Run returned after %s, want between %s and %s", took, after, after+bound)
+			}
+		})
+	}
+	out, err := steered.Run(context.Background(), []tensor.Tensor{in, n(3)}, nil)
+	if err != nil {
+		t.Fatalf("Run after stopped runs: %v", err)
+	}
+	if got, want := out[0].Float32s(), testmodels.SteeredForward(x, []int64{3}); !slices.Equal(got, want) {
+		t.Errorf("Run after stopped runs = %v, want %v", got, want)
 	}
 }

@@ -204,15 +204,18 @@ func (s *Session) Close() error {
 // the model does not have is ignored, and of a name given twice the first is used. Fixed-size
 // input data is handed to ORT without copying (unless misaligned, or BOOL bytes other than 0
 // and 1: Runtime.InputCopies counts those); outputs are in Go memory owned by the caller.
-// Cancelling ctx stops a run in progress between two nodes.
+// When ctx ends, a run in progress is stopped (ORT's terminate flag, which ORT reads between
+// two nodes and between the iterations of a Loop) and Run returns an error that wraps both
+// ctx.Err() and context.Cause(ctx), not engine.ErrRun: the run was stopped, it did not fail. The
+// session serves the next Run as usual.
 func (s *Session) Run(ctx context.Context, inputs []tensor.Tensor, names []string) (out []tensor.Tensor, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.sess == nil {
 		return nil, engine.ErrClosed
 	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
+	if ctx.Err() != nil {
+		return nil, stopped(ctx)
 	}
 	picked, err := s.pickOutputs(names)
 	if err != nil {
@@ -250,8 +253,8 @@ func (s *Session) Run(ctx context.Context, inputs []tensor.Tensor, names []strin
 	// The inputs' Go memory is read by ORT during the run; keep it reachable until here.
 	runtime.KeepAlive(ordered)
 	if runErr != nil {
-		if ctxErr := ctx.Err(); ctxErr != nil {
-			return nil, fmt.Errorf("ort: run stopped: %w", ctxErr)
+		if ctx.Err() != nil {
+			return nil, stopped(ctx)
 		}
 		return nil, fmt.Errorf("%w: %w", engine.ErrRun, runErr)
 	}
@@ -264,6 +267,18 @@ func (s *Session) Run(ctx context.Context, inputs []tensor.Tensor, names []strin
 		out[i] = t
 	}
 	return out, nil
+}
+
+// stoppedError is the error of a run whose context ended: it reads as the context's cause
+// and matches both the cause and ctx.Err() (context.Canceled or context.DeadlineExceeded).
+type stoppedError struct{ cause, err error }
+
+func (e *stoppedError) Error() string   { return "ort: run stopped: " + e.cause.Error() }
+func (e *stoppedError) Unwrap() []error { return []error{e.cause, e.err} }
+
+// stopped is the error of a run whose ctx has ended.
+func stopped(ctx context.Context) error {
+	return &stoppedError{cause: context.Cause(ctx), err: ctx.Err()}
 }
 
 // destroy releases v, which may be nil or, when the binding failed to convert an output, a

@@ -102,12 +102,13 @@ const (
 	attrFloat   = 1
 	attrInt     = 2
 	attrString  = 3
+	attrGraph   = 5
 	attrInts    = 7
 	attrStrings = 8
 )
 
-// Attr is a node attribute; build one with IntAttr, FloatAttr, StringAttr, IntsAttr or
-// StringsAttr.
+// Attr is a node attribute; build one with IntAttr, FloatAttr, StringAttr, IntsAttr,
+// StringsAttr or GraphAttr.
 type Attr struct {
 	name    string
 	typ     int
@@ -116,6 +117,7 @@ type Attr struct {
 	s       string
 	ints    []int64
 	strings []string
+	graph   *Graph
 }
 
 // IntAttr is an INT attribute.
@@ -134,6 +136,9 @@ func IntsAttr(name string, v ...int64) Attr { return Attr{name: name, typ: attrI
 func StringsAttr(name string, v ...string) Attr {
 	return Attr{name: name, typ: attrStrings, strings: v}
 }
+
+// GraphAttr is a GRAPH attribute: the body of a control-flow node such as Loop or If.
+func GraphAttr(name string, g Graph) Attr { return Attr{name: name, typ: attrGraph, graph: &g} }
 
 // FloatTensor returns an FP32 initializer.
 func FloatTensor(name string, dims []int64, data []float32) Tensor {
@@ -231,6 +236,8 @@ func encodeAttr(a Attr) []byte {
 		b = appendVarintField(b, 3, uint64(a.i))
 	case attrString:
 		b = appendString(b, 4, a.s)
+	case attrGraph:
+		b = appendBytes(b, 6, encodeGraph(*a.graph))
 	case attrInts:
 		for _, v := range a.ints {
 			b = appendVarintField(b, 8, uint64(v))

@@ -98,6 +98,10 @@ func TestSignatures(t *testing.T) {
 		{"scalar", Scalar(),
 			[]io{{"scale", f32, []int64{}}, {"v", f32, []int64{-1}}},
 			[]io{{"scaled", f32, []int64{-1}}, {"next", f32, []int64{}}}},
+		{"endless", Endless(), []io{{"input", f32, []int64{-1, 4}}}, []io{{"output", f32, []int64{-1, 4}}}},
+		{"steered", Steered(),
+			[]io{{"input", f32, []int64{-1, 4}}, {"n", i64, []int64{-1}}},
+			[]io{{"output", f32, []int64{-1, 4}}}},
 	}
 	check := func(t *testing.T, kind string, got []ort.InputOutputInfo, want []io) {
 		t.Helper()
