@@ -121,8 +121,13 @@ type Options struct {
 // client must send bytes to make the server hold them.
 const firstChunk = 32 << 10
 
+// growth is how many times a full buffer grows: a body's bytes are copied about 1/(growth-1)
+// times over while it arrives (a third), and a buffer holds at most growth times what has come.
+// The budget, not this factor, bounds what stalled clients hold in all.
+const growth = 4
+
 // Read reads r's body, at most o.Limit bytes, with binary tensor data placed aligned (see the
-// package comment). Buffers grow as bytes arrive, doubling from 32 KiB up to what the
+// package comment). Buffers grow as bytes arrive, four times over from 32 KiB up to what the
 // Content-Length allows, so that a client that announces a large body and stalls holds little;
 // each buffer is reserved in o.Budget as it is allocated, and when the budget cannot take it the
 // read stops with a 503 (RetryAfter). A body that Body.Reader handed on is returned as it is,
@@ -285,10 +290,10 @@ func (rd *reader) rest(size int64) error {
 	}
 }
 
-// grow returns buf's bytes in a buffer of twice its capacity (firstChunk at least), at most
+// grow returns buf's bytes in a buffer of growth times its capacity (firstChunk at least), at most
 // bound when bound is larger than buf, and gives buf back.
 func (rd *reader) grow(buf []byte, bound int) ([]byte, error) {
-	size := max(2*cap(buf), firstChunk)
+	size := max(growth*cap(buf), firstChunk)
 	if bound > cap(buf) {
 		size = min(size, bound)
 	}
