@@ -22,6 +22,9 @@ func (s *Server) inferHandler(w http.ResponseWriter, r *http.Request) {
 		status := http.StatusBadRequest // readBody's errors are *kservehttp.Error; never panic if not
 		if be := (*kservehttp.Error)(nil); errors.As(err, &be) {
 			status = be.Status
+			if be.RetryAfter {
+				w.Header().Set("Retry-After", "1")
+			}
 		}
 		s.inferFailed(w, r, status, err.Error())
 		return
@@ -144,11 +147,12 @@ func schedulingRequest(req *kserve.InferRequest) (*scheduler.Request, error) {
 	return sreq, nil
 }
 
-// readBody reads a request body bounded by MaxRequestBytes (a larger body is a 413), or takes
-// the one the cluster router read and handed on. The buffer comes from the server's pool; the
-// caller releases it once nothing refers to it. Every error is a *kservehttp.Error.
+// readBody reads a request body bounded by MaxRequestBytes (a larger body is a 413) within
+// Options.BodyBudget (a 503 with Retry-After when it is full), or takes the one the cluster
+// router read and handed on. The buffer comes from the server's pool; the caller releases it
+// once nothing refers to it. Every error is a *kservehttp.Error.
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request) (*kservehttp.Body, error) {
-	body, err := kservehttp.Read(w, r, s.settings().MaxRequestBytes, &s.bodies)
+	body, err := kservehttp.Read(w, r, kservehttp.Options{Limit: s.settings().MaxRequestBytes, Pool: &s.bodies, Budget: s.opts.BodyBudget})
 	if be := (*kservehttp.Error)(nil); errors.As(err, &be) && be.Limit != "" {
 		s.limitExceeded(be.Limit)
 	}

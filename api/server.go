@@ -77,8 +77,12 @@ type Options struct {
 	// Settings returns the settings in force; it is called for every request and must not
 	// block. Nil: the zero Settings.
 	Settings func() *Settings
+	// BodyBudget, when set, bounds the request-body bytes in flight
+	// (server.max_body_bytes_in_flight); the cluster router shares it.
+	BodyBudget *kservehttp.Budget
 	// LimitExceeded, when set, is told the name of each limit a request goes over
-	// ("max_request_bytes" and the kserve.Limits names), for a metric.
+	// ("max_request_bytes", "max_body_bytes_in_flight" and the kserve.Limits names), for a
+	// metric.
 	LimitExceeded func(limit string)
 	// Components adds the daemon's other components (engine, GPUs, reload) to /health.
 	Components func() map[string]Component

@@ -74,16 +74,22 @@ type Config struct {
 // Server configures the HTTP listener. Timeouts map onto net/http.Server;
 // there, as here, zero means no limit.
 type Server struct {
-	Listen            string        `toml:"listen" reload:"restart" check:"hostport" doc:"host:port of the HTTP listener (empty host = all interfaces)"`
-	MaxRequestBytes   int64         `toml:"max_request_bytes" check:"min=1" doc:"largest request body in bytes; larger bodies get 413"`
-	ReadHeaderTimeout time.Duration `toml:"read_header_timeout" reload:"restart" check:"min=1ms" doc:"time allowed to read request headers"`
-	ReadTimeout       time.Duration `toml:"read_timeout" reload:"restart" check:"min=0" doc:"time allowed to read a whole request; 0 = no limit"`
-	WriteTimeout      time.Duration `toml:"write_timeout" reload:"restart" check:"min=0" doc:"time allowed to write a response; 0 = no limit"`
-	IdleTimeout       time.Duration `toml:"idle_timeout" reload:"restart" check:"min=0" doc:"how long an idle keep-alive connection is kept; 0 = read_timeout"`
-	ShutdownTimeout   time.Duration `toml:"shutdown_timeout" check:"min=1ms" doc:"bound on the graceful drain after SIGTERM"`
-	MaxHeaderBytes    int           `toml:"max_header_bytes" reload:"restart" check:"min=4096" doc:"largest request header block in bytes; larger headers get 431"`
-	MaxConnections    int           `toml:"max_connections" reload:"restart" check:"min=0" doc:"open client connections at most; more wait in the kernel's backlog; 0 = no limit"`
-	TLS               TLS           `toml:"tls" reload:"restart"`
+	Listen          string `toml:"listen" reload:"restart" check:"hostport" doc:"host:port of the HTTP listener (empty host = all interfaces)"`
+	MaxRequestBytes int64  `toml:"max_request_bytes" check:"min=1" doc:"largest request body in bytes; larger bodies get 413"`
+	// MaxBodyBytesInFlight 0 is derived by the daemon at start: a quarter of the usable memory
+	// (cgroup limit or MemTotal), at least max_request_bytes, so that one largest body always
+	// fits and request bodies alone cannot take the host's memory. A value under
+	// max_request_bytes is allowed: a body that even an empty budget could not hold gets 413
+	// naming this key, not a 503 that retrying would never cure.
+	MaxBodyBytesInFlight int64         `toml:"max_body_bytes_in_flight" check:"min=0" doc:"request-body bytes all requests may hold at once, reserved as they arrive; a request that would go over gets 503 with Retry-After (413 if it could never fit); 0 = a quarter of the usable memory, at least max_request_bytes"`
+	ReadHeaderTimeout    time.Duration `toml:"read_header_timeout" reload:"restart" check:"min=1ms" doc:"time allowed to read request headers"`
+	ReadTimeout          time.Duration `toml:"read_timeout" reload:"restart" check:"min=0" doc:"time allowed to read a whole request; 0 = no limit"`
+	WriteTimeout         time.Duration `toml:"write_timeout" reload:"restart" check:"min=0" doc:"time allowed to write a response; 0 = no limit"`
+	IdleTimeout          time.Duration `toml:"idle_timeout" reload:"restart" check:"min=0" doc:"how long an idle keep-alive connection is kept; 0 = read_timeout"`
+	ShutdownTimeout      time.Duration `toml:"shutdown_timeout" check:"min=1ms" doc:"bound on the graceful drain after SIGTERM"`
+	MaxHeaderBytes       int           `toml:"max_header_bytes" reload:"restart" check:"min=4096" doc:"largest request header block in bytes; larger headers get 431"`
+	MaxConnections       int           `toml:"max_connections" reload:"restart" check:"min=0" doc:"open client connections at most; more wait in the kernel's backlog; 0 = no limit"`
+	TLS                  TLS           `toml:"tls" reload:"restart"`
 }
 
 // TLS configures HTTPS on the listener and for forwarding to cluster peers. The files are

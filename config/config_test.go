@@ -507,15 +507,16 @@ func TestValidate(t *testing.T) {
 func TestKeys(t *testing.T) {
 	keys := Keys()
 	want := map[string]KeyDoc{
-		"server.listen":               {Key: "server.listen", Env: "INFERD_SERVER_LISTEN", Type: "string", Default: `"127.0.0.1:8080"`, Restart: "server.listen"},
-		"server.max_request_bytes":    {Key: "server.max_request_bytes", Env: "INFERD_SERVER_MAX_REQUEST_BYTES", Type: "integer", Default: "67108864"},
-		"server.idle_timeout":         {Key: "server.idle_timeout", Env: "INFERD_SERVER_IDLE_TIMEOUT", Type: "duration", Default: `"120s"`, Restart: "server.idle_timeout"},
-		"engine.intra_op_threads":     {Key: "engine.intra_op_threads", Env: "INFERD_ENGINE_INTRA_OP_THREADS", Type: "integer", Default: "0"},
-		"engine.onnxruntime_library":  {Key: "engine.onnxruntime_library", Env: "INFERD_ENGINE_ONNXRUNTIME_LIBRARY", Type: "string", Default: `""`, Restart: "engine.onnxruntime_library"},
-		"server.tls.key_file":         {Key: "server.tls.key_file", Env: "INFERD_SERVER_TLS_KEY_FILE", Type: "string", Default: `""`, Restart: "server.tls"},
-		"cluster.policy_file":         {Key: "cluster.policy_file", Env: "INFERD_CLUSTER_POLICY_FILE", Type: "string", Default: `""`},
-		"cluster.join":                {Key: "cluster.join", Env: "INFERD_CLUSTER_JOIN", Type: "string list", Default: `[]`, Restart: "cluster"},
-		"scheduler.default_instances": {Key: "scheduler.default_instances", Env: "INFERD_SCHEDULER_DEFAULT_INSTANCES", Type: "integer", Default: "1"},
+		"server.listen":                   {Key: "server.listen", Env: "INFERD_SERVER_LISTEN", Type: "string", Default: `"127.0.0.1:8080"`, Restart: "server.listen"},
+		"server.max_request_bytes":        {Key: "server.max_request_bytes", Env: "INFERD_SERVER_MAX_REQUEST_BYTES", Type: "integer", Default: "67108864"},
+		"server.max_body_bytes_in_flight": {Key: "server.max_body_bytes_in_flight", Env: "INFERD_SERVER_MAX_BODY_BYTES_IN_FLIGHT", Type: "integer", Default: "0"},
+		"server.idle_timeout":             {Key: "server.idle_timeout", Env: "INFERD_SERVER_IDLE_TIMEOUT", Type: "duration", Default: `"120s"`, Restart: "server.idle_timeout"},
+		"engine.intra_op_threads":         {Key: "engine.intra_op_threads", Env: "INFERD_ENGINE_INTRA_OP_THREADS", Type: "integer", Default: "0"},
+		"engine.onnxruntime_library":      {Key: "engine.onnxruntime_library", Env: "INFERD_ENGINE_ONNXRUNTIME_LIBRARY", Type: "string", Default: `""`, Restart: "engine.onnxruntime_library"},
+		"server.tls.key_file":             {Key: "server.tls.key_file", Env: "INFERD_SERVER_TLS_KEY_FILE", Type: "string", Default: `""`, Restart: "server.tls"},
+		"cluster.policy_file":             {Key: "cluster.policy_file", Env: "INFERD_CLUSTER_POLICY_FILE", Type: "string", Default: `""`},
+		"cluster.join":                    {Key: "cluster.join", Env: "INFERD_CLUSTER_JOIN", Type: "string list", Default: `[]`, Restart: "cluster"},
+		"scheduler.default_instances":     {Key: "scheduler.default_instances", Env: "INFERD_SCHEDULER_DEFAULT_INSTANCES", Type: "integer", Default: "1"},
 	}
 	seen := map[string]bool{}
 	for _, k := range keys {
@@ -537,8 +538,8 @@ func TestKeys(t *testing.T) {
 	for k := range want {
 		t.Errorf("key %s missing from Keys()", k)
 	}
-	if len(keys) != 59 {
-		t.Errorf("len(Keys()) = %d, want 59", len(keys))
+	if len(keys) != 60 {
+		t.Errorf("len(Keys()) = %d, want 60", len(keys))
 	}
 }
 

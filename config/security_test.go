@@ -13,6 +13,7 @@ func TestTLSAndLimitsCrossChecks(t *testing.T) {
 		{"[limits]\nmax_json_depth = 65\n", "limits.max_json_depth"},
 		{"[limits]\nmax_rank = 0\n", "limits.max_rank"},
 		{"[auth]\nmetrics_scope = \"root\"\n", "auth.metrics_scope"},
+		{"[server]\nmax_body_bytes_in_flight = -1\n", "server.max_body_bytes_in_flight"},
 	}
 	for _, c := range cases {
 		_, err := LoadBytes("c.toml", []byte(c.doc), nil)

@@ -111,7 +111,7 @@ func (d *Daemon) startCluster(ctx context.Context, cfg *config.Config, httpAddr 
 	}
 	clientTLS := d.sec.peerTLS()
 	c.router = route.New(next, node, policy.NewSplits(c.policy.Load, c.rollouts), route.Options{
-		Node: name, MaxBodyBytes: d.maxRequestBytes, PerTryTimeout: cc.PerTryTimeout,
+		Node: name, MaxBodyBytes: d.maxRequestBytes, BodyBudget: d.bodies, PerTryTimeout: cc.PerTryTimeout,
 		MaxRetries: retries(cc.MaxRetries), TLS: clientTLS,
 	}, log.With("part", "route"))
 

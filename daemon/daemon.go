@@ -25,6 +25,7 @@ import (
 	"github.com/inferd/inferd/engine"
 	"github.com/inferd/inferd/gpu"
 	"github.com/inferd/inferd/hostinfo"
+	"github.com/inferd/inferd/kserve/kservehttp"
 	"github.com/inferd/inferd/metrics"
 	"github.com/inferd/inferd/models"
 	"github.com/inferd/inferd/scheduler"
@@ -100,6 +101,12 @@ type Daemon struct {
 
 	hw hardware // set in New, read-only after (gpu.go)
 
+	// usableMemory is the host's usable memory detected in New (0 if unknown), from which a
+	// server.max_body_bytes_in_flight of 0 is derived; bodies is the budget it bounds, shared
+	// by the API and the cluster's router.
+	usableMemory uint64
+	bodies       *kservehttp.Budget
+
 	sec     *security                 // TLS and tokens (security.go); set in New
 	handler handlerSwitch             // what the listener serves: the API, then the cluster's router
 	cluster atomic.Pointer[clustered] // set once the node joined (cluster.go)
@@ -125,6 +132,10 @@ func New(cfg *config.Config, opts Options, log *slog.Logger) (*Daemon, error) {
 	m.ConfigLastReloadSuccessTimestamp.SetToCurrentTime()
 	d := &Daemon{opts: opts, log: log, metrics: m, addr: make(chan net.Addr, 1)}
 	d.setSettingsLocked(newSettings(cfg))
+	if mem, err := hostinfo.DetectMemory(); err == nil {
+		d.usableMemory = mem.UsableTotal
+	}
+	d.bodies = kservehttp.NewBudget(d.bodyBytesInFlight)
 	iso := opts.Isolator
 	if iso == nil {
 		iso = engine.InProcess(opts.Runtime)
@@ -156,6 +167,7 @@ func New(cfg *config.Config, opts Options, log *slog.Logger) (*Daemon, error) {
 		Name:          "inferd",
 		Version:       opts.Version,
 		Settings:      func() *api.Settings { return &d.settings.Load().api },
+		BodyBudget:    d.bodies,
 		LimitExceeded: func(l string) { m.LimitRejections.WithLabelValues(l).Inc() },
 		Components:    d.components,
 		Metrics:       d.metricsOnAPI(),

@@ -292,6 +292,19 @@ func liveProbes(clustered bool) map[string]probe {
 	// bigBody is over the base's max_request_bytes (1000).
 	bigBody := `{"id":"` + strings.Repeat("x", 2000) + `",` + body[1:]
 	ps := map[string]probe{
+		// A budget of 64 bytes cannot take the buffer of any inference body, even alone: every
+		// request is refused with 413 naming the key.
+		"server.max_body_bytes_in_flight": {set: map[string]string{"server.max_body_bytes_in_flight": "64"},
+			before: func(t *testing.T, r *reloader) {
+				if code, b := r.infer(t, body); code != http.StatusOK {
+					t.Errorf("request under the derived budget: %d %s", code, b)
+				}
+			},
+			check: func(t *testing.T, r *reloader) {
+				if code, b := r.infer(t, body); code != http.StatusRequestEntityTooLarge || !strings.Contains(b, "server.max_body_bytes_in_flight") {
+					t.Errorf("request over a budget of 64 bytes: %d %s", code, b)
+				}
+			}},
 		"server.max_request_bytes": {set: map[string]string{"server.max_request_bytes": "100000"},
 			before: func(t *testing.T, r *reloader) {
 				if code, b := r.infer(t, bigBody); code != http.StatusRequestEntityTooLarge {

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"log/slog"
+	"math"
 	"runtime"
 
 	"github.com/inferd/inferd/api"
@@ -46,6 +47,21 @@ func (d *Daemon) setSettingsLocked(s *settings) {
 	if d.opts.LogLevel != nil {
 		d.opts.LogLevel.Set(s.level)
 	}
+}
+
+// bodyBytesInFlight is server.max_body_bytes_in_flight in force, for the body budget the API
+// and the cluster's router share: 0 in the file is a quarter of the usable memory detected at
+// start, at least server.max_request_bytes (so that one largest body always fits); with no
+// memory detected, 0 stays unbounded.
+func (d *Daemon) bodyBytesInFlight() int64 {
+	return bodyBudgetBytes(d.settings.Load().cfg.Server, d.usableMemory)
+}
+
+func bodyBudgetBytes(s config.Server, usableMemory uint64) int64 {
+	if s.MaxBodyBytesInFlight > 0 || usableMemory == 0 {
+		return s.MaxBodyBytesInFlight
+	}
+	return max(int64(min(usableMemory/4, math.MaxInt64)), s.MaxRequestBytes)
 }
 
 // maxRequestBytes is server.max_request_bytes in force, for the cluster's router: the same

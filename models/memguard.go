@@ -27,14 +27,26 @@ func (r *Repository) SetMemoryProbe(p MemoryProbe) {
 }
 
 // checkModelFile refuses a model whose weights cannot fit: ONNX Runtime holds a copy of the
-// initializers per session, plus one while the signature is read.
-func (r *Repository) checkModelFile(path string, instances int) error {
-	if r.memProbe == nil {
-		return nil
-	}
+// initializers per session, plus one while the signature is read. The copies must fit in the
+// version's memory limit ([limits] max_memory_bytes) and in the memory available now.
+func (r *Repository) checkModelFile(path string, v *Version) error {
+	instances := max(v.Config.Instance.Count, 1)
 	fi, err := os.Stat(path)
 	if err != nil {
 		return fmt.Errorf("%s: %w", path, err)
+	}
+	if limit := v.Config.Limits.MaxMemoryBytes; limit > 0 {
+		hi, need := bits.Mul64(uint64(fi.Size()), uint64(instances+1))
+		if hi != 0 {
+			need = math.MaxUint64
+		}
+		if need > uint64(limit) {
+			return fmt.Errorf("%w: instance count %d needs about %s (the model file is %s, one copy per instance plus one while loading), over the version's memory limit of %s (limits.max_memory_bytes)",
+				ErrTooLarge, instances, human(need), human(uint64(fi.Size())), human(uint64(limit)))
+		}
+	}
+	if r.memProbe == nil {
+		return nil
 	}
 	avail, err := r.memProbe()
 	if err != nil {

@@ -169,6 +169,13 @@ func readConfig(dir string, d Defaults) (c Config, err error) {
 		c.Limits = c.Limits.withDefaults(d)
 	}()
 	path := dir + "/" + ConfigFile
+	if _, err := os.Lstat(path); errors.Is(err, os.ErrNotExist) {
+		return c.withPolicyDefault(), nil
+	}
+	if err := checkRegular(path, path); err != nil {
+		// Never opened: a FIFO's open would block the loader.
+		return c, fmt.Errorf("%w: %v", ErrConfig, err)
+	}
 	data, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return c.withPolicyDefault(), nil
@@ -189,7 +196,25 @@ func readConfig(dir string, d Defaults) (c Config, err error) {
 	if err := c.validate(); err != nil {
 		return c, fmt.Errorf("%w: %s: %v", ErrConfig, path, err)
 	}
+	if err := c.Instance.checkCores(d.Cores); err != nil {
+		return c, fmt.Errorf("%w: %s: %v", ErrConfig, path, err)
+	}
 	return c.withPolicyDefault(), nil
+}
+
+// InstancesPerCore bounds [instance] count: at most this many instances per CPU the process may
+// use. Each instance is an ONNX Runtime session with its own threads and a copy of the weights;
+// past a few per core they only contend, and a count in the thousands is a typo that would
+// exhaust threads and memory. The memory side is checked at load against the version's memory
+// limit (checkModelFile).
+const InstancesPerCore = 4
+
+func (ic InstanceConfig) checkCores(cores int) error {
+	if cores > 0 && ic.Count > InstancesPerCore*cores {
+		return fmt.Errorf("instance.count %d is more than %d per core on the %d cores this process may use (%d at most)",
+			ic.Count, InstancesPerCore, cores, InstancesPerCore*cores)
+	}
+	return nil
 }
 
 func (b BatchingConfig) withDefaults(d Defaults) BatchingConfig {
@@ -293,6 +318,11 @@ func (c Config) validate() error {
 	}
 	if l := c.Limits; l.MaxMemoryBytes < 0 || l.LoadTimeout < 0 || l.MaxRunTime < 0 {
 		errs = append(errs, errors.New("limits: max_memory_bytes, load_timeout and max_run_time must not be negative"))
+	}
+	for _, b := range c.Warmup.BatchSizes {
+		if c.MaxBatchSize > 0 && b > c.MaxBatchSize {
+			errs = append(errs, fmt.Errorf("warmup.batch_sizes: %d is more than max_batch_size %d", b, c.MaxBatchSize))
+		}
 	}
 	if err := c.Warmup.validate(); err != nil {
 		errs = append(errs, err)

@@ -152,7 +152,7 @@ func (r *Repository) syncModelLocked(ctx context.Context, name string) {
 	old := r.models[name]
 	r.mu.RUnlock()
 
-	disk := readModelDir(dir, r.cur.Defaults, log)
+	disk := readModelDir(r.cur.Root, dir, r.cur.Defaults, log)
 	p := planModel(name, disk, old, func(n int64) string {
 		return fingerprint(versionDir(dir, n), disk.config, r.cur.Defaults)
 	})
@@ -197,10 +197,22 @@ func (r *Repository) syncModelLocked(ctx context.Context, name string) {
 	r.retireLocked(ctx, out.retire)
 }
 
-// readModelDir reads what a model's directory holds: its settings and version directories.
-func readModelDir(dir string, d Defaults, log *slog.Logger) modelOnDisk {
+// readModelDir reads what a model's directory holds: its settings and version directories. A
+// model directory whose links lead outside root is read no further: the model fails with the
+// reason.
+func readModelDir(root, dir string, d Defaults, log *slog.Logger) modelOnDisk {
 	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
 		return modelOnDisk{missing: true}
+	}
+	if _, err := checkInRoot(root, dir); err != nil {
+		log.Warn("ignoring a model directory outside the repository", "reason", err)
+		return modelOnDisk{err: err}
+	}
+	if toml := filepath.Join(dir, ConfigFile); exists(toml) {
+		if _, err := checkInRoot(root, toml); err != nil {
+			log.Warn("ignoring a model.toml outside the repository", "reason", err)
+			return modelOnDisk{err: fmt.Errorf("%w: %w", ErrConfig, err)}
+		}
 	}
 	cfg, err := readConfig(dir, d)
 	disk := modelOnDisk{config: cfg, err: err}
@@ -357,10 +369,10 @@ func (r *Repository) openVersion(ctx context.Context, v *Version, log *slog.Logg
 	ctx, cancel := loadContext(ctx, v)
 	defer cancel()
 	path := filepath.Join(v.Dir, ModelFile)
-	if _, err := os.Stat(path); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
+	if err := checkModelPath(r.cur.Root, path); err != nil {
+		return err
 	}
-	if err := r.checkModelFile(path, max(v.Config.Instance.Count, 1)); err != nil {
+	if err := r.checkModelFile(path, v); err != nil {
 		return err
 	}
 	host, err := r.startHost(ctx, v)
@@ -399,7 +411,11 @@ func (r *Repository) openInHost(ctx context.Context, v *Version, path string, lo
 	if err := r.openInstancesLocked(ctx, v, path, log); err != nil {
 		return err
 	}
-	if err := warmup(ctx, v, log); err != nil {
+	limit, err := r.memoryLimitLocked(v)
+	if err != nil {
+		return err
+	}
+	if err := warmup(ctx, v, limit, log); err != nil {
 		return err
 	}
 	return r.settleGPULocked(ctx, v, log)

@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"math/bits"
 	"math/rand/v2"
 	"slices"
 	"time"
+	"unsafe"
 
 	"github.com/inferd/inferd/tensor"
 )
@@ -42,8 +44,11 @@ func (w WarmupConfig) validate() error {
 	return nil
 }
 
-// warmup runs the configured warmup requests on every instance of v.
-func warmup(ctx context.Context, v *Version, log *slog.Logger) error {
+// warmup runs the configured warmup requests on every instance of v. memLimit is the memory
+// v's worker may take (0: unknown); warmup inputs that alone need more are refused before they
+// are allocated, so that a batch size or a declared shape too large for the machine makes the
+// version UNAVAILABLE with the reason instead of running the daemon out of memory.
+func warmup(ctx context.Context, v *Version, memLimit int64, log *slog.Logger) error {
 	w := v.Config.Warmup
 	explicit := w.BatchSizes != nil
 	sizes := w.BatchSizes
@@ -56,6 +61,9 @@ func warmup(ctx context.Context, v *Version, log *slog.Logger) error {
 	start := time.Now()
 	rng := rand.New(rand.NewPCG(uint64(v.Number), 1))
 	for _, size := range sizes {
+		if err := checkWarmupBytes(v, int64(size), memLimit); err != nil {
+			return fmt.Errorf("warmup: %w", err)
+		}
 		inputs, err := warmupInputs(v, int64(size), w.Data == "random", rng)
 		if err != nil {
 			if explicit {
@@ -130,4 +138,42 @@ func fillRandom(t tensor.Tensor, rng *rand.Rand) {
 			t.Data[i] = byte(rng.IntN(2))
 		}
 	}
+}
+
+// checkWarmupBytes refuses warmup inputs at batch that would take more than memLimit bytes (the
+// slice headers of BYTES elements count too); a variable dimension is left to warmupInputs.
+func checkWarmupBytes(v *Version, batch, memLimit int64) error {
+	if memLimit <= 0 {
+		return nil
+	}
+	var total uint64
+	for _, spec := range v.Signature.Inputs {
+		shape := slices.Clone(spec.Shape)
+		if v.Config.MaxBatchSize > 0 && len(shape) > 0 {
+			shape[0] = batch
+		}
+		size := uint64(spec.DataType.Size())
+		if spec.DataType == tensor.Bytes {
+			size = uint64(unsafe.Sizeof([]byte(nil)))
+		}
+		for _, d := range shape {
+			if d < 0 {
+				return nil
+			}
+			hi, lo := bits.Mul64(size, uint64(d))
+			if hi != 0 {
+				size = math.MaxUint64
+				break
+			}
+			size = lo
+		}
+		if total += size; total < size {
+			total = math.MaxUint64
+		}
+	}
+	if total > uint64(memLimit) {
+		return fmt.Errorf("%w: the inputs at batch size %d need %s, more than the version's memory limit of %s (limits.max_memory_bytes)",
+			ErrTooLarge, batch, human(total), human(uint64(memLimit)))
+	}
+	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -29,6 +30,9 @@ type Repo struct {
 	changes     chan []string
 	started     atomic.Bool
 	newNotifier func() (notifier, error) // a field so tests can fail or starve fsnotify
+
+	outsideMu sync.Mutex
+	outside   map[string]string // model name -> target of a link that leads outside root, logged once
 
 	// Owned by Run's goroutine once it starts; the constructor fills known.
 	known   map[string]fingerprint // settled fingerprint per existing model (baseline or last report)
@@ -98,6 +102,7 @@ func NewRepository(root string, opts Options, log *slog.Logger) (*Repo, error) {
 		known:       map[string]fingerprint{},
 		pending:     map[string]*pendingTree[fingerprint]{},
 		unsent:      map[string]struct{}{},
+		outside:     map[string]string{},
 	}
 	for _, name := range r.models() {
 		if fp := r.fingerprint(name); fp != (fingerprint{}) {
@@ -134,16 +139,48 @@ func (r *Repo) models() []string {
 		if hidden(e.Name()) {
 			continue
 		}
-		if e.IsDir() || (e.Type()&os.ModeSymlink != 0 && isDir(filepath.Join(r.root, e.Name()))) {
+		if e.IsDir() || (e.Type()&os.ModeSymlink != 0 && isDir(filepath.Join(r.root, e.Name())) && r.inside(e.Name())) {
 			names = append(names, e.Name())
 		}
 	}
 	return names
 }
 
+// inside says whether the model directory name, when it is a symbolic link, leads to a place
+// inside root. One that leads outside (ln -s / x) is ignored, with one log line per target: the
+// watcher would otherwise walk and watch whatever it leads to, / included, and the loader
+// refuses it anyway.
+func (r *Repo) inside(name string) bool {
+	p := filepath.Join(r.root, name)
+	if fi, err := os.Lstat(p); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+		return true
+	}
+	target, err := filepath.EvalSymlinks(p)
+	if err != nil {
+		return false // dangling or a loop: nothing to watch
+	}
+	root, err := filepath.EvalSymlinks(r.root)
+	if err != nil {
+		return false
+	}
+	if rel, err := filepath.Rel(root, target); err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) && rel != "." {
+		return true
+	}
+	r.outsideMu.Lock()
+	defer r.outsideMu.Unlock()
+	if r.outside[name] != target {
+		r.outside[name] = target
+		r.s.log.Warn("ignoring a model directory whose link leads outside the repository", "model", name, "target", target)
+	}
+	return false
+}
+
 func hidden(name string) bool { return strings.HasPrefix(name, ".") }
 
 func (r *Repo) fingerprint(name string) fingerprint {
+	if !r.inside(name) {
+		return fingerprint{} // as if absent: never walked
+	}
 	return fingerprintModel(filepath.Join(r.root, name), r.s.marker)
 }
 

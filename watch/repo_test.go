@@ -602,3 +602,50 @@ func TestCancelLeaksNothing(t *testing.T) {
 		return ""
 	})
 }
+
+// TestLinksOutsideRootIgnored puts model directories that are links to / and to a directory
+// elsewhere into the repository, and one that links to a model inside it: the watcher watches
+// and reports only what lies inside the root (it must not walk /), and says once per link why
+// it ignores the others.
+func TestLinksOutsideRootIgnored(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		root := seedRepo(t)
+		elsewhere := t.TempDir()
+		write(t, filepath.Join(elsewhere, "1", "model.onnx"), "elsewhere")
+		must(t, os.Symlink("/", filepath.Join(root, "x")))
+		must(t, os.Symlink(elsewhere, filepath.Join(root, "y")))
+		must(t, os.Symlink(filepath.Join(root, "a"), filepath.Join(root, "alias")))
+		var logs syncBuffer
+		fake := newFakeNotifier()
+		r, err := NewRepository(root, Options{Quiet: time.Second, Rescan: time.Hour}, testLogger(t, &logs))
+		must(t, err)
+		if got := r.models(); !slices.Equal(got, []string{"a", "alias", "b"}) {
+			t.Errorf("models = %v, want a, alias and b", got)
+		}
+		r.newNotifier = func() (notifier, error) { return fake, nil }
+		rs := collect(r.Changes(), func(b []string) []string { return b })
+		running(t, r.Run, rs)
+		synctest.Wait()
+		want := []string{".", "a", "a/1", "alias", "alias/1", "b", "b/1"}
+		if got := fake.relWatches(root); !slices.Equal(got, want) {
+			t.Fatalf("watches = %v, want %v", got, want)
+		}
+		// A change where the outside link leads is not the repository's.
+		write(t, filepath.Join(elsewhere, "2", "model.onnx"), "elsewhere 2")
+		fake.events <- evt(filepath.Join(root, "y"), fsnotify.Create)
+		time.Sleep(3 * time.Second)
+		synctest.Wait()
+		if got := rs.counts(); len(got) != 0 {
+			t.Errorf("reports = %v, want none", got)
+		}
+		text := logs.String()
+		for _, name := range []string{"x", "y"} {
+			if n := strings.Count(text, "model="+name+" "); n != 1 {
+				t.Errorf("model %s: %d log lines, want one:\n%s", name, n, text)
+			}
+		}
+		if !strings.Contains(text, "leads outside the repository") {
+			t.Errorf("no log line says why:\n%s", text)
+		}
+	})
+}

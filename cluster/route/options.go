@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/http"
 	"time"
+
+	"github.com/inferd/inferd/kserve/kservehttp"
 )
 
 // Default header names.
@@ -27,6 +29,11 @@ type Options struct {
 	// limit applies to the next request. It must not block. Default 64 MiB, the API's own
 	// default limit.
 	MaxBodyBytes func() int64
+	// BodyBudget, when set, bounds the request-body bytes in flight
+	// (server.max_body_bytes_in_flight; 503 with Retry-After when full). The API handler the
+	// router serves local tries with must share it: a body the router read is handed on, not
+	// read again, and the router gives its bytes back once the request is answered.
+	BodyBudget *kservehttp.Budget
 	// PerTryTimeout bounds one try on a peer, from sending the request to its response
 	// headers; the body then streams under the client's deadline only. A hung peer costs at
 	// most this before the request moves on. Default 5 s; negative: none. Local tries are not

@@ -145,6 +145,13 @@ func (rt *Router) serve(w http.ResponseWriter, r *http.Request, p *plan) {
 		last     outcome
 		tries    int
 	)
+	// The body's budget goes back once the request is answered; its buffers are left to the
+	// garbage collector, as the transport may still be reading a forwarded copy.
+	defer func() {
+		if body != nil {
+			body.Release()
+		}
+	}()
 	for ; ; tries++ {
 		if tries > 0 && (tries > rt.opts.MaxRetries || ctx.Err() != nil) {
 			break
@@ -165,9 +172,12 @@ func (rt *Router) serve(w http.ResponseWriter, r *http.Request, p *plan) {
 		retryable := tries < rt.opts.MaxRetries
 		if !buffered && (retryable || !c.local) {
 			var err error
-			if body, err = kservehttp.Read(w, r, rt.opts.MaxBodyBytes(), nil); err != nil {
+			if body, err = kservehttp.Read(w, r, kservehttp.Options{Limit: rt.opts.MaxBodyBytes(), Budget: rt.opts.BodyBudget}); err != nil {
 				var be *kservehttp.Error
 				errors.As(err, &be)
+				if be.RetryAfter {
+					w.Header().Set("Retry-After", "1")
+				}
 				writeError(w, be.Status, err.Error())
 				return
 			}

@@ -696,7 +696,7 @@ func TestBodyHandedOn(t *testing.T) {
 	})
 	sent := []byte(`{"inputs":[]}`)
 	local := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, err := kservehttp.Read(w, r, 1024, nil)
+		body, err := kservehttp.Read(w, r, kservehttp.Options{Limit: 1024})
 		if err != nil {
 			t.Errorf("local Read: %v", err)
 			return

@@ -30,12 +30,15 @@ import (
 const align = 8
 
 // Body is a request body as Read read it: its bytes in order, in parts that may lie apart in
-// memory (see Parts). Its buffers may come from a Pool, to which Release returns them.
+// memory (see Parts). Its buffers may come from a Pool, and the bytes they hold are reserved in
+// a Budget; Release gives both back.
 type Body struct {
-	parts [][]byte
-	size  int64
-	pool  *Pool
-	bufs  []*[]byte // pooled buffers the parts lie in
+	parts    [][]byte
+	size     int64
+	pool     *Pool
+	bufs     [][]byte // pooled buffers the parts lie in
+	budget   *Budget
+	reserved int64 // bytes of budget the buffers hold
 }
 
 // Parts are the body's bytes in order, for kserve.DecodeLimited. They must not be modified.
@@ -44,22 +47,25 @@ func (b *Body) Parts() [][]byte { return b.parts }
 // Len is the body's length on the wire.
 func (b *Body) Len() int64 { return b.size }
 
-// Release returns the body's buffers to the pool they came from, once nothing refers to them
-// (for a request, once its response is written). A body read without a pool, or handed on by
-// Reader, is left alone: whoever read it holds it.
+// Release gives the body's budget back and returns its buffers to the pool they came from, once
+// nothing refers to them (for a request, once its response is written). A body read without a
+// pool leaves its buffers to the garbage collector. The body a handler gets from Read for one
+// that Body.Reader handed on owns nothing: its Release does nothing, and whoever read the body
+// releases it. Release may be called more than once.
 func (b *Body) Release() {
-	if b.pool == nil || b.bufs == nil {
-		return
-	}
-	for _, buf := range b.bufs {
-		b.pool.put(*buf)
+	b.budget.release(b.reserved)
+	b.reserved = 0
+	if b.pool != nil {
+		for _, buf := range b.bufs {
+			b.pool.put(buf)
+		}
 	}
 	b.bufs = nil
 }
 
 // Reader returns a fresh reader of the body's bytes, to send it on (each call starts again at
 // the beginning, for a retry). A handler that calls Read on a request whose Body is such a reader
-// gets b itself, without reading it again.
+// gets b's bytes without reading them again.
 func (b *Body) Reader() io.ReadCloser {
 	return &handedOn{body: b, r: append(net.Buffers(nil), b.parts...)}
 }
@@ -79,36 +85,64 @@ func (h *handedOn) Read(p []byte) (int, error) {
 func (h *handedOn) Close() error { return nil }
 
 // Error is a body that could not be read: Status is the HTTP status to answer with, and Limit
-// names the setting it went over ("max_request_bytes" or "read_timeout"), "" for other failures.
+// names the setting it went over ("max_request_bytes", "max_body_bytes_in_flight" or
+// "read_timeout"), "" for other failures. RetryAfter says the client may try again soon (a full
+// budget): the answer should carry a Retry-After header.
 type Error struct {
-	Status int
-	Limit  string
-	msg    string
-	err    error
+	Status     int
+	Limit      string
+	RetryAfter bool
+	msg        string
+	err        error
 }
 
 func (e *Error) Error() string { return e.msg }
 func (e *Error) Unwrap() error { return e.err }
 
+// ErrBudgetFull is wrapped by the *Error of a body refused because the bodies in flight hold
+// all of their Budget.
+var ErrBudgetFull = errors.New("request bodies in flight are at their budget")
+
 func tooLarge(msg string) *Error {
 	return &Error{Status: http.StatusRequestEntityTooLarge, Limit: "max_request_bytes", msg: msg}
 }
 
-// Read reads r's body, at most limit bytes (server.max_request_bytes: a larger body is a 413),
-// with binary tensor data placed aligned (see the package comment). Buffers come from pool, or
-// are allocated when pool is nil. A body that Body.Reader handed on is returned as it is, after
-// the same limit check. Every error is an *Error.
-func Read(w http.ResponseWriter, r *http.Request, limit int64, pool *Pool) (*Body, error) {
+// Options say how Read reads one body.
+type Options struct {
+	// Limit is server.max_request_bytes in force: a larger body is a 413.
+	Limit int64
+	// Pool, when set, recycles the body's buffers; nil allocates them.
+	Pool *Pool
+	// Budget, when set, bounds the bytes of every body in flight that shares it.
+	Budget *Budget
+}
+
+// firstChunk is the capacity a body's buffer starts at, whatever its Content-Length says: a
+// client must send bytes to make the server hold them.
+const firstChunk = 32 << 10
+
+// growth is how many times a full buffer grows: a body's bytes are copied about 1/(growth-1)
+// times over while it arrives (a third), and a buffer holds at most growth times what has come.
+// The budget, not this factor, bounds what stalled clients hold in all.
+const growth = 4
+
+// Read reads r's body, at most o.Limit bytes, with binary tensor data placed aligned (see the
+// package comment). Buffers grow as bytes arrive, four times over from 32 KiB up to what the
+// Content-Length allows, so that a client that announces a large body and stalls holds little;
+// each buffer is reserved in o.Budget as it is allocated, and when the budget cannot take it the
+// read stops with a 503 (RetryAfter). A body that Body.Reader handed on is returned as it is,
+// after the same limit check, owning nothing. Every error is an *Error.
+func Read(w http.ResponseWriter, r *http.Request, o Options) (*Body, error) {
 	if h, ok := r.Body.(*handedOn); ok && !h.read {
-		if n := h.body.Len(); n > limit {
-			return nil, tooLarge(fmt.Sprintf("request body of %d bytes is over the limit of %d bytes (server.max_request_bytes)", n, limit))
+		if n := h.body.Len(); n > o.Limit {
+			return nil, tooLarge(fmt.Sprintf("request body of %d bytes is over the limit of %d bytes (server.max_request_bytes)", n, o.Limit))
 		}
-		return h.body, nil
+		return &Body{parts: h.body.parts, size: h.body.size}, nil
 	}
-	if r.ContentLength > limit {
-		return nil, tooLarge(fmt.Sprintf("request body of %d bytes is over the limit of %d bytes (server.max_request_bytes)", r.ContentLength, limit))
+	if r.ContentLength > o.Limit {
+		return nil, tooLarge(fmt.Sprintf("request body of %d bytes is over the limit of %d bytes (server.max_request_bytes)", r.ContentLength, o.Limit))
 	}
-	rd := &reader{src: http.MaxBytesReader(w, r.Body, limit), limit: limit, body: &Body{pool: pool}}
+	rd := &reader{src: http.MaxBytesReader(w, r.Body, o.Limit), limit: o.Limit, body: &Body{pool: o.Pool, budget: o.Budget}}
 	err := rd.read(r)
 	if err != nil {
 		rd.body.Release()
@@ -129,9 +163,8 @@ func (rd *reader) read(r *http.Request) error {
 		// All JSON, or a header the decoder will refuse: the body is one part.
 		return rd.rest(r.ContentLength)
 	}
-	header := rd.alloc(headerLength)
-	n, err := io.ReadFull(rd.src, header)
-	rd.add(header[:n])
+	header, err := rd.readN(nil, headerLength, headerLength)
+	rd.add(header)
 	if err != nil {
 		// A body shorter than its JSON part: the decoder reports it.
 		return rd.fail(err)
@@ -148,33 +181,102 @@ func (rd *reader) read(r *http.Request) error {
 	if !ok || r.ContentLength < 0 || total != r.ContentLength {
 		return rd.rest(r.ContentLength - int64(headerLength))
 	}
+	if err := rd.tensors(sizes); err != nil {
+		return err
+	}
+	// Whatever follows is extra bytes the decoder refuses (none: the sizes add up to the
+	// Content-Length, which net/http enforces).
+	return rd.rest(0)
+}
+
+// tensors reads the binary tensors, each to an 8-byte aligned offset of one buffer that grows
+// as their bytes arrive; their parts are added once it has stopped moving.
+func (rd *reader) tensors(sizes []int64) error {
 	padded := 0
 	for _, s := range sizes {
 		padded += roundUp(int(s))
 	}
-	bin := rd.alloc(padded)
-	off := 0
+	var (
+		bin     []byte
+		offsets = make([]int, 0, len(sizes))
+		err     error
+	)
 	for _, s := range sizes {
-		part := bin[off : off+int(s) : off+int(s)]
-		n, err := io.ReadFull(rd.src, part)
-		rd.add(part[:n])
-		if err != nil {
-			return rd.fail(err)
+		off := roundUp(len(bin))
+		for cap(bin) < off {
+			if bin, err = rd.grow(bin, padded); err != nil {
+				return err
+			}
 		}
-		off += roundUp(int(s))
+		bin = bin[:off]
+		offsets = append(offsets, off)
+		if bin, err = rd.readN(bin, int(s), padded); err != nil {
+			break
+		}
 	}
-	// Whatever follows is extra bytes the decoder refuses.
-	return rd.rest(-1)
+	for i, off := range offsets {
+		end := min(off+int(sizes[i]), len(bin))
+		rd.add(bin[off:end:end])
+	}
+	if err != nil {
+		return rd.fail(err)
+	}
+	return nil
+}
+
+// readN reads n more bytes onto the end of buf, growing it (never past capacity bound) as they
+// arrive. Fewer at the end of the body are io.ErrUnexpectedEOF.
+func (rd *reader) readN(buf []byte, n, bound int) ([]byte, error) {
+	want := len(buf) + n
+	for len(buf) < want {
+		if len(buf) == cap(buf) {
+			var err error
+			if buf, err = rd.grow(buf, bound); err != nil {
+				return buf, err
+			}
+		}
+		m, err := rd.src.Read(buf[len(buf):min(cap(buf), want)])
+		buf = buf[:len(buf)+m]
+		if errors.Is(err, io.EOF) && len(buf) < want {
+			return buf, io.ErrUnexpectedEOF
+		}
+		if err != nil && !errors.Is(err, io.EOF) {
+			return buf, err
+		}
+	}
+	return buf, nil
 }
 
 // rest reads what is left of the body as one more part; size is what it is expected to hold,
 // negative when unknown.
 func (rd *reader) rest(size int64) error {
-	if size < 0 || size > rd.limit {
-		size = 0
+	bound := rd.limit + 1 // room to see EOF without growing
+	if size >= 0 && size <= rd.limit {
+		bound = size + 1
 	}
-	buf := rd.alloc(int(size) + 1)[:0] // room to see EOF without growing
+	var buf []byte
+	if size <= 0 {
+		// Nothing, or an unknown size, is expected: allocate only once a byte comes.
+		var probe [1]byte
+		if n, err := io.ReadAtLeast(rd.src, probe[:], 1); n == 0 {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return rd.fail(err)
+		}
+		var err error
+		if buf, err = rd.grow(nil, int(bound)); err != nil {
+			return err
+		}
+		buf = append(buf, probe[0])
+	}
 	for {
+		if len(buf) == cap(buf) {
+			var err error
+			if buf, err = rd.grow(buf, int(bound)); err != nil {
+				return err
+			}
+		}
 		n, err := rd.src.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]
 		if errors.Is(err, io.EOF) {
@@ -182,14 +284,28 @@ func (rd *reader) rest(size int64) error {
 			return nil
 		}
 		if err != nil {
+			rd.add(buf)
 			return rd.fail(err)
 		}
-		if len(buf) == cap(buf) {
-			grown := rd.alloc(2 * cap(buf))[:len(buf)]
-			copy(grown, buf)
-			buf = grown
-		}
 	}
+}
+
+// grow returns buf's bytes in a buffer of growth times its capacity (firstChunk at least), at most
+// bound when bound is larger than buf, and gives buf back.
+func (rd *reader) grow(buf []byte, bound int) ([]byte, error) {
+	size := max(growth*cap(buf), firstChunk)
+	if bound > cap(buf) {
+		size = min(size, bound)
+	}
+	grown, err := rd.alloc(size)
+	if err != nil {
+		return buf, err
+	}
+	grown = append(grown, buf...)
+	if cap(buf) > 0 {
+		rd.free(buf)
+	}
+	return grown, nil
 }
 
 // add appends a part; empty parts are left out.
@@ -200,18 +316,57 @@ func (rd *reader) add(p []byte) {
 	}
 }
 
-// alloc returns an aligned buffer of n bytes, pooled when the body has a pool.
-func (rd *reader) alloc(n int) []byte {
-	if rd.body.pool == nil {
-		return alignedBytes(n)
+// alloc returns an empty aligned buffer with room for n bytes, pooled when the body has a pool,
+// its capacity reserved in the body's budget.
+func (rd *reader) alloc(n int) ([]byte, error) {
+	b := rd.body
+	var buf []byte
+	if b.pool == nil {
+		buf = alignedBytes(n)[:0]
+	} else {
+		buf = b.pool.get(n)
 	}
-	buf := rd.body.pool.get(n)
-	rd.body.bufs = append(rd.body.bufs, &buf)
-	return buf[:n]
+	if inUse, limit, ok := b.budget.reserve(int64(cap(buf))); !ok {
+		if b.pool != nil {
+			b.pool.put(buf)
+		}
+		if need := b.reserved + int64(cap(buf)); need > limit {
+			// Not even an empty budget could take it: waiting would not help.
+			return nil, &Error{Status: http.StatusRequestEntityTooLarge, Limit: "max_body_bytes_in_flight", err: ErrBudgetFull,
+				msg: fmt.Sprintf("request body needs %d bytes of buffers, more than server.max_body_bytes_in_flight (%d bytes) allows", need, limit)}
+		}
+		return nil, &Error{Status: http.StatusServiceUnavailable, Limit: "max_body_bytes_in_flight", RetryAfter: true, err: ErrBudgetFull,
+			msg: fmt.Sprintf("request bodies in flight hold %d bytes of the %d that server.max_body_bytes_in_flight allows; try again later", inUse, limit)}
+	}
+	b.reserved += int64(cap(buf))
+	if b.pool != nil {
+		b.bufs = append(b.bufs, buf)
+	}
+	return buf, nil
+}
+
+// free gives back a buffer alloc returned that the body has outgrown.
+func (rd *reader) free(buf []byte) {
+	b := rd.body
+	b.budget.release(int64(cap(buf)))
+	b.reserved -= int64(cap(buf))
+	if b.pool == nil {
+		return
+	}
+	for i, held := range b.bufs {
+		if unsafe.SliceData(held) == unsafe.SliceData(buf) {
+			b.bufs = append(b.bufs[:i], b.bufs[i+1:]...)
+			b.pool.put(held)
+			return
+		}
+	}
 }
 
 // fail maps a read error that is not the end of the body.
 func (rd *reader) fail(err error) error {
+	if be := (*Error)(nil); errors.As(err, &be) {
+		return be
+	}
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 		return nil // a short body: the decoder says what is missing
 	}

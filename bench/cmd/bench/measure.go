@@ -354,7 +354,7 @@ func (b *bench) load(ctx context.Context, s *server, label, model, shape, format
 // failed returns a serverRun that records why a server could not be measured.
 func failed(err error) serverRun { return serverRun{err: err} }
 
-// writeRepository lays out dir/models/NAME/1/model.onnx (a link to file) with model.toml and
+// writeRepository lays out dir/models/NAME/1/model.onnx (a hard link to file, or a copy) with model.toml and
 // dir/inferd.toml, and returns the config's path.
 func writeRepository(dir, name, file, modelTOML string) (string, error) {
 	version := filepath.Join(dir, "models", name, "1")
@@ -365,10 +365,18 @@ func writeRepository(dir, name, file, modelTOML string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	// A hard link, or else a copy: inferd does not read a model.onnx whose symbolic link leads
+	// outside its repository.
 	link := filepath.Join(version, "model.onnx")
 	_ = os.Remove(link)
-	if err := os.Symlink(abs, link); err != nil {
-		return "", err
+	if err := os.Link(abs, link); err != nil {
+		data, err := os.ReadFile(abs)
+		if err != nil {
+			return "", err
+		}
+		if err := os.WriteFile(link, data, 0o644); err != nil {
+			return "", err
+		}
 	}
 	if err := os.WriteFile(filepath.Join(dir, "models", name, "model.toml"), []byte(modelTOML), 0o644); err != nil {
 		return "", err
