@@ -253,3 +253,19 @@ func TestHostileExternalDataSymlink(t *testing.T) {
 		})
 	}
 }
+
+// TestHostileModelsAreSmall: an attack needs no big file (DeepNesting aside, whose size is its
+// depth).
+func TestHostileModelsAreSmall(t *testing.T) {
+	for name, m := range map[string][]byte{
+		"Balloon": Balloon(), "BalloonTile": BalloonTile(), "BalloonPad": BalloonPad(),
+		"DivideByZero": DivideByZero(), "DivideByZeroFromInput": DivideByZeroFromInput(),
+		"AbortOnEmptyBatch": AbortOnEmptyBatch(), "OutputFromInput": OutputFromInput(),
+		"ShapeOverflow": ShapeOverflow(), "ExternalData": ExternalData("../../etc/passwd", 16),
+		"ClaimedLength": ClaimedLength(1 << 40),
+	} {
+		if len(m) > 1024 {
+			t.Errorf("%s is %d bytes", name, len(m))
+		}
+	}
+}
