@@ -230,13 +230,13 @@ func healthModels(t *testing.T, d *daemontest.Daemon) []healthModel {
 	return out
 }
 
-// waitWorkerExit waits until /health and the index show that model's worker ended at least
-// once, with the reason.
-func waitWorkerExit(t *testing.T, d *daemontest.Daemon, model string) {
+// waitWorkerExit waits until /health and the index show that model's worker ended, with the
+// reason, and was restarted at least restarts times.
+func waitWorkerExit(t *testing.T, d *daemontest.Daemon, model string, restarts int) {
 	t.Helper()
 	testutil.Eventually(t, hostileWait, func() string {
 		for _, h := range healthModels(t, d) {
-			if h.Name == model && h.Worker != nil && h.Worker.Restarts > 0 && h.Worker.LastExit != "" {
+			if h.Name == model && h.Worker != nil && h.Worker.Restarts >= restarts && h.Worker.LastExit != "" {
 				return ""
 			}
 		}

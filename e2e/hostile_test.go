@@ -59,7 +59,8 @@ type hostileCase struct {
 	// unavailable: the version (1) must become UNAVAILABLE with a reason.
 	unavailable bool
 	// request, when set, is sent once the version is READY and must fail with a KServe error;
-	// crashes says it kills the worker (so /health must show a restart and last exit).
+	// crashes says it kills the worker: /health and the index must show its last exit (and,
+	// for a request, a restart; a version given up at warmup need not restart its worker).
 	request *inferRequest
 	crashes bool
 	// ordinary, when set, must be answered correctly after request (from a fresh worker).
@@ -90,8 +91,8 @@ func hostileCases() []hostileCase {
 		{name: "balloon_tile", files: one("balloon_tile", testmodels.BalloonTile()), unavailable: true},
 		{name: "balloon_pad", files: one("balloon_pad", testmodels.BalloonPad()), unavailable: true},
 		{name: "shape_overflow", files: one("shape_overflow", testmodels.ShapeOverflow()), unavailable: true},
-		{name: "divide_by_zero", files: one("divide_by_zero", testmodels.DivideByZero()), unavailable: true},
-		{name: "abort_on_empty_batch", files: one("abort_on_empty_batch", testmodels.AbortOnEmptyBatch()), unavailable: true},
+		{name: "divide_by_zero", files: one("divide_by_zero", testmodels.DivideByZero()), unavailable: true, crashes: true},
+		{name: "abort_on_empty_batch", files: one("abort_on_empty_batch", testmodels.AbortOnEmptyBatch()), unavailable: true, crashes: true},
 		{name: "endless_loop", files: one("endless_loop", endlessLoop()), unavailable: true},
 		{name: "external_data_escape", files: one("external_data_escape", testmodels.ExternalData("../../../../../../../../etc/passwd", 16)), unavailable: true},
 		{name: "external_data_dev_zero", files: one("external_data_dev_zero", testmodels.ExternalData("/dev/zero", 1<<40)), unavailable: true},
@@ -199,6 +200,9 @@ func checkHostile(t *testing.T, d *daemontest.Daemon, c hostileCase) {
 	switch {
 	case c.unavailable:
 		waitUnavailable(t, d, c.name)
+		if c.crashes {
+			waitWorkerExit(t, d, c.name, 0)
+		}
 	case c.never:
 		// A change applied after the symlink appeared (the next canary) shows the watcher got
 		// past it; the symlink's name must not have become a served model by then.
@@ -222,7 +226,7 @@ func checkHostile(t *testing.T, d *daemontest.Daemon, c hostileCase) {
 		}
 		t.Logf("hostile request to %s: %d %s", c.name, status, body)
 		if c.crashes {
-			waitWorkerExit(t, d, c.name)
+			waitWorkerExit(t, d, c.name, 1)
 		}
 		// Served again (a fresh worker where the last one died).
 		testutil.Eventually(t, hostileWait, func() string {
