@@ -40,7 +40,7 @@ func fp32Request(name string, shape []int64, data []float32) *inferRequest {
 
 func (r *inferRequest) expect(want []float32) *inferRequest { r.want = want; return r }
 
-// steeredRequest asks the loop-from-input model for n iterations.
+// steeredRequest asks the loop-from-input model for n iterations (its answer is input + n).
 func steeredRequest(n int64) *inferRequest {
 	r := fp32Request("input", []int64{1, 4}, []float32{1, 2, 3, 4})
 	r.Inputs = append(r.Inputs, hostileInput{Name: "n", Shape: []int64{1}, Datatype: "INT64", Data: []int64{n}})
