@@ -20,7 +20,7 @@ export INFERD_ONNXRUNTIME_LIBRARY := $(abspath $(ORT_LIB))
 export CGO_ENABLED := 1
 
 .PHONY: all deps build run test test-short vet e2e bench models clean node-server-test bench-swap bench-cluster fuzz vulncheck soak bench-cluster-doc
-.PHONY: package package-cuda e2e-systemd
+.PHONY: package package-cuda e2e-systemd e2e-hostile
 .PHONY: deps-cuda gpu-check gpu-bundle
 
 all: build
@@ -75,8 +75,14 @@ test: deps
 ## e2e: system-level suites (real binary on the PaddleOCR models)
 e2e: deps
 	./scripts/fetch-ocr-models.sh build/ocr-models
-	$(GO) test -count=1 -timeout 20m -tags e2e ./e2e/...
+	$(GO) test -count=1 -timeout 20m -tags e2e -skip '^TestHostileModels$$' ./e2e/...
+	$(MAKE) --no-print-directory e2e-hostile
 	$(MAKE) node-server-test
+
+## e2e-hostile: hostile models (OOM, SIGFPE, SIGABRT, endless loops, absurd model.toml, escaping
+## external data, a symlink to /) dropped into a running daemon under a memory bound (part of make e2e)
+e2e-hostile: deps
+	$(GO) test -count=1 -timeout 5m -tags e2e -run '^TestHostileModels$$' -v ./e2e/
 
 ## bench-swap: p99 latency during model swaps against steady state, and file-to-serving time
 bench-swap: deps
