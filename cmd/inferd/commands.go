@@ -36,7 +36,7 @@ func newRootCommand(stdout, stderr io.Writer, env []string) *cobra.Command {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.AddCommand(serveCommand(env), validateCommand(env), versionCommand(env), devicesCommand(env), perfCommand(env))
-	root.AddCommand(membersCommand(env), rolloutCommand(env), keygenCommand())
+	root.AddCommand(membersCommand(env), rolloutCommand(env), keygenCommand(), workerCommand(env))
 	return root
 }
 
@@ -80,7 +80,12 @@ func serve(ctx context.Context, cfg *config.Config, path string, env []string, l
 	cudaInPCIOrder(env)
 	gpus := gpu.New(gpu.Options{InitRetry: cfg.GPU.InitRetry, Getenv: lookup(env)}, log.With("component", "gpu"))
 	defer gpus.Close()
+	iso, err := isolatorFor(cfg, rt.LibraryPath(), env, log)
+	if err != nil {
+		return err
+	}
 	d, err := daemon.New(cfg, daemon.Options{
+		Isolator:       iso,
 		Version:        buildinfo.Version(),
 		Revision:       buildinfo.Revision(),
 		RuntimeVersion: rt.Version(),

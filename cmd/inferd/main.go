@@ -5,12 +5,17 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 )
 
 func main() {
 	if err := newRootCommand(os.Stdout, os.Stderr, os.Environ()).Execute(); err != nil {
+		var code exitCode
+		if errors.As(err, &code) {
+			os.Exit(int(code)) // a worker's status, which the daemon reads; it has logged why
+		}
 		fmt.Fprintln(os.Stderr, "inferd:", err)
 		os.Exit(1)
 	}
