@@ -88,7 +88,7 @@ func (s *Server) modelsComponent() Component {
 	state := "ok"
 	for _, e := range index {
 		h := modelHealth{Name: e.Name, Version: e.Version, State: string(e.State), Reason: e.Reason}
-		if w := e.Worker; w.PID != 0 || w.Restarts != 0 {
+		if w := e.Worker; w.PID != 0 || w.Restarts != 0 || w.LastExit != "" {
 			h.Worker = &workerHealth{PID: w.PID, Restarts: w.Restarts, LastExit: w.LastExit, RSSBytes: w.RSSBytes}
 		}
 		if e.State == models.StateReady {

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/inferd/inferd/internal/testmodels"
 	"github.com/inferd/inferd/internal/testutil"
 )
 
@@ -33,6 +34,16 @@ func prepareShare(t *testing.T, deb string) (share, upgradeVersion string) {
 		t.Fatalf("copying the demo model: %v\n%s", err, out)
 	}
 	copyFile(t, filepath.Join(root, "configs/demo-request.json"), filepath.Join(share, "request.json"))
+	// a model whose warmup kills its worker with SIGFPE inside ONNX Runtime
+	if err := os.MkdirAll(filepath.Join(share, "fpe", "1"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(share, "fpe", "1", "model.onnx"), testmodels.DivideByZero(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(share, "fpe", "model.toml"), []byte("max_batch_size = 8\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.WriteFile(filepath.Join(share, "slow-client.sh"), []byte(slowClient), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -126,6 +137,9 @@ func TestDebUnderSystemd(t *testing.T) {
 	t.Logf("inference: %s %v", resp.Outputs[0].Name, resp.Outputs[0].Shape)
 	rss = c.must("grep VmRSS /proc/" + mainPID() + "/status")
 	t.Logf("idle %s (after one inference)", strings.Join(strings.Fields(rss), " "))
+
+	// a model that crashes its worker is a model failure: the unit stays active, no restart
+	checkWorkerCrash(t, c)
 
 	// the journal has structured entries
 	checkJournal(t, c)
@@ -235,6 +249,32 @@ func restartedBy(t *testing.T, c *container, what, script string, within time.Du
 		t.Errorf("NRestarts %d -> %d after %s", restarts, n, what)
 	}
 	t.Logf("%s: restarted and ready again after %s", what, time.Since(begin).Round(time.Millisecond))
+}
+
+// checkWorkerCrash drops a model whose warmup raises SIGFPE inside ONNX Runtime into the
+// repository: its worker dies, the journal says so, the version is UNAVAILABLE with the reason,
+// and the daemon keeps its pid, its restart count and its other model.
+func checkWorkerCrash(t *testing.T, c *container) {
+	t.Helper()
+	mainPID := func() string { return c.show("inferd", "MainPID") }
+	pid, restarts := mainPID(), c.show("inferd", "NRestarts")
+	c.must("cp -r /mnt/e2e/fpe /var/lib/inferd/models/ && chown -R inferd:inferd /var/lib/inferd/models/fpe")
+	c.poll("the worker's crash in the journal", 60*time.Second, func() (bool, string) {
+		_, err := c.sh("journalctl -u inferd --no-pager -o cat | grep 'model worker exited' | grep -q SIGFPE")
+		return err == nil, "no 'model worker exited ... SIGFPE' line"
+	})
+	c.poll("fpe to be UNAVAILABLE with the reason", 30*time.Second, func() (bool, string) {
+		out, _ := c.sh("curl -s -XPOST http://127.0.0.1:8080/v2/repository/index")
+		return strings.Contains(out, `"name":"fpe"`) && strings.Contains(out, "UNAVAILABLE") && strings.Contains(out, "SIGFPE"), out
+	})
+	if got := mainPID() + " " + c.show("inferd", "NRestarts") + " " + c.must("systemctl is-active inferd"); got != pid+" "+restarts+" active" {
+		t.Errorf("after a worker crash: MainPID NRestarts state = %s, want %s %s active", got, pid, restarts)
+	}
+	if code := c.must(infer); code != "200" {
+		t.Errorf("the other model after a worker crash: HTTP %s", code)
+	}
+	c.must("rm -r /var/lib/inferd/models/fpe")
+	t.Logf("a worker killed by SIGFPE: the version is UNAVAILABLE, the unit stayed active with MainPID %s and NRestarts %s", pid, restarts)
 }
 
 // checkJournal reads inferd's entries as JSON and looks for the structured fields of its own
