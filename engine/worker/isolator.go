@@ -24,8 +24,8 @@ type Isolator struct {
 	// Grace is how long a run that was cancelled, or a worker asked to exit, has before the
 	// worker is killed (default 2s).
 	Grace time.Duration
-	// StartTimeout bounds a worker's start (exec to its greeting) when the host restarts it
-	// (default 10s); a worker that does not start in time is a failure.
+	// StartTimeout bounds a worker's start (exec to its greeting), default 10s: at the first
+	// start one more worker is tried, at a restart it counts as a failure.
 	StartTimeout time.Duration
 	// MaxFailures within FailureWindow make a host give up (defaults 3 and 5 minutes).
 	MaxFailures   int
@@ -50,12 +50,32 @@ func (iso *Isolator) Start(ctx context.Context, opts engine.HostOptions) (engine
 	h := &host{iso: iso, opts: opts, log: log.With("host", opts.Name), sessions: map[*session]struct{}{},
 		change: make(chan struct{}), failed: make(chan struct{}), closed: make(chan struct{})}
 	h.failures = failureWindow{max: iso.MaxFailures, window: iso.FailureWindow}
-	p, err := iso.spawn(ctx, opts, h.log)
+	// A worker that has not greeted within the start timeout is tried once more: a start
+	// costs tens of milliseconds, and one that hangs (seen rarely under the race detector)
+	// should not fail the version's load.
+	var p *process
+	var err error
+	for attempt := range 2 {
+		sctx, cancel := context.WithTimeoutCause(ctx, iso.startTimeout(), fmt.Errorf("worker start exceeded %s", iso.startTimeout()))
+		p, err = iso.spawn(sctx, opts, h.log)
+		cancel()
+		if err == nil || ctx.Err() != nil || attempt == 1 {
+			break
+		}
+		h.log.Warn("model worker did not start; trying once more", "err", err)
+	}
 	if err != nil {
 		return nil, err
 	}
 	h.setProcess(p)
 	return h, nil
+}
+
+func (iso *Isolator) startTimeout() time.Duration {
+	if iso.StartTimeout > 0 {
+		return iso.StartTimeout
+	}
+	return 10 * time.Second
 }
 
 // host supervises the worker of one model version: it starts it again when it dies, opens the
@@ -145,10 +165,7 @@ func (h *host) supervise(p *process) {
 
 // restart starts a new worker and opens every session again in it.
 func (h *host) restart() {
-	start := h.iso.StartTimeout
-	if start <= 0 {
-		start = 10 * time.Second
-	}
+	start := h.iso.startTimeout()
 	ctx, cancel := context.WithTimeoutCause(context.Background(), start, fmt.Errorf("worker start exceeded %s", start))
 	defer cancel()
 	h.mu.Lock()

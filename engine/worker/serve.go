@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/inferd/inferd/engine"
 	"github.com/inferd/inferd/tensor"
@@ -52,6 +53,10 @@ type server struct {
 	nextID   uint64
 	wg       sync.WaitGroup
 }
+
+// requestSpin is how long a session polls for the next request before it blocks: under load
+// the next batch is there within it and comes without a thread wakeup.
+const requestSpin = 200 * time.Microsecond
 
 // served is one session in the worker.
 type served struct {
@@ -162,6 +167,7 @@ func (s *server) open(ctx context.Context, e *encoder, path string, opts engine.
 	s.mu.Lock()
 	s.nextID++
 	ss := &served{id: s.nextID, sess: sess, conn: newConn(sock), arena: a}
+	ss.conn.spin = requestSpin
 	s.sessions[ss.id] = ss
 	s.mu.Unlock()
 	s.wg.Add(1)

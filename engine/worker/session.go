@@ -54,6 +54,11 @@ func (r *remote) close() {
 	}
 }
 
+// replySpin is how long a Run polls for its reply before it blocks: short runs (the demo
+// models take microseconds) come back without a thread wakeup; long ones cost at most this
+// much of a core per run.
+const replySpin = 50 * time.Microsecond
+
 // arenaLimit bounds a session's shared memory: the worker's memory limit, or 64 GiB.
 func (s *session) arenaLimit() int {
 	if l := s.host.opts.MemoryLimit; l > 0 && !s.host.opts.GPU {
@@ -84,6 +89,7 @@ func (s *session) open(ctx context.Context, p *process) (*remote, error) {
 		a.close()
 		return nil, err
 	}
+	mine.spin = replySpin
 	r := &remote{proc: p, id: d.uint(), conn: mine, arena: a, provider: d.str(), sig: d.signature()}
 	if d.err != nil {
 		r.close()
