@@ -186,8 +186,8 @@ type Repository struct {
 
 	memProbe MemoryProbe // guarded by loadMu (memguard.go)
 
-	mu     sync.RWMutex
-	models map[string]*Model
+	mu         sync.RWMutex
+	models     map[string]*Model
 	events     func(Event)     // guarded by loadMu
 	hostEvents func(HostEvent) // guarded by loadMu
 }
