@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/inferd/inferd/engine"
+	"github.com/inferd/inferd/placement"
 )
 
 // classify says why a worker ended, from its wait status, the reason the daemon killed it (if
@@ -65,7 +66,7 @@ func outOfMemory(limit int64) string {
 	if limit <= 0 {
 		return "out of memory"
 	}
-	return fmt.Sprintf("out of memory at the %s limit (%d bytes)", formatBytes(limit), limit)
+	return fmt.Sprintf("out of memory at the %s limit (%d bytes)", placement.Bytes(uint64(limit)), limit)
 }
 
 // mentionsOutOfMemory reports whether the worker said, as it died, that an allocation failed:
@@ -101,17 +102,4 @@ func lastLine(lines []string) string {
 		}
 	}
 	return ""
-}
-
-func formatBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

@@ -148,19 +148,27 @@ func (h *host) supervise(p *process) {
 	h.mu.Lock()
 	h.proc = nil
 	h.changedLocked()
-	h.lastExit = p.exit.reason
+	h.mu.Unlock()
+	if !h.failure(p.pid, p.exit.reason, p.exit.class) {
+		h.restart()
+	}
+}
+
+// failure records a worker failure and reports whether the host gave up on it.
+func (h *host) failure(pid int, reason, class string) bool {
+	h.mu.Lock()
+	h.lastExit = reason
 	giveUp := h.failures.add(time.Now())
 	if giveUp {
-		h.err = fmt.Errorf("%w: %d failures within %s, the last: %s", engine.ErrWorker, h.failures.limit(), h.failures.span(), p.exit.reason)
+		h.err = fmt.Errorf("%w: %d failures within %s, the last: %s", engine.ErrWorker, h.failures.limit(), h.failures.span(), reason)
 	}
 	h.mu.Unlock()
 	if giveUp {
 		h.log.Error("model worker given up", "reason", h.err)
-		h.event(engine.HostEvent{Kind: engine.HostFailed, PID: p.pid, Reason: h.err.Error(), Class: p.exit.class})
+		h.event(engine.HostEvent{Kind: engine.HostFailed, PID: pid, Reason: h.err.Error(), Class: class})
 		close(h.failed)
-		return
 	}
-	h.restart()
+	return giveUp
 }
 
 // restart starts a new worker and opens every session again in it.
@@ -185,19 +193,9 @@ func (h *host) restart() {
 		}
 		// A worker that cannot even start is a failure like one that dies.
 		h.log.Warn("model worker did not start again", "err", err)
-		h.mu.Lock()
-		h.lastExit = err.Error()
-		giveUp := h.failures.add(time.Now())
-		if giveUp {
-			h.err = fmt.Errorf("%w: %d failures within %s, the last: %v", engine.ErrWorker, h.failures.limit(), h.failures.span(), err)
+		if !h.failure(0, err.Error(), engine.ExitError) {
+			h.restart()
 		}
-		h.mu.Unlock()
-		if giveUp {
-			h.event(engine.HostEvent{Kind: engine.HostFailed, Reason: h.err.Error(), Class: engine.ExitError})
-			close(h.failed)
-			return
-		}
-		h.restart()
 		return
 	}
 	h.mu.Lock()

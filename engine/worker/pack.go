@@ -8,8 +8,8 @@ import (
 )
 
 // pack lays tensors into the arena from offset start, each at an aligned offset, growing the
-// arena as needed, and returns their slots and the end of the last one.
-func pack(a *arena, start int, ts []tensor.Tensor, slots []slot) ([]slot, int, error) {
+// arena as needed, and returns their slots.
+func pack(a *arena, start int, ts []tensor.Tensor, slots []slot) ([]slot, error) {
 	slots = slots[:0]
 	end := start
 	for i := range ts {
@@ -19,7 +19,7 @@ func pack(a *arena, start int, ts []tensor.Tensor, slots []slot) ([]slot, int, e
 		end = off + n
 	}
 	if err := a.ensure(end); err != nil {
-		return nil, 0, err
+		return nil, err
 	}
 	for i := range ts {
 		dst := a.mem[slots[i].off : slots[i].off+slots[i].len]
@@ -33,7 +33,7 @@ func pack(a *arena, start int, ts []tensor.Tensor, slots []slot) ([]slot, int, e
 			dst = dst[4+len(s):]
 		}
 	}
-	return slots, end, nil
+	return slots, nil
 }
 
 func tensorBytes(t *tensor.Tensor) int {
@@ -51,23 +51,21 @@ func tensorBytes(t *tensor.Tensor) int {
 // arena (the worker, whose arena holds still for the run); without it every byte is copied
 // (the daemon, whose outputs outlive the next run). Each tensor is checked against its shape,
 // so a worker in a bad state cannot hand the daemon a tensor that lies about its size.
-func unpack(a *arena, slots []slot, alias bool) ([]tensor.Tensor, int, error) {
+func unpack(a *arena, slots []slot, alias bool) ([]tensor.Tensor, error) {
 	ts := make([]tensor.Tensor, len(slots))
-	end := 0
 	for i, s := range slots {
 		b, err := a.slice(s.off, s.len)
 		if err != nil {
-			return nil, 0, fmt.Errorf("tensor %q: %w", s.name, err)
+			return nil, fmt.Errorf("tensor %q: %w", s.name, err)
 		}
-		end = max(end, s.off+s.len)
 		t := tensor.Tensor{Name: s.name, DataType: s.dtype, Shape: s.shape}
 		if s.dtype == tensor.Bytes {
 			n, err := tensor.Elements(s.shape)
 			if err != nil {
-				return nil, 0, fmt.Errorf("%w: tensor %q: %v", errFrame, s.name, err)
+				return nil, fmt.Errorf("%w: tensor %q: %v", errFrame, s.name, err)
 			}
 			if t.Strings, err = unpackStrings(b, n); err != nil {
-				return nil, 0, fmt.Errorf("tensor %q: %w", s.name, err)
+				return nil, fmt.Errorf("tensor %q: %w", s.name, err)
 			}
 		} else if alias {
 			t.Data = b
@@ -75,11 +73,11 @@ func unpack(a *arena, slots []slot, alias bool) ([]tensor.Tensor, int, error) {
 			t.Data = append([]byte(nil), b...)
 		}
 		if err := t.Check(); err != nil {
-			return nil, 0, fmt.Errorf("%w: %v", errFrame, err)
+			return nil, fmt.Errorf("%w: %v", errFrame, err)
 		}
 		ts[i] = t
 	}
-	return ts, end, nil
+	return ts, nil
 }
 
 func unpackStrings(b []byte, n int64) ([][]byte, error) {

@@ -214,11 +214,9 @@ func (s *server) serveSession(ctx context.Context, ss *served) {
 			return
 		}
 		outs, err := s.run(ctx, ss, seq, size, in, names)
-		var end int
 		if err == nil {
-			out, end, err = pack(ss.arena, alignUp(slotsEnd(in)), outs, out)
+			out, err = pack(ss.arena, alignUp(slotsEnd(in)), outs, out)
 		}
-		_ = end
 		if werr := ss.conn.write(nil, func(e *encoder) {
 			e.u8(kindRunReply)
 			e.uint(seq)
@@ -238,7 +236,7 @@ func (s *server) run(ctx context.Context, ss *served, seq uint64, size int, in [
 	if err := ss.arena.atLeast(size); err != nil {
 		return nil, err
 	}
-	inputs, _, err := unpack(ss.arena, in, true)
+	inputs, err := unpack(ss.arena, in, true)
 	if err != nil {
 		return nil, err
 	}

@@ -61,7 +61,7 @@ const replySpin = 50 * time.Microsecond
 
 // arenaLimit bounds a session's shared memory: the worker's memory limit, or 64 GiB.
 func (s *session) arenaLimit() int {
-	if l := s.host.opts.MemoryLimit; l > 0 && !s.host.opts.GPU {
+	if l := memoryLimit(s.host.opts); l > 0 {
 		return int(l)
 	}
 	return 64 << 30
@@ -134,9 +134,7 @@ func (s *session) current(ctx context.Context) (*remote, error) {
 		if r.broken != nil {
 			return nil, r.broken
 		}
-		select {
-		case <-r.proc.done:
-		default:
+		if !r.proc.exited() {
 			return r, nil
 		}
 		// Its worker is gone: wait for the host's next one, which the host sets only once it
@@ -158,7 +156,7 @@ func (s *session) Run(ctx context.Context, inputs []tensor.Tensor, names []strin
 		return nil, err
 	}
 	r.arena.dropRetired()
-	s.in, _, err = pack(r.arena, 0, inputs, s.in)
+	s.in, err = pack(r.arena, 0, inputs, s.in)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", engine.ErrRun, err)
 	}
@@ -236,7 +234,7 @@ func (s *session) await(r *remote, seq uint64) ([]tensor.Tensor, error) {
 		if err := r.arena.atLeast(size); err != nil {
 			return nil, fmt.Errorf("%w: %w", engine.ErrRun, err)
 		}
-		outs, _, err := unpack(r.arena, s.out, false)
+		outs, err := unpack(r.arena, s.out, false)
 		if err != nil {
 			return nil, fmt.Errorf("%w: outputs: %w", engine.ErrRun, err)
 		}
@@ -257,9 +255,7 @@ func (s *session) Close() error {
 	s.run.Lock() // wait for a Run in progress
 	defer s.run.Unlock()
 	if r != nil && r.broken == nil {
-		select {
-		case <-r.proc.done:
-		default:
+		if !r.proc.exited() {
 			ctx, cancel := context.WithTimeout(context.Background(), s.host.iso.grace())
 			_, _ = r.proc.call(ctx, kindCloseSession, nil, false, func(e *encoder) { e.uint(r.id) })
 			cancel()

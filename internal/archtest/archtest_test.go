@@ -24,7 +24,7 @@ var allowed = map[string][]string{
 	"config":                          {"internal/tomlx"},
 	"engine":                          {"tensor"},
 	"engine/ort":                      {"engine", "tensor"},
-	"engine/worker":                   {"engine", "tensor"},
+	"engine/worker":                   {"engine", "placement", "tensor"},
 	"engine/enginetest":               {"engine", "tensor"},
 	"kserve":                          {"tensor"},
 	"kserve/kservehttp":               {"kserve"},
