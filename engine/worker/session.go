@@ -27,9 +27,10 @@ type session struct {
 	remote *remote // nil once closed; broken when the reopen failed
 	closed bool
 
-	in  []slot
-	out []slot
-	seq uint64
+	in   []slot
+	out  []slot
+	seq  uint64
+	last time.Duration // how long the last run took, reply included
 }
 
 var _ engine.Session = (*session)(nil)
@@ -55,9 +56,13 @@ func (r *remote) close() {
 }
 
 // replySpin is how long a Run polls for its reply before it blocks: short runs (the demo
-// models take microseconds) come back without a thread wakeup; long ones cost at most this
-// much of a core per run.
-const replySpin = 50 * time.Microsecond
+// models take microseconds) come back without a thread wakeup. A session whose last run took
+// longer than longRun blocks at once: a wakeup is small against such a run, and the core the
+// polling would take is one the HTTP side needs meanwhile.
+const (
+	replySpin = 50 * time.Microsecond
+	longRun   = 20 * replySpin
+)
 
 // arenaLimit bounds a session's shared memory: the worker's memory limit, or 64 GiB.
 func (s *session) arenaLimit() int {
@@ -89,7 +94,6 @@ func (s *session) open(ctx context.Context, p *process) (*remote, error) {
 		a.close()
 		return nil, err
 	}
-	mine.spin = replySpin
 	r := &remote{proc: p, id: d.uint(), conn: mine, arena: a, provider: d.str(), sig: d.signature()}
 	if d.err != nil {
 		r.close()
@@ -154,6 +158,12 @@ func (s *session) Run(ctx context.Context, inputs []tensor.Tensor, names []strin
 	r, err := s.current(ctx)
 	if err != nil {
 		return nil, err
+	}
+	started := time.Now()
+	defer func() { s.last = time.Since(started) }()
+	r.conn.spin = replySpin
+	if s.last > longRun {
+		r.conn.spin = 0
 	}
 	r.arena.dropRetired()
 	s.in, err = pack(r.arena, 0, inputs, s.in)

@@ -2,6 +2,7 @@ package worker_test
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -85,7 +86,7 @@ type faultySession struct{ engine.Session }
 
 func (s faultySession) Run(ctx context.Context, in []tensor.Tensor, names []string) ([]tensor.Tensor, error) {
 	if len(in) > 0 && in[0].DataType == tensor.FP32 && len(in[0].Data) >= 4 {
-		switch in[0].Float32s()[0] {
+		switch math.Float32frombits(binary.LittleEndian.Uint32(in[0].Data)) { // the first element only: a run must not pay for reading all of it
 		case faultSegv:
 			_ = syscall.Kill(os.Getpid(), syscall.SIGSEGV)
 			select {}
@@ -455,4 +456,60 @@ func TestCloseEndsTheWorker(t *testing.T) {
 	if e := rec.exits(); len(e) != 0 {
 		t.Errorf("a worker asked to go was reported as a failure: %+v", e)
 	}
+}
+
+// BenchmarkRun measures what a run pays to cross to a worker: an identity model over a batch
+// of 32×1024 FP32 (128 KiB in, 128 KiB out, the MLP benchmark's batch) run in-process and
+// through a worker. The difference is the worker path's fixed cost per batch.
+//
+//	go test -run '^$' -bench Run -benchtime 2000x ./engine/worker/
+func BenchmarkRun(b *testing.B) {
+	model, err := testmodels.Identity(tensor.FP32)
+	if err != nil {
+		b.Fatal(err)
+	}
+	path := filepath.Join(b.TempDir(), "identity.onnx")
+	if err := os.WriteFile(path, model, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	x := make([]float32, 32*1024)
+	in := []tensor.Tensor{tensor.FromFloat32s("in", []int64{32, 1024}, x)}
+	run := func(b *testing.B, s engine.Session) {
+		for b.Loop() {
+			if _, err := s.Run(context.Background(), in, nil); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.Run("in-process", func(b *testing.B) {
+		rt, err := ort.New(ort.RuntimeOptions{LibraryPath: libPath}, slog.New(slog.DiscardHandler))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer rt.Close()
+		s, err := rt.Open(context.Background(), path, engine.Options{IntraOpThreads: 1})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer s.Close()
+		run(b, s)
+	})
+	b.Run("worker", func(b *testing.B) {
+		exe, err := os.Executable()
+		if err != nil {
+			b.Fatal(err)
+		}
+		iso := &worker.Isolator{Path: exe, Args: []string{"-test.run=^$"}, Env: append(os.Environ(), workerEnv+"=1")}
+		h, err := iso.Start(context.Background(), engine.HostOptions{Name: "bench/1", MemoryLimit: 1 << 30})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer h.Close()
+		s, err := h.Open(context.Background(), path, engine.Options{IntraOpThreads: 1})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer s.Close()
+		run(b, s)
+	})
 }
