@@ -21,6 +21,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -394,33 +395,7 @@ func TestOCRModelsOnCUDA(t *testing.T) {
 	rt := cudaRuntime(t)
 	dev := firstUsable(t, st)
 	src := ocrModels(t)
-	cases := []struct {
-		model string
-		shape []int64
-		toml  string
-	}{
-		{"ocr_det", []int64{1, 3, 640, 640}, "max_batch_size = 0\n"},
-		{"ocr_rec", []int64{1, 3, 48, 320}, "max_batch_size = 0\n"},
-		{"ocr_cls", []int64{8, 3, 48, 192}, "max_batch_size = 8\n"},
-	}
-	repo := t.TempDir()
-	var found []int
-	for i, c := range cases {
-		model, err := os.ReadFile(filepath.Join(src, c.model, "1", "model.onnx"))
-		if errors.Is(err, os.ErrNotExist) {
-			t.Logf("%s: not in %s, left out", c.model, src)
-			continue
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		testutil.WriteFile(t, repo, c.model+"/1/model.onnx", model)
-		testutil.WriteFile(t, repo, c.model+"/model.toml", []byte(fmt.Sprintf("%s[instance]\ndevice = \"gpu\"\ngpus = [%d]\n", c.toml, dev.Index)))
-		found = append(found, i)
-	}
-	if len(found) == 0 {
-		t.Fatalf("no PaddleOCR model in %s (INFERD_TEST_OCR_MODELS)", src)
-	}
+	cases, repo := ocrRepository(t, src, dev)
 
 	cfg := filepath.Join(t.TempDir(), "inferd.toml")
 	testutil.WriteFile(t, filepath.Dir(cfg), "inferd.toml", []byte(fmt.Sprintf("[models]\nrepository = %q\n[server]\nmax_request_bytes = 67108864\n", repo)))
@@ -429,8 +404,7 @@ func TestOCRModelsOnCUDA(t *testing.T) {
 
 	rng := rand.New(rand.NewPCG(3, 4))
 	fmt.Printf("\ngpu-check PaddleOCR models on GPU %d (%s), CUDA against the CPU (%d threads):\n", dev.Index, dev.Name, runtime.GOMAXPROCS(0))
-	for _, i := range found {
-		c := cases[i]
+	for _, c := range cases {
 		t.Run(c.model, func(t *testing.T) {
 			path := filepath.Join(repo, c.model, "1", "model.onnx")
 			cuda, err := rt.Open(t.Context(), path, engine.Options{Provider: engine.ProviderCUDA, DeviceID: dev.CUDAOrdinal, GPUMemLimit: 4 << 30, IntraOpThreads: 1})
@@ -478,6 +452,151 @@ func TestOCRModelsOnCUDA(t *testing.T) {
 		})
 	}
 	fmt.Println()
+}
+
+// ocrCase is one PaddleOCR model as the GPU checks serve it.
+type ocrCase struct {
+	model string
+	shape []int64
+	toml  string
+}
+
+// ocrRepository lays out a repository of the PaddleOCR models found in src, each placed on GPU
+// dev, and returns the models it holds.
+func ocrRepository(t *testing.T, src string, dev gpu.Device) ([]ocrCase, string) {
+	t.Helper()
+	all := []ocrCase{
+		{"ocr_det", []int64{1, 3, 640, 640}, "max_batch_size = 0\n"},
+		{"ocr_rec", []int64{1, 3, 48, 320}, "max_batch_size = 0\n"},
+		{"ocr_cls", []int64{8, 3, 48, 192}, "max_batch_size = 8\n"},
+	}
+	repo := t.TempDir()
+	var found []ocrCase
+	for _, c := range all {
+		model, err := os.ReadFile(filepath.Join(src, c.model, "1", "model.onnx"))
+		if errors.Is(err, os.ErrNotExist) {
+			t.Logf("%s: not in %s, left out", c.model, src)
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		testutil.WriteFile(t, repo, c.model+"/1/model.onnx", model)
+		testutil.WriteFile(t, repo, c.model+"/model.toml", []byte(fmt.Sprintf("%s[instance]\ndevice = \"gpu\"\ngpus = [%d]\n", c.toml, dev.Index)))
+		found = append(found, c)
+	}
+	if len(found) == 0 {
+		t.Fatalf("no PaddleOCR model in %s (INFERD_TEST_OCR_MODELS)", src)
+	}
+	return found, repo
+}
+
+// TestCUDAContextPerWorker measures what a worker per model version costs on a GPU, where each
+// worker holds its own CUDA context: the PaddleOCR models served from the GPU by one daemon with
+// isolation = "none" (one process, one context) and with "process" (a worker, so a context, per
+// version), alternating. It prints the time to ready and the GPU memory of every process
+// (nvidia-smi's compute apps), and the extra memory per context; it checks that with workers the
+// daemon itself holds no CUDA context, that every worker shows its memory, and that both serve.
+func TestCUDAContextPerWorker(t *testing.T) {
+	_, st := gpus(t)
+	rt := cudaRuntime(t)
+	dev := firstUsable(t, st)
+	cases, repo := ocrRepository(t, ocrModels(t), dev)
+	cfg := filepath.Join(t.TempDir(), "inferd.toml")
+	testutil.WriteFile(t, filepath.Dir(cfg), "inferd.toml", []byte(fmt.Sprintf("[models]\nrepository = %q\n[server]\nmax_request_bytes = 67108864\n", repo)))
+	bin := daemontest.Build(t, t.TempDir())
+	cls := slices.IndexFunc(cases, func(c ocrCase) bool { return c.model == "ocr_cls" })
+
+	fmt.Printf("\ngpu-check CUDA context per worker: %d PaddleOCR models on GPU %d (%s)\n", len(cases), dev.Index, dev.Name)
+	totals := map[string][]float64{}
+	for round := range 3 {
+		for _, mode := range []string{"none", "process"} {
+			start := time.Now()
+			d := daemontest.Start(t, bin, cfg, "INFERD_ONNXRUNTIME_LIBRARY="+rt.LibraryPath(), "INFERD_ENGINE_ISOLATION="+mode)
+			d.WaitReady(t)
+			ready := time.Since(start)
+			if cls >= 0 {
+				c := cases[cls]
+				n, _ := tensor.Elements(c.shape)
+				inferJSON(t, d.URL, c.model, "x", c.shape, make([]float32, n))
+			}
+			apps := computeApps(t)
+			mine := map[int]float64{d.PID(): 0}
+			for _, pid := range childPIDs(d.PID()) {
+				mine[pid] = 0
+			}
+			var total float64
+			for pid := range mine {
+				mine[pid] = apps[pid]
+				total += apps[pid]
+			}
+			totals[mode] = append(totals[mode], total)
+			fmt.Printf("  round %d %-7s ready in %6s, GPU memory %6.0f MiB in all, per process (MiB): %v\n",
+				round+1, mode, ready.Round(time.Millisecond), total, mine)
+			if len(apps) == 0 {
+				t.Logf("nvidia-smi lists no compute processes (a PID namespace hides them?): no per-process figures")
+			} else if mode == "process" {
+				if apps[d.PID()] > 0 {
+					t.Errorf("isolation = process: the daemon (pid %d) holds %.0f MiB of GPU memory, a CUDA context of its own", d.PID(), apps[d.PID()])
+				}
+				if workers := len(mine) - 1; workers < len(cases) {
+					t.Errorf("isolation = process: %d worker processes for %d models", workers, len(cases))
+				}
+			}
+			d.Signal(t, syscall.SIGTERM)
+			if _, err := d.Wait(t.Context()); err != nil {
+				t.Logf("daemon exit: %v", err)
+			}
+		}
+	}
+	none, proc := median(totals["none"]), median(totals["process"])
+	if len(cases) > 1 && none > 0 {
+		fmt.Printf("  medians: none %.0f MiB, process %.0f MiB: %.0f MiB per extra CUDA context (%d workers against one process)\n\n",
+			none, proc, (proc-none)/float64(len(cases)-1), len(cases))
+	}
+}
+
+// computeApps is the GPU memory (MiB) of every process nvidia-smi lists, by pid.
+func computeApps(t *testing.T) map[int]float64 {
+	t.Helper()
+	out, err := exec.Command("nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits").Output()
+	if err != nil {
+		t.Logf("nvidia-smi --query-compute-apps: %v", err)
+		return nil
+	}
+	apps := map[int]float64{}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		pid, mem, ok := strings.Cut(line, ",")
+		p, err1 := strconv.Atoi(strings.TrimSpace(pid))
+		m, err2 := strconv.ParseFloat(strings.TrimSpace(mem), 64)
+		if ok && err1 == nil && err2 == nil {
+			apps[p] += m
+		}
+	}
+	return apps
+}
+
+// childPIDs lists the children of pid (its model workers).
+func childPIDs(pid int) []int {
+	var out []int
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+	for _, f := range tasks {
+		b, _ := os.ReadFile(f)
+		for _, field := range strings.Fields(string(b)) {
+			if c, err := strconv.Atoi(field); err == nil {
+				out = append(out, c)
+			}
+		}
+	}
+	return out
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Sorted(slices.Values(xs))
+	return s[len(s)/2]
 }
 
 // timedRuns runs s on in n times after one warm-up and returns the last outputs and the median
