@@ -142,10 +142,13 @@ func (g gpuDevices) GPUs(ctx context.Context) ([]models.GPU, string) {
 	return out, ""
 }
 
-func (g gpuDevices) ProcessMemory(ctx context.Context, index int) (uint64, bool) {
+func (g gpuDevices) ProcessMemory(ctx context.Context, index, pid int) (uint64, bool) {
 	ctx, cancel := context.WithTimeout(ctx, g.timeout)
 	defer cancel()
-	used, err := g.nv.ProcessMemory(ctx, index, g.pid)
+	if pid == 0 {
+		pid = g.pid
+	}
+	used, err := g.nv.ProcessMemory(ctx, index, pid)
 	if errors.Is(err, gpu.ErrNotFound) {
 		return 0, true // no CUDA context on that GPU (yet): nothing held there
 	}

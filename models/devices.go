@@ -23,9 +23,9 @@ type Devices interface {
 	// GPUs reports every GPU now; on a node without any, an empty list and why ("no NVIDIA
 	// driver is installed").
 	GPUs(ctx context.Context) ([]GPU, string)
-	// ProcessMemory is the GPU memory this process holds on the GPU with NVML index index now;
-	// ok is false when that cannot be told.
-	ProcessMemory(ctx context.Context, index int) (used uint64, ok bool)
+	// ProcessMemory is the GPU memory process pid (0: this process) holds on the GPU with NVML
+	// index index now; ok is false when that cannot be told.
+	ProcessMemory(ctx context.Context, index, pid int) (used uint64, ok bool)
 }
 
 // GPU is one GPU as the repository places models on it. Sizes are bytes.
@@ -140,7 +140,7 @@ func (r *Repository) openOnGPUsLocked(ctx context.Context, v *Version, path stri
 	}
 	baseline := map[int]uint64{}
 	for _, idx := range plan {
-		if used, ok := r.devices.ProcessMemory(ctx, idx); ok {
+		if used, ok := r.devices.ProcessMemory(ctx, idx, 0); ok {
 			baseline[idx] = used
 		}
 	}
@@ -223,9 +223,15 @@ func (r *Repository) settleGPULocked(ctx context.Context, v *Version, log *slog.
 	for _, idx := range v.GPUs {
 		perGPU[idx]++
 	}
+	// A version in a worker of its own holds everything its worker holds there (its CUDA context
+	// included); one in the daemon holds what the daemon's use grew by while it loaded.
+	pid := v.host.Status().PID
 	for _, idx := range slices.Sorted(maps.Keys(perGPU)) {
 		before, ok := v.baseline[idx]
-		after, ok2 := r.devices.ProcessMemory(ctx, idx)
+		if pid != 0 {
+			before, ok = 0, false
+		}
+		after, ok2 := r.devices.ProcessMemory(ctx, idx, pid)
 		if !ok2 || after <= before {
 			if !ok2 {
 				log.Debug("GPU memory of this process unknown; keeping the estimate", "gpu", idx)

@@ -28,7 +28,8 @@ type fakeDevices struct {
 	why        string
 	used       map[int]uint64
 	perSession uint64
-	noProcess  bool // NVML cannot tell per-process usage (e.g. another PID namespace)
+	noProcess  bool                   // NVML cannot tell per-process usage (e.g. another PID namespace)
+	byPID      map[int]map[int]uint64 // other processes' usage (model workers), by pid and GPU
 }
 
 func (d *fakeDevices) GPUs(context.Context) ([]models.GPU, string) {
@@ -37,11 +38,14 @@ func (d *fakeDevices) GPUs(context.Context) ([]models.GPU, string) {
 	return slices.Clone(d.gpus), d.why
 }
 
-func (d *fakeDevices) ProcessMemory(_ context.Context, index int) (uint64, bool) {
+func (d *fakeDevices) ProcessMemory(_ context.Context, index, pid int) (uint64, bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.noProcess {
 		return 0, false
+	}
+	if pid != 0 {
+		return d.byPID[pid][index], true
 	}
 	u, ok := d.used[index]
 	return u, ok
@@ -144,6 +148,41 @@ func TestGPUPlacement(t *testing.T) {
 	// 4 GiB estimate.
 	if !slices.Equal(v.GPUMemory, []uint64{gib, gib}) {
 		t.Errorf("GPUMemory = %v, want the measured 1 GiB each", v.GPUMemory)
+	}
+}
+
+// workerHosts starts hosts that stand for model workers: each reports a pid of its own, whose
+// GPU memory the test sets in the fake devices.
+type workerHosts struct{ engine.Isolator }
+
+func (w workerHosts) Start(ctx context.Context, opts engine.HostOptions) (engine.Host, error) {
+	h, err := w.Isolator.Start(ctx, opts)
+	return pidHost{h}, err
+}
+
+type pidHost struct{ engine.Host }
+
+const workerPID = 4242
+
+func (pidHost) Status() engine.HostStatus { return engine.HostStatus{PID: workerPID} }
+
+// TestGPUMemoryOfAWorker: a version in a worker of its own is measured by what the worker
+// holds on the GPU (its CUDA context included), not by the daemon's usage, which does not move.
+func TestGPUMemoryOfAWorker(t *testing.T) {
+	dev := &fakeDevices{gpus: []models.GPU{{Index: 0, Total: 16 * gib, Free: 16 * gib}}, used: map[int]uint64{},
+		byPID: map[int]map[int]uint64{workerPID: {0: 3 * gib}}}
+	f := &fixtureRepo{dir: t.TempDir(), rt: enginetest.New(), drain: &recorder{}, runs: map[string]int{}}
+	f.set(models.Settings{Defaults: models.Defaults{Cores: 2}, GPUMemoryFraction: 1})
+	f.repo = models.NewWith(workerHosts{engine.InProcess(f.rt)}, func() models.Settings { return *f.settings.Load() }, quiet)
+	f.repo.SetDrainer(f.drain)
+	f.repo.SetDevices(dev)
+	t.Cleanup(func() { f.repo.Close(context.Background()) })
+	g := &gpuFixture{fixtureRepo: f, dev: dev}
+	g.model(t, "m", "[instance]\ndevice = \"gpu\"\ncount = 2\ngpu_memory_bytes = 4294967296\n")
+	g.sync(t)
+	v := g.version(t, "m")
+	if !slices.Equal(v.GPUMemory, []uint64{1536 << 20, 1536 << 20}) {
+		t.Errorf("GPUMemory = %v, want the worker's 3 GiB shared by its 2 instances", v.GPUMemory)
 	}
 }
 

@@ -9,16 +9,23 @@
 # Needs a prior make bench (its generated MLP) and make ocr-models; no root.
 #
 # usage: ab-isolation.sh [BIN (bin/inferd)] [ROUNDS (6)]
+# PARTS (default "1 2 3 4") picks the parts to run, e.g. PARTS="3 4".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${1:-bin/inferd} rounds=${2:-6}
 export INFERD_ONNXRUNTIME_LIBRARY=${INFERD_ONNXRUNTIME_LIBRARY:-$PWD/build/onnxruntime/libonnxruntime.so.1}
 none=INFERD_ENGINE_ISOLATION=none process=INFERD_ENGINE_ISOLATION=process
+parts=" ${PARTS:-1 2 3 4} "
+part() { [[ $parts == *" $1 "* ]]; }
 
-echo "== 1. MLP throughput, binary, c=64 (old = none, new = process)"
-OLD_ENV=$none NEW_ENV=$process scripts/ab-throughput.sh "$bin" "$bin" "$rounds"
-echo "== 2. demo MLP p50, c=1 (old = none, new = process)"
-OLD_ENV=$none NEW_ENV=$process scripts/ab-latency.sh "$bin" "$bin" "$rounds"
+if part 1; then
+  echo "== 1. MLP throughput, binary, c=64 (old = none, new = process)"
+  OLD_ENV=$none NEW_ENV=$process scripts/ab-throughput.sh "$bin" "$bin" "$rounds"
+fi
+if part 2; then
+  echo "== 2. demo MLP p50, c=1 (old = none, new = process)"
+  OLD_ENV=$none NEW_ENV=$process scripts/ab-latency.sh "$bin" "$bin" "$rounds"
+fi
 
 tmp=$(mktemp -d)
 pid=
@@ -38,8 +45,8 @@ start() { # ENV REPOSITORY -> starts a server on 127.0.0.1:18184, waits until re
 }
 stop() { kill "$pid"; wait "$pid" 2>/dev/null || true; pid=; }
 
-echo "== 3. PaddleOCR load time (ms per model: cls det rec)"
-for r in $(seq "$rounds"); do
+part 3 && echo "== 3. PaddleOCR load time (ms per model: cls det rec)"
+part 3 && for r in $(seq "$rounds"); do
   for mode in none process; do
     e=$none; [ $mode = process ] && e=$process
     start "$e" "$PWD/build/ocr-models"
@@ -50,12 +57,27 @@ for r in $(seq "$rounds"); do
     stop
   done
 done
-echo "== 4. idle RSS of the daemon with no model (KiB)"
-for r in $(seq "$rounds"); do
+part 4 && echo "== 4. idle RSS of the daemon with no model (KiB)"
+part 4 && for r in $(seq "$rounds"); do
   for mode in none process; do
     e=$none; [ $mode = process ] && e=$process
     start "$e" "$tmp/empty"
-    echo "round $r $mode $(awk '/^VmRSS/ {print $2}' /proc/$pid/status)"
+    rss=$(awk '/^VmRSS/ {print $2}' /proc/$pid/status)
+    echo "round $r $mode $rss"
+    echo "$mode rss=$rss" >>"$tmp/load"
     stop
   done
 done
+# Medians per mode and measure (load times per model, RSS), and process ÷ none.
+if [ -s "$tmp/load" ]; then
+  echo "== medians (process ÷ none)"
+  tr ' ' '\n' <"$tmp/load" | awk '
+    /^(none|process)$/ { mode = $0; next }
+    /=/ { split($0, kv, "="); v[kv[1] SUBSEP mode] = v[kv[1] SUBSEP mode] " " kv[2]; keys[kv[1]] = 1 }
+    function median(list,   a, n, i, j, t) {
+      n = split(list, a, " ")
+      for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] + 0 > a[j] + 0; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
+      return n % 2 ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2
+    }
+    END { for (k in keys) { n = median(v[k SUBSEP "none"]); p = median(v[k SUBSEP "process"]); printf "%s: none %g, process %g, ratio %.3f\n", k, n, p, p / n } }' | sort
+fi
