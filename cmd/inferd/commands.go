@@ -64,7 +64,18 @@ func serveCommand(env []string) *cobra.Command {
 }
 
 func serve(ctx context.Context, cfg *config.Config, path string, env []string, level *slog.LevelVar, log *slog.Logger) error {
-	rt, err := ort.New(ort.RuntimeOptions{LibraryPath: cfg.Engine.OnnxRuntimeLibrary, Getenv: lookup(env)}, log.With("component", "engine"))
+	library, _, err := ort.FindLibrary(cfg.Engine.OnnxRuntimeLibrary, lookup(env))
+	if err != nil {
+		return err
+	}
+	// The isolator comes first: the worker it starts ahead for the first load then starts while
+	// the daemon loads its own runtime.
+	iso, closeIso, err := isolatorFor(cfg, library, env, log)
+	if err != nil {
+		return err
+	}
+	defer closeIso()
+	rt, err := ort.New(ort.RuntimeOptions{LibraryPath: library, Getenv: lookup(env)}, log.With("component", "engine"))
 	if err != nil {
 		return err
 	}
@@ -80,10 +91,6 @@ func serve(ctx context.Context, cfg *config.Config, path string, env []string, l
 	cudaInPCIOrder(env)
 	gpus := gpu.New(gpu.Options{InitRetry: cfg.GPU.InitRetry, Getenv: lookup(env)}, log.With("component", "gpu"))
 	defer gpus.Close()
-	iso, err := isolatorFor(cfg, rt.LibraryPath(), env, log)
-	if err != nil {
-		return err
-	}
 	d, err := daemon.New(cfg, daemon.Options{
 		Isolator:       iso,
 		Version:        buildinfo.Version(),

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -54,21 +55,31 @@ func (c exitCode) Error() string { return fmt.Sprintf("exit status %d", int(c)) 
 
 // isolatorFor chooses where model versions run: in worker processes started from this very
 // binary (isolation = "process"), or in the daemon (nil: the daemon uses the runtime itself).
-func isolatorFor(cfg *config.Config, library string, env []string, log *slog.Logger) (engine.Isolator, error) {
+// With workers, one is started ahead at once, for the first load (see worker.Isolator's
+// KeepSpare); the function returned ends it.
+func isolatorFor(cfg *config.Config, library string, env []string, log *slog.Logger) (engine.Isolator, func(), error) {
 	if cfg.Engine.Isolation != engine.IsolationProcess {
-		return nil, nil
+		return nil, func() {}, nil
 	}
 	exe, err := os.Executable()
 	if err != nil {
-		return nil, fmt.Errorf("engine.isolation = %q needs the daemon's own binary to start workers: %w", cfg.Engine.Isolation, err)
+		return nil, nil, fmt.Errorf("engine.isolation = %q needs the daemon's own binary to start workers: %w", cfg.Engine.Isolation, err)
 	}
-	return &worker.Isolator{
-		Path: exe,
-		Args: []string{"worker", "--onnxruntime-library", library},
-		Env:  workerEnv(env),
-		Log:  log.With("component", "worker"),
-	}, nil
+	iso := &worker.Isolator{
+		Path:      exe,
+		Args:      []string{"worker", "--onnxruntime-library", library},
+		Env:       workerEnv(env),
+		Log:       log.With("component", "worker"),
+		KeepSpare: spareWorkerIdle,
+	}
+	iso.Prestart()
+	return iso, iso.Close, nil
 }
+
+// spareWorkerIdle is how long a worker started ahead waits for a load before it exits: long
+// enough to carry a burst of loads (the daemon's start, a repository change), short enough that
+// an idle daemon holds no worker it does not use.
+const spareWorkerIdle = 10 * time.Second
 
 // workerEnv passes the daemon's environment on, except what only the daemon should see
 // (systemd's socket-activation and notify variables).

@@ -30,6 +30,13 @@ type Isolator struct {
 	// MaxFailures within FailureWindow make a host give up (defaults 3 and 5 minutes).
 	MaxFailures   int
 	FailureWindow time.Duration
+	// KeepSpare, if set, keeps a worker started ahead for the next Start, for this long
+	// unused (spare.go).
+	KeepSpare time.Duration
+
+	mu     sync.Mutex
+	spare  spares
+	closed bool // Close ran: no more spares
 }
 
 var _ engine.Isolator = (*Isolator)(nil)
@@ -43,10 +50,7 @@ func (iso *Isolator) grace() time.Duration {
 
 // Start starts a worker for one model version and returns its host once the worker is up.
 func (iso *Isolator) Start(ctx context.Context, opts engine.HostOptions) (engine.Host, error) {
-	log := iso.Log
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
+	log := iso.logger()
 	h := &host{iso: iso, opts: opts, log: log.With("host", opts.Name), sessions: map[*session]struct{}{},
 		change: make(chan struct{}), failed: make(chan struct{}), closed: make(chan struct{})}
 	h.failures = failureWindow{max: iso.MaxFailures, window: iso.FailureWindow}
@@ -57,7 +61,11 @@ func (iso *Isolator) Start(ctx context.Context, opts engine.HostOptions) (engine
 	var err error
 	for attempt := range 2 {
 		sctx, cancel := context.WithTimeoutCause(ctx, iso.startTimeout(), fmt.Errorf("worker start exceeded %s", iso.startTimeout()))
-		p, err = iso.spawn(sctx, opts, h.log)
+		if attempt == 0 {
+			p, err = iso.take(sctx, opts, h.log)
+		} else {
+			p, err = iso.spawn(sctx, opts, h.log)
+		}
 		cancel()
 		if err == nil || ctx.Err() != nil || attempt == 1 {
 			break
@@ -69,6 +77,13 @@ func (iso *Isolator) Start(ctx context.Context, opts engine.HostOptions) (engine
 	}
 	h.setProcess(p)
 	return h, nil
+}
+
+func (iso *Isolator) logger() *slog.Logger {
+	if iso.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return iso.Log
 }
 
 func (iso *Isolator) startTimeout() time.Duration {
@@ -184,7 +199,7 @@ func (h *host) restart() {
 		return
 	default:
 	}
-	p, err := h.iso.spawn(ctx, h.opts, h.log)
+	p, err := h.iso.take(ctx, h.opts, h.log)
 	if err != nil {
 		select {
 		case <-h.closed:

@@ -19,6 +19,7 @@ const (
 	kindReply                        // worker → daemon: the answer to a request, by id
 	kindRun                          // daemon → worker on a session socket
 	kindRunReply                     // worker → daemon on a session socket
+	kindLimit                        // daemon → worker: the memory limit of a worker started ahead
 )
 
 // Error codes carried in replies: the engine's sentinels, so that callers in the daemon match

@@ -26,9 +26,9 @@ type process struct {
 	pid     int
 	ctl     *conn
 	started time.Time
-	log     *slog.Logger
 
 	mu      sync.Mutex
+	log     *slog.Logger // changes when a spare is taken
 	pending map[uint64]chan reply
 	nextID  uint64
 	killed  string // why the daemon killed it; empty if it did not
@@ -36,7 +36,7 @@ type process struct {
 
 	stderr     *tail
 	stderrDone chan struct{}
-	limit      int64 // the memory limit it was started with; 0 for none
+	limit      int64 // its memory limit; 0 for none (guarded by mu, as log is)
 
 	done chan struct{}
 	exit exitInfo // set before done is closed
@@ -145,7 +145,7 @@ func (p *process) readControl(hello chan<- error) {
 		}
 		id := d.uint()
 		if kind != kindReply || d.err != nil {
-			p.log.Warn("worker sent a malformed frame; stopping it", "kind", kind, "err", d.err)
+			p.logger().Warn("worker sent a malformed frame; stopping it", "kind", kind, "err", d.err)
 			p.kill("protocol error")
 			p.failPending(errFrame)
 			return
@@ -277,12 +277,27 @@ func (p *process) wait() {
 	err := p.cmd.Wait()
 	p.ctl.close()
 	p.mu.Lock()
-	killed, asked := p.killed, p.closing
+	killed, asked, limit := p.killed, p.closing, p.limit
 	p.mu.Unlock()
-	p.exit = classify(p.cmd.ProcessState, err, killed, p.stderr.lines(), p.stderr.headlines(), p.limit)
+	p.exit = classify(p.cmd.ProcessState, err, killed, p.stderr.lines(), p.stderr.headlines(), limit)
 	p.exit.asked = asked && killed == ""
 	p.exit.uptime = time.Since(p.started)
 	close(p.done)
+}
+
+func (p *process) logger() *slog.Logger {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.log
+}
+
+// adopt makes a spare worker a version's: its memory limit (already set in the worker) and its
+// log.
+func (p *process) adopt(limit int64, log *slog.Logger) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.limit = limit
+	p.log = log.With("worker_pid", p.pid)
 }
 
 // relay logs the worker's stderr line by line and keeps the last lines for the exit reason.
@@ -296,9 +311,9 @@ func (p *process) relay(r io.Reader) {
 		p.stderr.add(line)
 		// A crash report runs to pages of stack traces: the log gets its head.
 		if logged < maxLoggedLines {
-			p.log.Warn("worker: " + line)
+			p.logger().Warn("worker: " + line)
 		} else if logged == maxLoggedLines {
-			p.log.Warn("worker: further output not logged")
+			p.logger().Warn("worker: further output not logged")
 		}
 		logged++
 	}

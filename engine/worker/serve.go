@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"sync"
 	"time"
@@ -99,6 +100,15 @@ func (s *server) dispatch(ctx context.Context, p []byte, fds []int) error {
 			return frameError("open", d.err)
 		}
 		s.goReply(id, func(e *encoder) error { return s.open(ctx, e, path, opts, fds[0], fds[1], limit) })
+	case kindLimit:
+		limit := d.uint()
+		if d.err == nil && limit > math.MaxInt64 {
+			d.err = fmt.Errorf("%w: memory limit %d", errFrame, limit)
+		}
+		if d.err != nil {
+			return frameError("limit", d.err)
+		}
+		return s.reply(id, func(*encoder) error { return Limit(int64(limit)) })
 	case kindCloseSession:
 		sid := d.uint()
 		s.mu.Lock()

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -511,5 +512,94 @@ func BenchmarkRun(b *testing.B) {
 		}
 		defer s.Close()
 		run(b, s)
+	})
+}
+
+// children lists this process's live child processes (workers and spares), zombies left out.
+func children(t *testing.T) []int {
+	t.Helper()
+	var out []int
+	files, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", os.Getpid()))
+	for _, f := range files {
+		b, _ := os.ReadFile(f)
+		for _, field := range strings.Fields(string(b)) {
+			pid, err := strconv.Atoi(field)
+			if err != nil {
+				continue
+			}
+			st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+			if err == nil && !strings.Contains(string(st), ") Z ") {
+				out = append(out, pid)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestSpareWorkerIsTakenWithItsLimit: a worker started ahead becomes the next version's, with
+// that version's memory limit in force, and another spare starts behind it; Close ends it.
+func TestSpareWorkerIsTakenWithItsLimit(t *testing.T) {
+	before := children(t)
+	iso := isolator(t)
+	iso.KeepSpare = time.Minute
+	iso.Prestart()
+	var spare int
+	testutil.WaitFor(t, 10*time.Second, "a spare worker", func() bool {
+		for _, pid := range children(t) {
+			if !slices.Contains(before, pid) {
+				spare = pid
+				return true
+			}
+		}
+		return false
+	})
+	h, rec := startHost(t, iso, engine.HostOptions{MemoryLimit: 512 << 20})
+	if got := h.Status().PID; got != spare {
+		t.Fatalf("the version's worker is pid %d, want the spare %d", got, spare)
+	}
+	var next int
+	testutil.WaitFor(t, 10*time.Second, "the next spare", func() bool {
+		for _, pid := range children(t) {
+			if !slices.Contains(before, pid) && pid != spare {
+				next = pid
+				return true
+			}
+		}
+		return false
+	})
+	s := openMLP(t, h)
+	checkMLP(t, s, 2)
+	err := runFault(context.Background(), s, faultBalloon)
+	if !errors.Is(err, engine.ErrWorker) || !strings.Contains(err.Error(), "out of memory at the 512.0 MiB limit") {
+		t.Fatalf("Run that balloons in a spare taken with a 512 MiB limit: %v", err)
+	}
+	if e := rec.exitsEventually(t, 1); len(e) != 1 || e[0].Class != engine.ExitOOM {
+		t.Errorf("exit events %+v", e)
+	}
+	checkMLP(t, s, 1) // the restart took the next spare, or a new worker
+	iso.Close()
+	testutil.WaitFor(t, 10*time.Second, "the spare to exit after Close", func() bool {
+		return !slices.Contains(children(t), next) || h.Status().PID == next
+	})
+}
+
+// TestSpareWorkerExitsUnused: a spare nobody takes exits after KeepSpare.
+func TestSpareWorkerExitsUnused(t *testing.T) {
+	before := children(t)
+	iso := isolator(t)
+	iso.KeepSpare = 50 * time.Millisecond
+	t.Cleanup(iso.Close)
+	iso.Prestart()
+	started := false
+	testutil.WaitFor(t, 20*time.Second, "a spare to start and exit unused", func() bool {
+		extra := 0
+		for _, pid := range children(t) {
+			if !slices.Contains(before, pid) {
+				extra++
+			}
+		}
+		started = started || extra > 0
+		return started && extra == 0
 	})
 }
