@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -206,4 +207,101 @@ func (c *container) poll(what string, within time.Duration, cond func() (bool, s
 func (c *container) show(unit, prop string) string {
 	c.t.Helper()
 	return c.must("systemctl show --value -p " + prop + " " + unit)
+}
+
+// limitMemory bounds the memory of unit's processes at headroom bytes above what they use now,
+// as an operator's MemoryMax= would, and returns how to lift the bound again. Where the container
+// has cgroup v2 that is MemoryMax= itself (systemctl set-property --runtime). Where it has v1
+// (this sandbox: nspawn mounts the v1 controllers read-only inside), it is a memory cgroup the
+// test makes on the host below the daemon's own, limited to headroom (a task moved in brings no
+// charges with it), into which it moves the daemon: the workers the daemon starts from then on
+// are born there. The error says why neither is possible.
+func (c *container) limitMemory(unit string, headroom int64) (undo func(), err error) {
+	c.t.Helper()
+	if c.must("stat -fc %T /sys/fs/cgroup") == "cgroup2fs" {
+		current, err := strconv.ParseInt(c.show(unit, "MemoryCurrent"), 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("no memory accounting for %s (MemoryCurrent: %v)", unit, err)
+		}
+		limit := current + headroom
+		lift := func() { c.must("systemctl set-property --runtime " + unit + " MemoryMax=infinity") }
+		c.must(fmt.Sprintf("systemctl set-property --runtime %s MemoryMax=%d", unit, limit))
+		// systemd takes the property even where the memory controller is not delegated to the
+		// container: the kernel's file says whether it is in force.
+		file := "/sys/fs/cgroup" + c.show(unit, "ControlGroup") + "/memory.max"
+		if got, _ := c.sh("cat " + file); strings.TrimSpace(got) != strconv.FormatInt(limit, 10) {
+			lift()
+			return nil, fmt.Errorf("MemoryMax=%d is not in force (%s: %s)", limit, file, strings.TrimSpace(got))
+		}
+		return lift, nil
+	}
+	pid, err := c.hostPID(c.show(unit, "MainPID"))
+	if err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		return nil, err
+	}
+	var own string
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		if f := strings.SplitN(line, ":", 3); len(f) == 3 && slices.Contains(strings.Split(f[1], ","), "memory") {
+			own = f[2]
+		}
+	}
+	parent := filepath.Join("/sys/fs/cgroup/memory", own)
+	if _, err := os.Stat(filepath.Join(parent, "cgroup.procs")); own == "" || err != nil {
+		return nil, fmt.Errorf("no v1 memory cgroup of the daemon (pid %d on the host) under /sys/fs/cgroup/memory: %q", pid, own)
+	}
+	dir := filepath.Join(parent, fmt.Sprintf("inferd-e2e-%d", os.Getpid()))
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return nil, err
+	}
+	move := func(to string) error {
+		return os.WriteFile(filepath.Join(to, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "memory.limit_in_bytes"), []byte(strconv.FormatInt(headroom, 10)), 0); err != nil {
+		os.Remove(dir)
+		return nil, err
+	}
+	if err := move(dir); err != nil {
+		os.Remove(dir)
+		return nil, err
+	}
+	return func() {
+		c.t.Helper()
+		if err := move(parent); err != nil {
+			c.t.Errorf("moving the daemon back to its memory cgroup: %v", err)
+		}
+		if err := os.Remove(dir); err != nil {
+			c.t.Errorf("removing the test's memory cgroup: %v", err)
+		}
+	}, nil
+}
+
+// hostPID is the host's PID of the container's process nsPID.
+func (c *container) hostPID(nsPID string) (int, error) {
+	ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", c.leader))
+	if err != nil {
+		return 0, err
+	}
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if theirs, _ := os.Readlink(filepath.Join("/proc", e.Name(), "ns/pid")); theirs != ns {
+			continue
+		}
+		b, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "status"))
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "NSpid:"); ok {
+				if f := strings.Fields(v); len(f) > 1 && f[len(f)-1] == nsPID {
+					return pid, nil
+				}
+			}
+		}
+	}
+	return 0, fmt.Errorf("no process with PID %s in the container", nsPID)
 }

@@ -4,6 +4,7 @@ package systemd
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -34,16 +35,23 @@ func prepareShare(t *testing.T, deb string) (share, upgradeVersion string) {
 		t.Fatalf("copying the demo model: %v\n%s", err, out)
 	}
 	copyFile(t, filepath.Join(root, "configs/demo-request.json"), filepath.Join(share, "request.json"))
+	model := func(name string, onnx []byte, toml string) {
+		if err := os.MkdirAll(filepath.Join(share, name, "1"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(share, name, "1", "model.onnx"), onnx, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(share, name, "model.toml"), []byte(toml), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	// a model whose warmup kills its worker with SIGFPE inside ONNX Runtime
-	if err := os.MkdirAll(filepath.Join(share, "fpe", "1"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(share, "fpe", "1", "model.onnx"), testmodels.DivideByZero(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(share, "fpe", "model.toml"), []byte("max_batch_size = 8\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	model("fpe", testmodels.DivideByZero(), "max_batch_size = 8\n")
+	// models whose warmup allocates without bound (checkWorkerOOM): 8 GiB under the worker's own
+	// limit of 256 MiB, and 1 GiB under a worker limit of 2 GiB but a smaller cgroup
+	model("balloon", testmodels.Balloon(), fmt.Sprintf("max_batch_size = 8\n[limits]\nmax_memory_bytes = %d\n", balloonWorkerLimit))
+	model("oomkill", testmodels.BalloonOf(oomkillBalloon), fmt.Sprintf("max_batch_size = 8\n[limits]\nmax_memory_bytes = %d\n", 2*oomkillBalloon))
 	if err := os.WriteFile(filepath.Join(share, "slow-client.sh"), []byte(slowClient), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -140,6 +148,9 @@ func TestDebUnderSystemd(t *testing.T) {
 
 	// a model that crashes its worker is a model failure: the unit stays active, no restart
 	checkWorkerCrash(t, c)
+
+	// a worker out of memory, at its own limit and by the kernel's OOM killer: the same
+	checkWorkerOOM(t, c)
 
 	// the journal has structured entries
 	checkJournal(t, c)
@@ -275,6 +286,126 @@ func checkWorkerCrash(t *testing.T, c *container) {
 	}
 	c.must("rm -r /var/lib/inferd/models/fpe")
 	t.Logf("a worker killed by SIGFPE: the version is UNAVAILABLE, the unit stayed active with MainPID %s and NRestarts %s", pid, restarts)
+}
+
+const (
+	// balloonWorkerLimit is the "balloon" model's max_memory_bytes, far under its 8 GiB.
+	balloonWorkerLimit = 256 << 20
+	// oomkillBalloon is what the "oomkill" model allocates at warmup: under its worker's limit
+	// (twice as much), over oomkillHeadroom.
+	oomkillBalloon = 1 << 30
+	// oomkillHeadroom is the memory cgroup's limit above what the unit uses when it is set.
+	oomkillHeadroom = 256 << 20
+)
+
+// indexEntry is one version in POST /v2/repository/index.
+type indexEntry struct {
+	Name, Version, State, Reason string
+	WorkerPID                    int    `json:"worker_pid"`
+	WorkerLastExit               string `json:"worker_last_exit"`
+}
+
+func repositoryIndex(c *container) []indexEntry {
+	c.t.Helper()
+	out := c.must("curl -s -XPOST http://127.0.0.1:8080/v2/repository/index")
+	var index []indexEntry
+	if err := json.Unmarshal([]byte(out), &index); err != nil {
+		c.t.Fatalf("repository index %q: %v", out, err)
+	}
+	return index
+}
+
+// unavailable waits until model's version 1 is UNAVAILABLE with a reason holding want, and
+// returns the entry.
+func unavailable(c *container, model, want string, within time.Duration) indexEntry {
+	c.t.Helper()
+	var found indexEntry
+	c.poll(model+" to be UNAVAILABLE with "+strconv.Quote(want), within, func() (bool, string) {
+		for _, e := range repositoryIndex(c) {
+			if e.Name == model && e.Version == "1" {
+				found = e
+				return e.State == "UNAVAILABLE" && strings.Contains(e.Reason, want), fmt.Sprintf("%+v", e)
+			}
+		}
+		return false, model + " not in the index"
+	})
+	return found
+}
+
+// checkWorkerOOM drops models whose warmup allocates without bound, one at a time, and each
+// time the version is UNAVAILABLE with an out-of-memory reason, the journal says so, and the
+// daemon keeps its pid, its restart count and its other model:
+//   - "balloon" asks for 8 GiB under its max_memory_bytes of 256 MiB: the allocation fails inside
+//     ONNX Runtime (the worker's RLIMIT_DATA), which returns it as the warmup's error; the worker
+//     does not die, and no exit is logged for it;
+//   - "oomkill" asks for 1 GiB under a worker limit of 2 GiB, but the unit's memory is bounded
+//     256 MiB above what it uses (as an operator's MemoryMax= would; container.limitMemory): the
+//     kernel's OOM killer takes the worker, the largest process there and the one that made
+//     itself the first choice (oom_score_adj 500, the daemon keeping the unit's), by SIGKILL,
+//     which the daemon logs as a worker exit of class oom; with cgroup v2, systemd sees the OOM
+//     kill too, and OOMPolicy=continue keeps the unit running (the default, stop, would stop it).
+func checkWorkerOOM(t *testing.T, c *container) {
+	t.Helper()
+	mainPID := func() string { return c.show("inferd", "MainPID") }
+	pid, restarts := mainPID(), c.show("inferd", "NRestarts")
+	unchanged := func(after string) {
+		t.Helper()
+		if got := mainPID() + " " + c.show("inferd", "NRestarts") + " " + c.must("systemctl is-active inferd"); got != pid+" "+restarts+" active" {
+			t.Errorf("after %s: MainPID NRestarts state = %s, want %s %s active", after, got, pid, restarts)
+		}
+		if code := c.must(infer); code != "200" {
+			t.Errorf("the other model after %s: HTTP %s", after, code)
+		}
+	}
+	journal := func(what, script string) {
+		t.Helper()
+		c.poll(what+" in the journal", 60*time.Second, func() (bool, string) {
+			_, err := c.sh("journalctl -u inferd --no-pager -o cat | " + script)
+			return err == nil, "no line matching: " + script
+		})
+	}
+
+	// the workers are the kernel's first choice, the daemon is not
+	for _, e := range repositoryIndex(c) {
+		if e.Name == "mlp" {
+			daemonScore, _ := strconv.Atoi(c.must("cat /proc/" + pid + "/oom_score_adj"))
+			workerScore, _ := strconv.Atoi(c.must(fmt.Sprintf("cat /proc/%d/oom_score_adj", e.WorkerPID)))
+			if workerScore != 500 || daemonScore >= workerScore {
+				t.Errorf("oom_score_adj: the mlp worker's %d (want 500), the daemon's %d (want the unit's, lower)", workerScore, daemonScore)
+			}
+			t.Logf("oom_score_adj: the daemon %d, the mlp worker (pid %d) %d", daemonScore, e.WorkerPID, workerScore)
+		}
+	}
+
+	// at the worker's own limit
+	c.must("cp -r /mnt/e2e/balloon /var/lib/inferd/models/ && chown -R inferd:inferd /var/lib/inferd/models/balloon")
+	e := unavailable(c, "balloon", "Failed to allocate memory for requested buffer of size 8589934592", 60*time.Second)
+	journal("the failed allocation", "grep 'model version unavailable' | grep 'model=balloon' | grep -q 'Failed to allocate memory'")
+	if out, err := c.sh("journalctl -u inferd --no-pager -o cat | grep 'model worker exited' | grep 'host=balloon/1'"); err == nil {
+		t.Errorf("the balloon's worker died at its own limit, which ONNX Runtime should have reported as an error:\n%s", out)
+	}
+	unchanged("an allocation over the worker's limit")
+	c.must("rm -r /var/lib/inferd/models/balloon")
+	t.Logf("8 GiB at warmup under a 256 MiB worker limit: UNAVAILABLE (%s), the unit stayed active with MainPID %s and NRestarts %s", e.Reason, pid, restarts)
+
+	// by the kernel's OOM killer
+	undo, err := c.limitMemory("inferd", oomkillHeadroom)
+	if err != nil {
+		t.Logf("the kernel's OOM killer: not checked: %v", err)
+		return
+	}
+	begin := time.Now()
+	c.must("cp -r /mnt/e2e/oomkill /var/lib/inferd/models/ && chown -R inferd:inferd /var/lib/inferd/models/oomkill")
+	exited := "grep 'model worker exited' | grep 'host=oomkill/1' | grep 'class=oom' | grep 'killed by SIGKILL (not by inferd'"
+	journal("the worker's OOM kill", exited+" -q")
+	took := time.Since(begin)
+	line := c.must("journalctl -u inferd --no-pager -o cat | " + exited + " | tail -n1")
+	e = unavailable(c, "oomkill", "the kernel's OOM killer", 30*time.Second)
+	undo()
+	unchanged("the kernel's OOM killer took a worker")
+	c.must("rm -r /var/lib/inferd/models/oomkill")
+	t.Logf("1 GiB at warmup under a memory cgroup: in the journal %s after the copy: %q; UNAVAILABLE (%s); the unit stayed active with MainPID %s and NRestarts %s",
+		took.Round(time.Millisecond), line, e.Reason, pid, restarts)
 }
 
 // checkJournal reads inferd's entries as JSON and looks for the structured fields of its own

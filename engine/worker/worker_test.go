@@ -342,6 +342,51 @@ func TestOutOfMemoryIsReportedAsSuch(t *testing.T) {
 	checkMLP(t, s, 1)
 }
 
+// oomScoreAdj reads a process's oom_score_adj.
+func oomScoreAdj(t *testing.T, pid int) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/oom_score_adj", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// A worker raises its oom_score_adj so that the kernel's OOM killer takes it before the daemon
+// (which keeps its own); a score the daemon already had above that is inherited and kept.
+func TestWorkerIsTheOOMKillersFirstChoice(t *testing.T) {
+	own := oomScoreAdj(t, os.Getpid())
+	if own >= worker.OOMScoreAdj {
+		t.Skipf("this process already has oom_score_adj %d", own)
+	}
+	h, _ := startHost(t, isolator(t), engine.HostOptions{})
+	if got := oomScoreAdj(t, h.Status().PID); got != worker.OOMScoreAdj {
+		t.Errorf("worker oom_score_adj %d, want %d", got, worker.OOMScoreAdj)
+	}
+	if got := oomScoreAdj(t, os.Getpid()); got != own {
+		t.Errorf("the daemon's oom_score_adj went from %d to %d", own, got)
+	}
+
+	// Raising its own score needs no privilege, nor does lowering it back to where it was.
+	higher := worker.OOMScoreAdj + 200
+	if err := os.WriteFile("/proc/self/oom_score_adj", []byte(strconv.Itoa(higher)), 0); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := os.WriteFile("/proc/self/oom_score_adj", []byte(strconv.Itoa(own)), 0); err != nil {
+			t.Errorf("restoring oom_score_adj %d: %v", own, err)
+		}
+	})
+	h, _ = startHost(t, isolator(t), engine.HostOptions{})
+	if got := oomScoreAdj(t, h.Status().PID); got != higher {
+		t.Errorf("worker of a daemon at %d: oom_score_adj %d, want it kept", higher, got)
+	}
+}
+
 func TestExitStatusAndLastWords(t *testing.T) {
 	h, rec := startHost(t, isolator(t), engine.HostOptions{})
 	s := openMLP(t, h)

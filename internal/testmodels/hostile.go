@@ -33,6 +33,11 @@ const balloonRowsPerBatchRow = 1 << 29
 // the sum of that tensor (zeros), so a run that succeeded would return its input.
 func Balloon() []byte { return balloon(balloonRowsPerBatchRow) }
 
+// BalloonOf is Balloon sized by the caller: perRow bytes (rounded down to a multiple of 16) per
+// row of its input instead of 8 GiB, so that a test can place it between two bounds, above a
+// worker's own limit for a cgroup's to stop it, or the other way round.
+func BalloonOf(perRow int64) []byte { return balloon(perRow / 16) }
+
 // balloon is Balloon with rows rows of 4 floats per input row; small values prove the graph
 // itself is sound.
 func balloon(rows int64) []byte {

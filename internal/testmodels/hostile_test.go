@@ -169,6 +169,8 @@ func TestHostileModels(t *testing.T) {
 	}{
 		{"balloon_small_runs", balloon(4), []int64{1, 4}, []float32{1, 2, 3, 4}, succeeds([]int64{1, 4}, []float32{1, 2, 3, 4})},
 		{"balloon", Balloon(), []int64{1, 4}, zeros, exits(exitRunFailed)},
+		{"balloon_of_1mib_runs", BalloonOf(1 << 20), []int64{1, 4}, []float32{1, 2, 3, 4}, succeeds([]int64{1, 4}, []float32{1, 2, 3, 4})},
+		{"balloon_of_1gib", BalloonOf(1 << 30), []int64{1, 4}, zeros, exits(exitRunFailed)}, // over childMemoryLimit
 		{"divide_by_zero", DivideByZero(), []int64{1, 4}, zeros, killedBy("SIGFPE")},
 		{"divide_by_zero_from_input_ordinary", DivideByZeroFromInput(), []int64{2, 4}, []float32{0, 1, 2, 3, 4, 5, 6, 8},
 			succeeds([]int64{2, 4}, DivideByZeroFromInputForward([]float32{0, 1, 2, 3, 4, 5, 6, 8}))},
@@ -258,7 +260,7 @@ func TestHostileExternalDataSymlink(t *testing.T) {
 // depth).
 func TestHostileModelsAreSmall(t *testing.T) {
 	for name, m := range map[string][]byte{
-		"Balloon": Balloon(), "BalloonTile": BalloonTile(), "BalloonPad": BalloonPad(),
+		"Balloon": Balloon(), "BalloonOf": BalloonOf(1 << 30), "BalloonTile": BalloonTile(), "BalloonPad": BalloonPad(),
 		"DivideByZero": DivideByZero(), "DivideByZeroFromInput": DivideByZeroFromInput(),
 		"AbortOnEmptyBatch": AbortOnEmptyBatch(), "OutputFromInput": OutputFromInput(),
 		"ShapeOverflow": ShapeOverflow(), "ExternalData": ExternalData("../../etc/passwd", 16),
