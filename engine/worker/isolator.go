@@ -106,7 +106,7 @@ func (iso *Isolator) Start(ctx context.Context, opts engine.HostOptions) (engine
 	if err != nil {
 		return nil, err
 	}
-	h.setProcess(p)
+	h.setProcess(p) // not closed: nobody has the host yet
 	return h, nil
 }
 
@@ -143,8 +143,16 @@ type host struct {
 
 var _ engine.Host = (*host)(nil)
 
-func (h *host) setProcess(p proc) {
+// setProcess makes p the host's worker and supervises it. It reports false, leaving p to the
+// caller, if the host has closed: checked under mu, so that Close either sees p or is seen.
+func (h *host) setProcess(p proc) bool {
 	h.mu.Lock()
+	select {
+	case <-h.closed:
+		h.mu.Unlock()
+		return false
+	default:
+	}
 	h.proc = p
 	h.changedLocked()
 	h.mu.Unlock()
@@ -152,6 +160,7 @@ func (h *host) setProcess(p proc) {
 	h.event(engine.HostEvent{Kind: engine.WorkerStarted, PID: p.processID()})
 	h.wg.Add(1)
 	go h.supervise(p)
+	return true
 }
 
 // changedLocked wakes whoever waits for the worker to change.
@@ -248,13 +257,9 @@ func (h *host) restart() {
 	for _, s := range sessions {
 		s.reopen(ctx, p)
 	}
-	select {
-	case <-h.closed:
-		p.stop(h.iso.grace())
-		return
-	default:
+	if !h.setProcess(p) {
+		p.stop(h.iso.grace()) // Close ran meanwhile
 	}
-	h.setProcess(p)
 }
 
 // process returns the running worker, waiting while a new one starts.
