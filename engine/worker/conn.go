@@ -37,6 +37,22 @@ type conn struct {
 
 	// spin is how long a read polls before it blocks (0: it blocks at once).
 	spin time.Duration
+
+	// mem, when set, carries the bytes instead of the socket (fd is then no descriptor): the
+	// supervisor tests' fake worker, in a synctest bubble where a goroutine blocked in a system
+	// call would stall the fake clock.
+	mem pipe
+}
+
+// pipe is an in-memory stand-in for a connected stream socket. It carries no descriptors.
+type pipe interface {
+	// recv blocks for bytes and returns how many it put in b; 0 and no error once either end
+	// has shut the pipe down.
+	recv(b []byte) (int, error)
+	// send queues b (the pipe keeps a copy), or fails once the pipe is shut down.
+	send(b []byte) error
+	// shutdown wakes both ends' readers and fails later sends.
+	shutdown()
 }
 
 func newConn(fd int) *conn {
@@ -64,6 +80,9 @@ func (c *conn) write(fds []int, build func(e *encoder)) error {
 		return fmt.Errorf("%w: frame of %d bytes is over %d", errFrame, len(b)-4, maxFrame)
 	}
 	binary.LittleEndian.PutUint32(b, uint32(len(b)-4))
+	if c.mem != nil {
+		return c.mem.send(b)
+	}
 	var oob []byte
 	if len(fds) > 0 {
 		oob = unix.UnixRights(fds...)
@@ -130,6 +149,10 @@ func (c *conn) read() ([]byte, []int, error) {
 // spin: a reply that comes within microseconds is then taken without the wakeup of a thread
 // blocked in the kernel, which on a virtual machine costs tens of microseconds per crossing.
 func (c *conn) recv() (n, oobn int, err error) {
+	if c.mem != nil {
+		n, err = c.mem.recv(c.rbuf[c.rend:])
+		return n, 0, err
+	}
 	if c.spin > 0 {
 		deadline := time.Now().Add(c.spin)
 		for {
@@ -175,11 +198,20 @@ func parseRights(oob []byte) ([]int, error) {
 
 // shutdown wakes a reader blocked on the connection and makes later writes fail; the
 // descriptor stays open until close.
-func (c *conn) shutdown() { _ = unix.Shutdown(c.fd, unix.SHUT_RDWR) }
+func (c *conn) shutdown() {
+	if c.mem != nil {
+		c.mem.shutdown()
+		return
+	}
+	_ = unix.Shutdown(c.fd, unix.SHUT_RDWR)
+}
 
 // release closes this process's descriptor without shutting the socket down: for an end that
 // was handed to another process, which keeps using the socket.
 func (c *conn) release() {
+	if c.mem != nil {
+		return // the fake worker holds the other end itself
+	}
 	c.closeOnce.Do(func() { _ = unix.Close(c.fd) })
 }
 
@@ -188,6 +220,8 @@ func (c *conn) release() {
 func (c *conn) close() {
 	c.closeOnce.Do(func() {
 		c.shutdown()
-		_ = unix.Close(c.fd)
+		if c.mem == nil {
+			_ = unix.Close(c.fd)
+		}
 	})
 }

@@ -37,6 +37,45 @@ type Isolator struct {
 	mu     sync.Mutex
 	spare  spares
 	closed bool // Close ran: no more spares
+
+	// launch, if set, starts a worker instead of spawn: the supervisor tests' fake.
+	launch func(ctx context.Context, opts engine.HostOptions, log *slog.Logger) (proc, error)
+}
+
+// proc is a started worker as its host and sessions use it: *process, or the supervisor
+// tests' fake, which needs neither a process nor a socket.
+type proc interface {
+	processID() int
+	// ended is closed once the worker is gone; why then says how it ended.
+	ended() <-chan struct{}
+	why() exitInfo
+	// call sends a request on the control socket and waits for its reply (see process.call).
+	call(ctx context.Context, kind byte, fds []int, killOnCancel bool, build func(e *encoder)) (*decoder, error)
+	// send sends a one-way request on the control socket.
+	send(kind byte, build func(e *encoder)) error
+	// kill ends the worker at once; reason, if set, becomes its exit reason.
+	kill(reason string)
+	// stop asks the worker to go and kills it after grace; its exit is not a failure.
+	stop(grace time.Duration)
+	// rss is its resident memory in bytes, 0 if unknown.
+	rss() uint64
+	// sessionPair returns a new session socket: the daemon's end and the worker's, which an
+	// open hands over.
+	sessionPair() (mine, theirs *conn, err error)
+}
+
+var _ proc = (*process)(nil)
+
+// startWorker starts a worker and waits for its greeting.
+func (iso *Isolator) startWorker(ctx context.Context, opts engine.HostOptions, log *slog.Logger) (proc, error) {
+	if iso.launch != nil {
+		return iso.launch(ctx, opts, log)
+	}
+	p, err := iso.spawn(ctx, opts, log)
+	if err != nil {
+		return nil, err // not a nil *process in a non-nil proc
+	}
+	return p, nil
 }
 
 var _ engine.Isolator = (*Isolator)(nil)
@@ -57,14 +96,14 @@ func (iso *Isolator) Start(ctx context.Context, opts engine.HostOptions) (engine
 	// A worker that has not greeted within the start timeout is tried once more: a start
 	// costs tens of milliseconds, and one that hangs (seen rarely under the race detector)
 	// should not fail the version's load.
-	var p *process
+	var p proc
 	var err error
 	for attempt := range 2 {
 		sctx, cancel := context.WithTimeoutCause(ctx, iso.startTimeout(), fmt.Errorf("worker start exceeded %s", iso.startTimeout()))
 		if attempt == 0 {
 			p, err = iso.take(sctx, opts, h.log)
 		} else {
-			p, err = iso.spawn(sctx, opts, h.log)
+			p, err = iso.startWorker(sctx, opts, h.log)
 		}
 		cancel()
 		if err == nil || ctx.Err() != nil || attempt == 1 {
@@ -75,7 +114,7 @@ func (iso *Isolator) Start(ctx context.Context, opts engine.HostOptions) (engine
 	if err != nil {
 		return nil, err
 	}
-	h.setProcess(p)
+	h.setProcess(p) // not closed: nobody has the host yet
 	return h, nil
 }
 
@@ -101,7 +140,7 @@ type host struct {
 	log  *slog.Logger
 
 	mu       sync.Mutex
-	proc     *process      // nil while a new worker is starting
+	proc     proc          // nil while a new worker is starting
 	change   chan struct{} // closed and replaced whenever proc changes
 	sessions map[*session]struct{}
 	restarts int
@@ -119,15 +158,24 @@ type host struct {
 
 var _ engine.Host = (*host)(nil)
 
-func (h *host) setProcess(p *process) {
+// setProcess makes p the host's worker and supervises it. It reports false, leaving p to the
+// caller, if the host has closed: checked under mu, so that Close either sees p or is seen.
+func (h *host) setProcess(p proc) bool {
 	h.mu.Lock()
+	select {
+	case <-h.closed:
+		h.mu.Unlock()
+		return false
+	default:
+	}
 	h.proc = p
 	h.changedLocked()
 	h.mu.Unlock()
-	h.log.Info("model worker started", "worker_pid", p.pid)
-	h.event(engine.HostEvent{Kind: engine.WorkerStarted, PID: p.pid})
+	h.log.Info("model worker started", "worker_pid", p.processID())
+	h.event(engine.HostEvent{Kind: engine.WorkerStarted, PID: p.processID()})
 	h.wg.Add(1)
 	go h.supervise(p)
+	return true
 }
 
 // changedLocked wakes whoever waits for the worker to change.
@@ -146,25 +194,26 @@ func (h *host) event(e engine.HostEvent) {
 
 // supervise waits for the worker to end and, unless the host is closing, counts the failure
 // and starts a new worker or gives up.
-func (h *host) supervise(p *process) {
+func (h *host) supervise(p proc) {
 	defer h.wg.Done()
-	<-p.done
+	<-p.ended()
 	select {
 	case <-h.closed:
 		return
 	default:
 	}
-	if p.exit.asked {
+	pid, exit := p.processID(), p.why()
+	if exit.asked {
 		return
 	}
-	h.log.Warn("model worker exited", "worker_pid", p.pid, "reason", p.exit.reason, "class", p.exit.class,
-		"uptime", p.exit.uptime.Round(time.Millisecond))
-	h.event(engine.HostEvent{Kind: engine.WorkerExited, PID: p.pid, Reason: p.exit.reason, Class: p.exit.class, Uptime: p.exit.uptime})
+	h.log.Warn("model worker exited", "worker_pid", pid, "reason", exit.reason, "class", exit.class,
+		"uptime", exit.uptime.Round(time.Millisecond))
+	h.event(engine.HostEvent{Kind: engine.WorkerExited, PID: pid, Reason: exit.reason, Class: exit.class, Uptime: exit.uptime})
 	h.mu.Lock()
 	h.proc = nil
 	h.changedLocked()
 	h.mu.Unlock()
-	if !h.failure(p.pid, p.exit.reason, p.exit.class) {
+	if !h.failure(pid, exit.reason, exit.class) {
 		h.restart()
 	}
 }
@@ -223,17 +272,13 @@ func (h *host) restart() {
 	for _, s := range sessions {
 		s.reopen(ctx, p)
 	}
-	select {
-	case <-h.closed:
-		p.stop(h.iso.grace())
-		return
-	default:
+	if !h.setProcess(p) {
+		p.stop(h.iso.grace()) // Close ran meanwhile
 	}
-	h.setProcess(p)
 }
 
 // process returns the running worker, waiting while a new one starts.
-func (h *host) process(ctx context.Context) (*process, error) {
+func (h *host) process(ctx context.Context) (proc, error) {
 	for {
 		h.mu.Lock()
 		p, change, err := h.proc, h.change, h.err
@@ -246,7 +291,7 @@ func (h *host) process(ctx context.Context) (*process, error) {
 			return nil, engine.ErrClosed
 		default:
 		}
-		if p != nil && !p.exited() {
+		if p != nil && !exited(p) {
 			return p, nil
 		}
 		select {
@@ -302,7 +347,7 @@ func (h *host) Status() engine.HostStatus {
 	st := engine.HostStatus{Restarts: h.restarts, LastExit: h.lastExit}
 	h.mu.Unlock()
 	if p != nil {
-		st.PID = p.pid
+		st.PID = p.processID()
 		st.RSSBytes = p.rss()
 	}
 	return st

@@ -187,12 +187,12 @@ func (p *process) call(ctx context.Context, kind byte, fds []int, killOnCancel b
 	})
 	if err != nil {
 		p.forget(id)
-		return nil, p.died(err)
+		return nil, died(p, err)
 	}
 	select {
 	case r := <-ch:
 		if r.err != nil {
-			return nil, p.died(r.err)
+			return nil, died(p, r.err)
 		}
 		d := &decoder{b: r.payload}
 		if err := d.status(); err != nil {
@@ -226,10 +226,10 @@ func (p *process) forget(id uint64) {
 
 // died turns a broken socket into the worker's exit reason, waiting a little for the exit: a
 // socket closes when the process dies, a moment before wait reports it.
-func (p *process) died(err error) error {
+func died(p proc, err error) error {
 	select {
-	case <-p.done:
-		return fmt.Errorf("%w: %s", engine.ErrWorker, p.exit.reason)
+	case <-p.ended():
+		return fmt.Errorf("%w: %s", engine.ErrWorker, p.why().reason)
 	case <-time.After(exitWait):
 		return fmt.Errorf("%w: lost its socket (%v) and has not exited", engine.ErrWorker, err)
 	}
@@ -238,16 +238,22 @@ func (p *process) died(err error) error {
 // exitWait bounds how long a caller whose socket broke waits for the worker's exit status.
 const exitWait = 5 * time.Second
 
-// kill ends the worker with SIGKILL; reason, if set, becomes its exit reason (a deadline).
-func (p *process) exited() bool {
+// exited reports whether the worker has ended.
+func exited(p proc) bool {
 	select {
-	case <-p.done:
+	case <-p.ended():
 		return true
 	default:
 		return false
 	}
 }
 
+func (p *process) processID() int                     { return p.pid }
+func (p *process) ended() <-chan struct{}             { return p.done }
+func (p *process) why() exitInfo                      { return p.exit }
+func (p *process) sessionPair() (*conn, *conn, error) { return socketpair() }
+
+// kill ends the worker with SIGKILL; reason, if set, becomes its exit reason (a deadline).
 func (p *process) kill(reason string) {
 	p.mu.Lock()
 	if p.killed == "" && reason != "" {

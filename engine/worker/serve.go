@@ -69,6 +69,9 @@ type served struct {
 	mu     sync.Mutex
 	seq    uint64             // the run in progress, or the last one
 	cancel context.CancelFunc // of the run in progress; nil between runs
+	// early is a run cancelled before it started here: its cancel travels on the control
+	// socket and can overtake the run on the session socket.
+	early uint64
 }
 
 // dispatch handles one control frame. Loads and inspections run in goroutines of their own so
@@ -126,8 +129,11 @@ func (s *server) dispatch(ctx context.Context, p []byte, fds []int) error {
 		s.mu.Unlock()
 		if ss != nil {
 			ss.mu.Lock()
-			if ss.seq == seq && ss.cancel != nil {
+			switch {
+			case ss.seq == seq && ss.cancel != nil:
 				ss.cancel()
+			case seq > ss.seq:
+				ss.early = seq
 			}
 			ss.mu.Unlock()
 		}
@@ -254,6 +260,9 @@ func (s *server) run(ctx context.Context, ss *served, seq uint64, size int, in [
 	defer cancel()
 	ss.mu.Lock()
 	ss.seq, ss.cancel = seq, cancel
+	if ss.early == seq {
+		cancel()
+	}
 	ss.mu.Unlock()
 	defer func() {
 		ss.mu.Lock()

@@ -37,7 +37,7 @@ var _ engine.Session = (*session)(nil)
 
 // remote is a session's other end in one worker process.
 type remote struct {
-	proc     *process
+	proc     proc
 	id       uint64
 	conn     *conn
 	arena    *arena
@@ -73,8 +73,8 @@ func (s *session) arenaLimit() int {
 }
 
 // open opens the session in worker p.
-func (s *session) open(ctx context.Context, p *process) (*remote, error) {
-	mine, theirs, err := socketpair()
+func (s *session) open(ctx context.Context, p proc) (*remote, error) {
+	mine, theirs, err := p.sessionPair()
 	if err != nil {
 		return nil, err
 	}
@@ -104,7 +104,7 @@ func (s *session) open(ctx context.Context, p *process) (*remote, error) {
 
 // reopen opens the session again in a new worker, after the old one died. A session that no
 // longer opens (the file changed, the worker died again) keeps the error for its Runs.
-func (s *session) reopen(ctx context.Context, p *process) {
+func (s *session) reopen(ctx context.Context, p proc) {
 	r, err := s.open(ctx, p)
 	if err != nil {
 		r = &remote{proc: p, broken: fmt.Errorf("opening %s again in a new worker: %w", s.path, err)}
@@ -138,7 +138,7 @@ func (s *session) current(ctx context.Context) (*remote, error) {
 		if r.broken != nil {
 			return nil, r.broken
 		}
-		if !r.proc.exited() {
+		if !exited(r.proc) {
 			return r, nil
 		}
 		// Its worker is gone: wait for the host's next one, which the host sets only once it
@@ -182,7 +182,7 @@ func (s *session) Run(ctx context.Context, inputs []tensor.Tensor, names []strin
 			e.str(n)
 		}
 	}); err != nil {
-		return nil, r.proc.died(err)
+		return nil, died(r.proc, err)
 	}
 	var killerMu sync.Mutex
 	var killer *time.Timer
@@ -217,17 +217,17 @@ func (s *session) await(r *remote, seq uint64) ([]tensor.Tensor, error) {
 		p, fds, err := r.conn.read()
 		closeFDs(fds)
 		if errors.Is(err, io.EOF) {
-			return nil, r.proc.died(err)
+			return nil, died(r.proc, err)
 		}
 		if err != nil {
 			r.proc.kill("protocol error: " + err.Error())
-			return nil, r.proc.died(err)
+			return nil, died(r.proc, err)
 		}
 		d := decoder{b: p}
 		kind, got := d.u8(), d.uint()
 		if kind != kindRunReply {
 			r.proc.kill(fmt.Sprintf("protocol error: frame kind %d on a session socket", kind))
-			return nil, r.proc.died(errFrame)
+			return nil, died(r.proc, errFrame)
 		}
 		if got != seq {
 			continue // the answer to a run abandoned earlier
@@ -239,7 +239,7 @@ func (s *session) await(r *remote, seq uint64) ([]tensor.Tensor, error) {
 		s.out = d.slots(s.out)
 		if d.err != nil {
 			r.proc.kill("protocol error: " + d.err.Error())
-			return nil, r.proc.died(d.err)
+			return nil, died(r.proc, d.err)
 		}
 		if err := r.arena.atLeast(size); err != nil {
 			return nil, fmt.Errorf("%w: %w", engine.ErrRun, err)
@@ -265,7 +265,7 @@ func (s *session) Close() error {
 	s.run.Lock() // wait for a Run in progress
 	defer s.run.Unlock()
 	if r != nil && r.broken == nil {
-		if !r.proc.exited() {
+		if !exited(r.proc) {
 			ctx, cancel := context.WithTimeout(context.Background(), s.host.iso.grace())
 			_, _ = r.proc.call(ctx, kindCloseSession, nil, false, func(e *encoder) { e.uint(r.id) })
 			cancel()

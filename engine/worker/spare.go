@@ -26,7 +26,7 @@ type spares struct {
 // Prestart starts a spare worker now, if KeepSpare is set and there is none: the daemon calls
 // it before its first loads.
 func (iso *Isolator) Prestart() {
-	if iso.KeepSpare <= 0 {
+	if iso.KeepSpare <= 0 || iso.launch != nil { // the supervisor tests' fake workers have no spares
 		return
 	}
 	iso.mu.Lock()
@@ -72,7 +72,7 @@ func (iso *Isolator) startSpare() {
 // take returns a worker for a version: the spare, given the version's memory limit, or a
 // worker started now; either way the next spare starts behind it. A spare still starting is
 // waited for: it is closer to ready than a worker started now would be.
-func (iso *Isolator) take(ctx context.Context, opts engine.HostOptions, log *slog.Logger) (*process, error) {
+func (iso *Isolator) take(ctx context.Context, opts engine.HostOptions, log *slog.Logger) (proc, error) {
 	iso.mu.Lock()
 	pending := iso.spare.pending
 	iso.mu.Unlock()
@@ -91,7 +91,7 @@ func (iso *Isolator) take(ctx context.Context, opts engine.HostOptions, log *slo
 	}
 	iso.mu.Unlock()
 	defer iso.Prestart()
-	if p != nil && !p.exited() {
+	if p != nil && !exited(p) {
 		limit := memoryLimit(opts)
 		_, err := p.call(ctx, kindLimit, nil, true, func(e *encoder) { e.uint(uint64(limit)) })
 		if err == nil {
@@ -101,7 +101,7 @@ func (iso *Isolator) take(ctx context.Context, opts engine.HostOptions, log *slo
 		log.Debug("spare worker refused its limit; starting another", "err", err)
 		p.stop(iso.grace())
 	}
-	return iso.spawn(ctx, opts, log)
+	return iso.startWorker(ctx, opts, log)
 }
 
 // Close ends the spare worker, if one waits; the isolator's hosts are closed by their owners.
