@@ -19,7 +19,7 @@ export GOTOOLCHAIN
 export INFERD_ONNXRUNTIME_LIBRARY := $(abspath $(ORT_LIB))
 export CGO_ENABLED := 1
 
-.PHONY: all deps build run test test-short vet e2e bench models clean node-server-test bench-swap bench-cluster fuzz vulncheck soak bench-cluster-doc
+.PHONY: all deps build run test test-short vet e2e bench models clean node-server-test bench-swap bench-cluster fuzz vulncheck soak bench-cluster-doc proto
 .PHONY: package package-cuda e2e-systemd e2e-hostile
 .PHONY: deps-cuda gpu-check gpu-bundle
 
@@ -132,6 +132,11 @@ vulncheck:
 FUZZTIME ?= 30s
 fuzz: deps
 	FUZZTIME=$(FUZZTIME) ./scripts/fuzz.sh
+
+## proto: regenerate the committed gRPC code (kserve/kservepb) from inference.proto with Debian's
+## protoc (apt-get install protobuf-compiler) and the protoc-gen-go/protoc-gen-go-grpc of go.mod's tools
+proto:
+	./scripts/genproto.sh
 
 ## models: regenerate the committed demo model repository from internal/testmodels
 models:
