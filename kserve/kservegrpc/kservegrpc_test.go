@@ -156,10 +156,10 @@ func TestDecodeRejects(t *testing.T) {
 	fp32 := func(vs ...float32) *pb.InferTensorContents { return &pb.InferTensorContents{Fp32Contents: vs} }
 	lim := kserve.Limits{MaxInputs: 2, MaxRank: 3, MaxElements: 100, MaxStringBytes: 4}
 	tests := []struct {
-		name    string
-		m       *pb.ModelInferRequest
-		want    string
-		limit   string
+		name     string
+		m        *pb.ModelInferRequest
+		want     string
+		limit    string
 		sentinel error
 	}{
 		{name: "no name", m: &pb.ModelInferRequest{Inputs: []*input{typed("", "FP32", []int64{1}, fp32(1))}}, want: "inputs[0]: missing name"},
