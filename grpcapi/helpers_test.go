@@ -21,6 +21,7 @@ import (
 	"github.com/inferd/inferd/engine/ort"
 	"github.com/inferd/inferd/grpcapi"
 	"github.com/inferd/inferd/internal/onnxgen"
+	"github.com/inferd/inferd/internal/testutil"
 	pb "github.com/inferd/inferd/kserve/kservepb"
 	"github.com/inferd/inferd/models"
 	"github.com/inferd/inferd/scheduler"
@@ -192,4 +193,10 @@ func mlpRequest(id string, x ...float32) *pb.ModelInferRequest {
 func statusOf(err error) (codes.Code, string) {
 	st, _ := status.FromError(err)
 	return st.Code(), st.Message()
+}
+
+// waitIdle waits until v has nothing in flight (a stopped run has ended).
+func waitIdle(t *testing.T, s *server, v scheduler.Target) {
+	t.Helper()
+	testutil.WaitFor(t, 10*time.Second, "model version idle", func() bool { return s.sched.Stats(v).InFlight == 0 })
 }

@@ -29,6 +29,10 @@ func (s *Server) infer1(ctx context.Context, m *pb.ModelInferRequest) (*pb.Model
 		s.refused(ctx, m.GetModelName(), nil, errStopping)
 		return nil, errStopping
 	}
+	if err := s.decodeError(ctx, m); err != nil {
+		s.refused(ctx, "", nil, err)
+		return nil, err
+	}
 	req, err := kservegrpc.DecodeRequest(m, s.settings().Limits)
 	if err != nil {
 		if le := (*kserve.LimitError)(nil); errors.As(err, &le) {

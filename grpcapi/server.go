@@ -110,6 +110,7 @@ type Server struct {
 	stopOnce  sync.Once
 	changedMu sync.Mutex
 	changed   chan struct{} // closed and replaced by Changed
+	malformed sync.Map      // *pb.ModelInferRequest -> its decode error (codec.go)
 }
 
 // New returns a Server with both services registered; it serves once Serve is called.
@@ -130,7 +131,8 @@ func New(repo Repository, infer dispatch.Inferer, opts Options, log *slog.Logger
 func (s *Server) serverOptions() []grpc.ServerOption {
 	t := s.opts.Transport
 	opts := []grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(s.observeUnary, s.authUnary),
+		grpc.ForceServerCodecV2(newCodec(&s.malformed)),
+		grpc.ChainUnaryInterceptor(s.takeMalformed, s.observeUnary, s.authUnary),
 		grpc.ChainStreamInterceptor(s.authStream),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: t.KeepaliveMinTime, PermitWithoutStream: t.KeepalivePermitWithoutStream}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: t.KeepaliveTime, Timeout: t.KeepaliveTimeout}),

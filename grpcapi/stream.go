@@ -42,6 +42,7 @@ func (s *Server) ModelStreamInfer(stream pb.GRPCInferenceService_ModelStreamInfe
 			select {
 			case reqs <- m:
 			case <-ctx.Done():
+				s.malformed.Delete(m) // never handled: leave nothing behind
 				return
 			}
 		}
