@@ -175,7 +175,10 @@ func TestBadInputMatrix(t *testing.T) {
 		{"model that failed to load", infer(rawReq("broken", mlpIn(1, 4), f32bytes(x...))), codes.Unavailable, `model "broken"`},
 		{"message over max_message_bytes", infer(rawReq("mlp", mlpIn(1<<16, 4), make([]byte, 1<<20))), codes.ResourceExhausted, "larger than max"},
 		{"no token", func() error { _, err := c.ModelInfer(ctxT(t), mlpRequest("t", x...)); return err }, codes.Unauthenticated, "needs a bearer token"},
-		{"unknown token", func() error { _, err := c.ModelInfer(withToken(ctxT(t), "wrong-token-0123456789"), mlpRequest("t", x...)); return err }, codes.Unauthenticated, "not valid"},
+		{"unknown token", func() error {
+			_, err := c.ModelInfer(withToken(ctxT(t), "wrong-token-0123456789"), mlpRequest("t", x...))
+			return err
+		}, codes.Unauthenticated, "not valid"},
 		{"not a bearer token", func() error {
 			_, err := c.ModelInfer(metadata.AppendToOutgoingContext(ctxT(t), "authorization", "Basic "+inferToken), mlpRequest("t", x...))
 			return err
