@@ -68,6 +68,7 @@ func secured(t *testing.T) *server {
 		m, _ := testmodels.Identity(dt)
 		testutil.WriteFile(t, dir, "id_"+strings.ToLower(string(dt))+"/1/model.onnx", m)
 	}
+	testutil.WriteFile(t, dir, "lstm/1/model.onnx", lstm())
 	return serve(t, dir, func(o *grpcapi.Options) {
 		o.Tokens = tokens{inferToken: auth.Infer, adminToken: auth.Admin}
 		o.Settings = func() *grpcapi.Settings {
@@ -148,6 +149,14 @@ func TestBadInputMatrix(t *testing.T) {
 		{"shape product overflows", infer(rawReq("mlp", mlpIn(1<<62, 1<<62), nil)), codes.InvalidArgument, "invalid shape"},
 		{"negative dimension", infer(rawReq("mlp", mlpIn(-1, 4), nil)), codes.InvalidArgument, "negative dimension -1"},
 		{"zero-size batch", infer(rawReq("mlp", mlpIn(0, 4), []byte{})), codes.InvalidArgument, `input "input" has no elements (shape [0,4])`},
+		{"zero-size batch on a recurrent model", infer(rawReq("lstm", mlpIn(0, 4), []byte{})), codes.InvalidArgument, `input "input" has no elements (shape [0,4])`},
+		{"recurrent model, batch of 2 (the answer is ONNX Runtime's)", func() error {
+			r, err := c.ModelInfer(ctx, rawReq("lstm", mlpIn(2, 4), f32bytes(1, 2, 3, 4, -1, -2, -3, -4)))
+			if err == nil && (len(r.Outputs) != 1 || len(r.RawOutputContents[0]) != 8) {
+				return errors.New("lstm: wrong answer")
+			}
+			return err
+		}, codes.OK, ""},
 		{"batch over max_batch_size", infer(rawReq("mlp", mlpIn(65, 4), make([]byte, 65*16))), codes.InvalidArgument, "batch size 65, over the model's max_batch_size 64"},
 		{"datatype the model does not take", infer(&pb.ModelInferRequest{ModelName: "mlp", Inputs: []*in{{Name: "input", Datatype: "INT32", Shape: []int64{1, 4}, Contents: &pb.InferTensorContents{IntContents: []int32{1, 2, 3, 4}}}}}), codes.InvalidArgument, "datatype INT32, model expects FP32"},
 		{"rank the model does not take", infer(rawReq("mlp", mlpIn(1, 2, 2), f32bytes(x...))), codes.InvalidArgument, "has rank 3"},

@@ -200,3 +200,24 @@ func waitIdle(t *testing.T, s *server, v scheduler.Target) {
 	t.Helper()
 	testutil.WaitFor(t, 10*time.Second, "model version idle", func() bool { return s.sched.Stats(v).InFlight == 0 })
 }
+
+// lstm is "input" FP32 [batch,4] -> one LSTM step over the batch -> "y" FP32 [1,1,batch,1]:
+// a recurrent model, whose kernel ONNX Runtime 1.29 aborts the whole process on for an empty
+// batch (testmodels.AbortOnEmptyBatch), so such a request must never reach it.
+func lstm() []byte {
+	batch := onnxgen.P("batch")
+	return onnxgen.Marshal(onnxgen.Graph{
+		Name: "lstm",
+		Nodes: []onnxgen.Node{
+			{OpType: "Unsqueeze", Name: "seq", Inputs: []string{"input", "zero"}, Outputs: []string{"seq"}},
+			{OpType: "LSTM", Name: "lstm", Inputs: []string{"seq", "w", "r"}, Outputs: []string{"y"}, Attrs: []onnxgen.Attr{onnxgen.IntAttr("hidden_size", 1)}},
+		},
+		Initializers: []onnxgen.Tensor{
+			onnxgen.Int64Tensor("zero", []int64{1}, []int64{0}),
+			onnxgen.FloatTensor("w", []int64{1, 4, 4}, []float32{0.1, 0.2, 0.3, 0.4, 0.1, 0.2, 0.3, 0.4, 0.1, 0.2, 0.3, 0.4, 0.1, 0.2, 0.3, 0.4}),
+			onnxgen.FloatTensor("r", []int64{1, 4, 1}, []float32{0.5, 0.5, 0.5, 0.5}),
+		},
+		Inputs:  []onnxgen.ValueInfo{{Name: "input", ElemType: onnxgen.Float, Shape: []onnxgen.Dim{batch, {Value: 4}}}},
+		Outputs: []onnxgen.ValueInfo{{Name: "y", ElemType: onnxgen.Float, Shape: []onnxgen.Dim{{Value: 1}, {Value: 1}, batch, {Value: 1}}}},
+	})
+}
