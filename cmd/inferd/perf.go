@@ -21,24 +21,24 @@ import (
 
 // perfFlags are the raw values of `inferd perf`'s flags, parsed in run.
 type perfFlags struct {
-	url, model, version      string
-	concurrency              string
-	rate                     float64
-	maxOutstanding           int
-	duration, warmup         time.Duration
-	timeout                  time.Duration
-	shapes                   []string
-	batch                    int
-	data, format             string
-	seed                     uint64
-	jsonPath                 string
-	raw                      bool
-	modelFile, library       string
-	rawBatches               string
-	rawInstances, rawThreads string
-	rawProvider              string
-	rawDevice                int
-	verbose                  bool
+	url, model, version, grpc string
+	concurrency               string
+	rate                      float64
+	maxOutstanding            int
+	duration, warmup          time.Duration
+	timeout                   time.Duration
+	shapes                    []string
+	batch                     int
+	data, format              string
+	seed                      uint64
+	jsonPath                  string
+	raw                       bool
+	modelFile, library        string
+	rawBatches                string
+	rawInstances, rawThreads  string
+	rawProvider               string
+	rawDevice                 int
+	verbose                   bool
 }
 
 func perfCommand(env []string) *cobra.Command {
@@ -86,7 +86,8 @@ rows/s: the physical limit a server on this machine can approach.`,
 	fl.IntVar(&f.batch, "batch", 0, "rows per request: dimension 0 of inputs whose dimension 0 is variable (0: as the shape says)")
 	fl.StringVar(&f.data, "data", string(perf.DataRandom), "input data: random (seeded) or zero")
 	fl.Uint64Var(&f.seed, "seed", 1, "seed of random input data")
-	fl.StringVar(&f.format, "format", "json", "request and response encoding: json or binary (the binary tensor extension)")
+	fl.StringVar(&f.format, "format", "json", "request and response encoding: json or binary (the binary tensor extension); with --grpc, typed contents or raw")
+	fl.StringVar(&f.grpc, "grpc", "", "host:port of the server's gRPC listener: send requests as gRPC ModelInfer calls (metadata and statistics still from --url)")
 	fl.StringVar(&f.jsonPath, "json", "", "also write every result to this file as JSON")
 	fl.BoolVar(&f.raw, "raw", false, "no server: run --model-file in-process and sweep batch x instances x threads")
 	fl.StringVar(&f.modelFile, "model-file", "", "--raw: the .onnx file")
@@ -132,7 +133,7 @@ func (f *perfFlags) run(ctx context.Context, cmd *cobra.Command, env []string, l
 	cfg := perf.Config{
 		URL: f.url, Model: f.model, Version: f.version, Rate: f.rate, MaxOutstanding: f.maxOutstanding,
 		Duration: f.duration, Warmup: warmup, Shapes: shapes, Batch: f.batch, Data: data, Seed: f.seed,
-		Binary: f.format == "binary", RequestTimeout: f.timeout, Logger: log,
+		Binary: f.format == "binary", GRPC: f.grpc, RequestTimeout: f.timeout, Logger: log,
 	}
 	if f.rate == 0 {
 		if cfg.Concurrency, err = perf.ParseSweep(f.concurrency); err != nil {

@@ -38,7 +38,7 @@ var allowed = map[string][]string{
 	"daemon":                          {"api", "auth", "cluster", "cluster/admin", "cluster/policy", "cluster/rollout", "cluster/route", "config", "engine", "gpu", "grpcapi", "hostinfo", "kserve", "kserve/kservehttp", "metrics", "models", "scheduler", "tensor", "tlsconf", "watch"},
 	"metrics":                         {},
 	"cmd/inferd":                      {"api", "cluster/admin", "cluster/rollout", "config", "daemon", "engine", "engine/ort", "engine/worker", "gpu", "hostinfo", "internal/buildinfo", "internal/mlpmodel", "logging", "perf", "tensor"},
-	"perf":                            {"engine", "kserve", "tensor"},
+	"perf":                            {"engine", "kserve", "kserve/kservegrpc", "kserve/kservepb", "tensor"},
 	"internal/buildinfo":              {},
 	"internal/onnxgen":                {},
 	"internal/mlpmodel":               {"internal/onnxgen"},
