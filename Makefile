@@ -7,6 +7,8 @@ ORT_DIR := build/onnxruntime
 ORT_LIB := $(ORT_DIR)/libonnxruntime.so.1
 CONFIG  ?= configs/inferd.toml
 LISTEN  ?= 127.0.0.1:8080
+# make run serves gRPC here too (GRPC_LISTEN= turns it off); the demo config file leaves it off.
+GRPC_LISTEN ?= 127.0.0.1:8001
 
 # Builds and tests use Go 1.27.3, which the go command fetches from the Go module proxy on first
 # use (about 76 MB, once per machine): the machines' own Go 1.26.8 has standard-library
@@ -19,7 +21,7 @@ export GOTOOLCHAIN
 export INFERD_ONNXRUNTIME_LIBRARY := $(abspath $(ORT_LIB))
 export CGO_ENABLED := 1
 
-.PHONY: all deps build run test test-short vet e2e bench models clean node-server-test bench-swap bench-cluster fuzz vulncheck soak bench-cluster-doc
+.PHONY: all deps build run test test-short vet e2e bench models clean node-server-test bench-swap bench-cluster fuzz vulncheck soak bench-cluster-doc proto
 .PHONY: package package-cuda e2e-systemd e2e-hostile
 .PHONY: deps-cuda gpu-check gpu-bundle
 
@@ -57,15 +59,15 @@ gpu-bundle: deps-cuda
 build: deps
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/inferd ./cmd/inferd
 
-## run: serve the demo model repository (configs/) on 127.0.0.1:8080, no root, no GPU
+## run: serve the demo model repository (configs/) on 127.0.0.1:8080 (HTTP) and 127.0.0.1:8001 (gRPC), no root, no GPU
 run: build
 	@echo
-	@echo "inferd is starting on http://$(LISTEN) with the demo models in configs/models."
+	@echo "inferd is starting on http://$(LISTEN) (gRPC on $(if $(GRPC_LISTEN),$(GRPC_LISTEN),nothing)) with the demo models in configs/models."
 	@echo "Once it logs \"ready\", in another terminal:"
 	@echo
 	@echo "  curl -s http://$(LISTEN)/v2/models/mlp/infer -H 'Content-Type: application/json' -d @configs/demo-request.json"
 	@echo
-	exec env INFERD_SERVER_LISTEN=$(LISTEN) ./bin/inferd serve --config $(CONFIG)
+	exec env INFERD_SERVER_LISTEN=$(LISTEN) INFERD_GRPC_LISTEN=$(GRPC_LISTEN) ./bin/inferd serve --config $(CONFIG)
 
 ## test: vet and run every test with the race detector (real ONNX Runtime on generated models)
 test: deps
@@ -132,6 +134,11 @@ vulncheck:
 FUZZTIME ?= 30s
 fuzz: deps
 	FUZZTIME=$(FUZZTIME) ./scripts/fuzz.sh
+
+## proto: regenerate the committed gRPC code (kserve/kservepb) from inference.proto with Debian's
+## protoc (apt-get install protobuf-compiler) and the protoc-gen-go/protoc-gen-go-grpc of go.mod's tools
+proto:
+	./scripts/genproto.sh
 
 ## models: regenerate the committed demo model repository from internal/testmodels
 models:

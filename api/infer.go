@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/inferd/inferd/dispatch"
 	"github.com/inferd/inferd/kserve"
 	"github.com/inferd/inferd/kserve/kservehttp"
 	"github.com/inferd/inferd/models"
@@ -70,35 +71,16 @@ func (s *Server) inferHandler(w http.ResponseWriter, r *http.Request) {
 	writeResponse(w, &resp)
 }
 
-// maxResolves bounds how often one request re-resolves a version that was replaced under it.
-const maxResolves = 3
-
-// run resolves the model version and runs the request on it. A version can be replaced or
-// unloaded between Resolve and the scheduler taking the request; the request never ran then,
-// so it resolves again and runs on what serves now: a swap drops nothing. The scheduler counts
-// every request it admits; run counts those that end before it does (no such version, inputs
-// that do not fit it, a version that stays stopped), so that the caller only answers. v is nil
-// when no version was resolved.
+// run resolves the model version and runs the request on it (dispatch.Run: a version swapped
+// out before the scheduler took the request is resolved again). The scheduler counts every
+// request it admits; run counts those that end before it does, so that the caller only
+// answers. v is nil when no version was resolved.
 func (s *Server) run(r *http.Request, sreq *scheduler.Request) (v *models.Version, outputs []tensor.Tensor, err error) {
-	for attempt := 1; ; attempt++ {
-		v, err := s.repo.Resolve(r.PathValue("model"), r.PathValue("version"))
-		if err != nil {
-			s.refuse(r, nil, err)
-			return nil, nil, err
-		}
-		if err := v.CheckRequest(sreq.Inputs, sreq.Outputs); err != nil {
-			s.refuse(r, v, err)
-			return v, nil, err
-		}
-		outputs, err := s.infer.Infer(r.Context(), v, sreq)
-		if errors.Is(err, scheduler.ErrStopped) {
-			if v.Retired() && attempt < maxResolves {
-				continue
-			}
-			s.refuse(r, v, err)
-		}
-		return v, outputs, err
+	res := dispatch.Run(r.Context(), s.repo, s.infer, r.PathValue("model"), r.PathValue("version"), sreq)
+	if res.Refused {
+		s.refuse(r, res.Version, res.Err)
 	}
+	return res.Version, res.Outputs, res.Err
 }
 
 // writeResponse sends an inference response. Binary outputs go to the connection straight

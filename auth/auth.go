@@ -252,7 +252,7 @@ func Middleware(next http.Handler, tokens *Tokens, classify Classifier, denied D
 			next.ServeHTTP(w, r)
 			return
 		}
-		token, ok := bearer(r.Header.Get("Authorization"))
+		token, ok := ParseBearer(r.Header.Get("Authorization"))
 		if !ok {
 			refuse(w, denied, "missing", http.StatusUnauthorized, "this endpoint needs a bearer token (Authorization: Bearer <token>)")
 			return
@@ -270,7 +270,9 @@ func Middleware(next http.Handler, tokens *Tokens, classify Classifier, denied D
 	})
 }
 
-func bearer(h string) (string, bool) {
+// ParseBearer returns the token of an Authorization value "Bearer <token>" (the scheme in any
+// case), for every front end that takes bearer tokens: HTTP headers and gRPC metadata alike.
+func ParseBearer(h string) (string, bool) {
 	const prefix = "bearer "
 	if len(h) <= len(prefix) || !strings.EqualFold(h[:len(prefix)], prefix) {
 		return "", false

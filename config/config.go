@@ -66,6 +66,7 @@ type Config struct {
 	GPU       GPU       `toml:"gpu"`
 	Scheduler Scheduler `toml:"scheduler"`
 	Metrics   Metrics   `toml:"metrics"`
+	GRPC      GRPC      `toml:"grpc" reload:"restart"`
 	Limits    Limits    `toml:"limits"`
 	Auth      Auth      `toml:"auth" reload:"restart"`
 	Cluster   Cluster   `toml:"cluster" reload:"restart"`
@@ -99,6 +100,19 @@ type TLS struct {
 	KeyFile      string `toml:"key_file" path:"file" doc:"PEM private key of cert_file"`
 	ClientCAFile string `toml:"client_ca_file" path:"file" doc:"PEM CA bundle that verifies client certificates and cluster peers"`
 	ClientAuth   string `toml:"client_auth" check:"oneof=none|request|require" doc:"client certificates: none, request (verified if sent) or require (mutual TLS)"`
+}
+
+// GRPC configures the gRPC listener (the Open Inference Protocol's gRPC service, Triton's
+// streaming extension and grpc.health.v1; docs/grpc.md). It shares [server.tls], [auth] and
+// [limits] with HTTP, and server.max_connections bounds its connections on its own.
+type GRPC struct {
+	Listen                       string        `toml:"listen" check:"optional,hostport" doc:"host:port of the gRPC listener (Triton's port is 8001); empty = no gRPC"`
+	MaxMessageBytes              int           `toml:"max_message_bytes" check:"min=1024" doc:"largest request message in bytes; larger ones get RESOURCE_EXHAUSTED before they are read"`
+	MaxConcurrentStreams         int           `toml:"max_concurrent_streams" check:"min=1" doc:"calls (streams) in flight on one connection at most; a client waits for a free one"`
+	KeepaliveTime                time.Duration `toml:"keepalive_time" check:"min=1s" doc:"how long a connection may be idle before the server pings it"`
+	KeepaliveTimeout             time.Duration `toml:"keepalive_timeout" check:"min=1ms" doc:"how long the server waits for a ping's answer before closing the connection"`
+	KeepaliveMinTime             time.Duration `toml:"keepalive_min_time" check:"min=0" doc:"shortest interval at which a client may ping; one that pings more often is sent GOAWAY too_many_pings"`
+	KeepalivePermitWithoutStream bool          `toml:"keepalive_permit_without_stream" doc:"let clients ping connections that have no call in flight"`
 }
 
 // Limits bound what one inference request may declare; each refusal is a 400 naming the key.
@@ -244,6 +258,18 @@ func Default() Config {
 			AdaptiveDelay:  true,
 			MaxQueueSize:   1024,
 			DefaultTimeout: 0,
+		},
+		GRPC: GRPC{
+			// Off unless configured: the packaged configuration turns it on at 127.0.0.1:8001.
+			Listen:               "",
+			MaxMessageBytes:      64 << 20, // as server.max_request_bytes
+			MaxConcurrentStreams: 128,
+			// gRPC's own defaults for server pings; clients may ping every 10s (gRPC's
+			// default minimum of 5 minutes cuts off clients configured for 10s keepalives).
+			KeepaliveTime:                2 * time.Hour,
+			KeepaliveTimeout:             20 * time.Second,
+			KeepaliveMinTime:             10 * time.Second,
+			KeepalivePermitWithoutStream: true,
 		},
 		Limits: Limits{
 			MaxInputs:      64,

@@ -207,7 +207,7 @@ func TestProblems(t *testing.T) {
 		name: "key in the wrong table",
 		doc:  "listen = \"x:1\"\n[log]\nrepository = \"/m\"\n",
 		want: []string{
-			`c.toml:1: listen: unknown key (did you mean metrics.listen or server.listen?)`,
+			`c.toml:1: listen: unknown key (did you mean grpc.listen or metrics.listen or server.listen?)`,
 			`c.toml:3: log.repository: unknown key (did you mean models.repository?)`,
 		},
 	}, {
@@ -517,6 +517,8 @@ func TestKeys(t *testing.T) {
 		"cluster.policy_file":             {Key: "cluster.policy_file", Env: "INFERD_CLUSTER_POLICY_FILE", Type: "string", Default: `""`},
 		"cluster.join":                    {Key: "cluster.join", Env: "INFERD_CLUSTER_JOIN", Type: "string list", Default: `[]`, Restart: "cluster"},
 		"scheduler.default_instances":     {Key: "scheduler.default_instances", Env: "INFERD_SCHEDULER_DEFAULT_INSTANCES", Type: "integer", Default: "1"},
+		"grpc.listen":                     {Key: "grpc.listen", Env: "INFERD_GRPC_LISTEN", Type: "string", Default: `""`, Restart: "grpc"},
+		"grpc.keepalive_min_time":         {Key: "grpc.keepalive_min_time", Env: "INFERD_GRPC_KEEPALIVE_MIN_TIME", Type: "duration", Default: `"10s"`, Restart: "grpc"},
 	}
 	seen := map[string]bool{}
 	for _, k := range keys {
@@ -538,8 +540,8 @@ func TestKeys(t *testing.T) {
 	for k := range want {
 		t.Errorf("key %s missing from Keys()", k)
 	}
-	if len(keys) != 60 {
-		t.Errorf("len(Keys()) = %d, want 60", len(keys))
+	if len(keys) != 67 {
+		t.Errorf("len(Keys()) = %d, want 67", len(keys))
 	}
 }
 
@@ -634,5 +636,30 @@ func TestDemoConfigDocumentsEveryKey(t *testing.T) {
 	}
 	if want := filepath.Join(filepath.Dir(path), "models"); c.Models.Repository != want {
 		t.Errorf("demo repository = %q, want %q", c.Models.Repository, want)
+	}
+}
+
+// [grpc]: off by default, set from the file or the environment, checked with its line.
+func TestGRPCSection(t *testing.T) {
+	c, err := LoadBytes("c.toml", nil, nil)
+	if err != nil || c.GRPC.Listen != "" {
+		t.Fatalf("default grpc.listen %q, %v; want off", c.GRPC.Listen, err)
+	}
+	c, err = LoadBytes("c.toml", []byte("[grpc]\nlisten = \"127.0.0.1:8001\"\n"), []string{"INFERD_GRPC_MAX_CONCURRENT_STREAMS=7"})
+	if err != nil || c.GRPC.Listen != "127.0.0.1:8001" || c.GRPC.MaxConcurrentStreams != 7 {
+		t.Fatalf("%+v %v", c.GRPC, err)
+	}
+	_, err = LoadBytes("c.toml", []byte("[server]\nlisten = \"127.0.0.1:9000\"\n[grpc]\nlisten = \"127.0.0.1:9000\"\nmax_message_bytes = 10\nkeepalive_time = \"10ms\"\n"), nil)
+	var ps *Problems
+	if !errors.As(err, &ps) {
+		t.Fatalf("LoadBytes = %v, want *Problems", err)
+	}
+	want := []string{
+		`c.toml:4: grpc.listen: invalid value: "127.0.0.1:9000" is also server.listen or metrics.listen: gRPC needs a port of its own`,
+		`c.toml:5: grpc.max_message_bytes: invalid value 10: must be at least 1024`,
+		`c.toml:6: grpc.keepalive_time: invalid value "10ms": must be at least "1s"`,
+	}
+	if got := problemLines(ps.List); !slices.Equal(got, want) {
+		t.Errorf("got:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }

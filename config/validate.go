@@ -136,6 +136,9 @@ func crossChecks(c *Config) []Problem {
 			bad("server.tls.client_auth", "%q needs cert_file and key_file (client certificates need HTTPS)", tls.ClientAuth)
 		}
 	}
+	if l := c.GRPC.Listen; l != "" && (l == c.Server.Listen || l == c.Metrics.Listen) {
+		bad("grpc.listen", "%q is also server.listen or metrics.listen: gRPC needs a port of its own", l)
+	}
 	if c.GPU.MemoryFraction > 1 {
 		bad("gpu.memory_fraction", "%v is more than 1: a fraction of the free memory", c.GPU.MemoryFraction)
 	}

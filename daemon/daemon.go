@@ -24,6 +24,7 @@ import (
 	"github.com/inferd/inferd/config"
 	"github.com/inferd/inferd/engine"
 	"github.com/inferd/inferd/gpu"
+	"github.com/inferd/inferd/grpcapi"
 	"github.com/inferd/inferd/hostinfo"
 	"github.com/inferd/inferd/kserve/kservehttp"
 	"github.com/inferd/inferd/metrics"
@@ -58,6 +59,9 @@ type Options struct {
 	// MetricsListener, when set, serves /metrics on its own instead of listening on
 	// cfg.Metrics.Listen (tests pass a listener on a free port).
 	MetricsListener net.Listener
+	// GRPCListener, when set, serves gRPC on it instead of listening on cfg.GRPC.Listen, even
+	// when that is empty (tests pass a listener on a free port).
+	GRPCListener net.Listener
 	// ConfigPath is the file the configuration came from; Reload reads it again, and the
 	// daemon watches it. Empty: no configuration reloads.
 	ConfigPath string
@@ -85,8 +89,10 @@ type Daemon struct {
 	repo    *models.Repository
 	sched   *scheduler.Scheduler
 	api     *api.Server
+	grpc    *grpcapi.Server // nil: no gRPC listener (grpc.go)
 	metrics *metrics.Metrics
 	addr    chan net.Addr
+	gaddr   chan net.Addr
 
 	// settings are the configuration in force (settings.go): read without a lock, swapped
 	// under reloadMu.
@@ -130,7 +136,7 @@ func New(cfg *config.Config, opts Options, log *slog.Logger) (*Daemon, error) {
 	}
 	m := metrics.New(metrics.BuildInfo{Version: opts.Version, Revision: opts.Revision, ORTVersion: opts.RuntimeVersion})
 	m.ConfigLastReloadSuccessTimestamp.SetToCurrentTime()
-	d := &Daemon{opts: opts, log: log, metrics: m, addr: make(chan net.Addr, 1)}
+	d := &Daemon{opts: opts, log: log, metrics: m, addr: make(chan net.Addr, 1), gaddr: make(chan net.Addr, 1)}
 	d.setSettingsLocked(newSettings(cfg))
 	if mem, err := hostinfo.DetectMemory(); err == nil {
 		d.usableMemory = mem.UsableTotal
@@ -154,6 +160,7 @@ func New(cfg *config.Config, opts Options, log *slog.Logger) (*Daemon, error) {
 		}
 		m.ModelLoads.WithLabelValues(e.Model, result).Inc()
 		m.ModelLastLoadTimestamp.WithLabelValues(e.Model, result).SetToCurrentTime()
+		d.grpcChanged() // gRPC health watchers look again
 	})
 	inference := registerCollectors(m, repo, sched)
 	d.repo, d.sched = repo, sched
@@ -173,6 +180,7 @@ func New(cfg *config.Config, opts Options, log *slog.Logger) (*Daemon, error) {
 		Metrics:       d.metricsOnAPI(),
 		Refused:       func(model, version string, o scheduler.Outcome) { inference.Refused(model, version, o.String()) },
 	}, log.With("component", "api"))
+	d.setupGRPC(cfg, inference)
 	return d, nil
 }
 
@@ -246,6 +254,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return merr
 	}
 	defer stopMetrics()
+	grpcErr, gerr := d.serveGRPC(cfg)
+	if gerr != nil {
+		_ = hs.Close()
+		return gerr
+	}
 	d.addr <- ln.Addr()
 	d.log.Info("listening", "addr", ln.Addr().String(), "repository", cfg.Models.Repository, "control", cfg.Models.Control)
 	d.notify("STATUS=loading models from " + cfg.Models.Repository)
@@ -272,6 +285,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.startWatchers(watchCtx)
 	if ctx.Err() == nil {
 		d.api.SetPhase(api.PhaseServing)
+		d.grpcChanged()
 		ready, total := countReady(d.repo.Index())
 		d.notify(fmt.Sprintf("READY=1\nSTATUS=serving %d of %d model versions on %s", ready, total, ln.Addr()))
 		d.log.Info("ready", "model_versions_ready", ready, "model_versions", total)
@@ -283,6 +297,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 	case <-ctx.Done():
 	case err := <-serveErr:
 		runErr = fmt.Errorf("http server: %w", err)
+	case err := <-grpcErr:
+		runErr = fmt.Errorf("grpc server: %w", err)
 	}
 	stopHeartbeat()
 	stopWatching()
@@ -304,11 +320,16 @@ func (d *Daemon) shutdown(hs *http.Server) error {
 		c.leave(ctx, d.config().Cluster.LeaveTimeout)
 	}
 	d.api.SetPhase(api.PhaseStopping)
-	// The HTTP server stops accepting at once and waits for every handler in flight; the
+	// The HTTP and gRPC servers stop accepting at once and wait for every call in flight
+	// (gRPC streams answer what they hold and end), both within the one timeout; the
 	// scheduler then has nothing left but requests whose clients already left.
 	var errs []error
+	grpcDone := d.stopGRPC(ctx)
 	if err := hs.Shutdown(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("drain of in-flight requests did not finish within %s: %w", timeout, err))
+	}
+	if err := <-grpcDone; err != nil {
+		errs = append(errs, fmt.Errorf("drain of gRPC calls did not finish within %s: %w", timeout, err))
 	}
 	if err := d.sched.Close(ctx); err != nil {
 		errs = append(errs, err)

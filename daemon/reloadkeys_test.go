@@ -212,6 +212,7 @@ func restartChange(t *testing.T, k config.KeyDoc, base map[string]string) map[st
 	special := map[string]map[string]string{
 		"server.listen":              {"server.listen": `"127.0.0.1:1"`},
 		"metrics.listen":             {"metrics.listen": `"127.0.0.1:1"`},
+		"grpc.listen":                {"grpc.listen": `"127.0.0.1:2"`},
 		"log.format":                 {"log.format": `"json"`},
 		"engine.onnxruntime_library": {"engine.onnxruntime_library": `"/nonexistent/libonnxruntime.so"`},
 		"engine.isolation":           {"engine.isolation": `"none"`},

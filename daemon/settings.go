@@ -7,6 +7,7 @@ import (
 
 	"github.com/inferd/inferd/api"
 	"github.com/inferd/inferd/config"
+	"github.com/inferd/inferd/grpcapi"
 	"github.com/inferd/inferd/models"
 )
 
@@ -14,20 +15,22 @@ import (
 // when that configuration takes effect (in New, and by each reload that applies one) and never
 // changed after: a reload builds a new value and swaps it in with one atomic store, so every
 // reader sees the old configuration or the new one, never a mix. Each consumer reads its own
-// part through the getter it declares: api.Options.Settings, models.NewWith and
+// part through the getter it declares: api.Options.Settings, grpcapi.Options.Settings, models.NewWith and
 // route.Options.MaxBodyBytes. What only a restart applies is in cfg at its running value
 // (config.KeepRestartOnly), so the daemon's view of itself stays true.
 type settings struct {
 	cfg    *config.Config
 	api    api.Settings
+	grpc   grpcapi.Settings
 	models models.Settings
 	level  slog.Level // log.level; an invalid one never gets past config's validation
 }
 
 func newSettings(cfg *config.Config) *settings {
 	s := &settings{
-		cfg: cfg,
-		api: api.Settings{MaxRequestBytes: cfg.Server.MaxRequestBytes, Limits: limits(cfg)},
+		cfg:  cfg,
+		api:  api.Settings{MaxRequestBytes: cfg.Server.MaxRequestBytes, Limits: limits(cfg)},
+		grpc: grpcapi.Settings{Limits: limits(cfg)},
 		models: models.Settings{
 			Root:              cfg.Models.Repository,
 			Control:           cfg.Models.Control,

@@ -112,6 +112,10 @@ type LimitError struct {
 
 func (e *LimitError) Error() string { return e.detail }
 
+// LimitErrorf returns the error of a request over limit (a LimitError, wrapping
+// ErrInvalidRequest), for front ends that decode another wire format under the same Limits.
+func LimitErrorf(limit, format string, args ...any) error { return limitf(limit, format, args...) }
+
 func limitf(limit, format string, args ...any) error {
 	return &decodeError{sentinel: ErrInvalidRequest, detail: &LimitError{Limit: limit, detail: fmt.Sprintf(format, args...)}}
 }

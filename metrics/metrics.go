@@ -49,6 +49,21 @@ type Metrics struct {
 	// WorkerRestarts counts model worker processes that ended without being asked to, by
 	// model, version and reason class (engine.ExitClasses).
 	WorkerRestarts *prometheus.CounterVec
+	// GRPCRequests counts answered gRPC calls by service, method and code: every unary call,
+	// and every request answered on a ModelStreamInfer stream (method ModelStreamInfer).
+	GRPCRequests *prometheus.CounterVec
+	// GRPCRequestDuration is the time from a gRPC request's arrival to its answer, by service
+	// and method, whatever its code (decoding and encoding included).
+	GRPCRequestDuration *prometheus.HistogramVec
+	// GRPCLimitRejections and GRPCAuthDenied are LimitRejections and AuthDenied for gRPC.
+	GRPCLimitRejections *prometheus.CounterVec
+	GRPCAuthDenied      *prometheus.CounterVec
+}
+
+// grpcBuckets are the bounds of inferd_grpc_request_duration_seconds: those of the inference
+// duration histograms, 50µs to 10s.
+func grpcBuckets() []float64 {
+	return []float64{50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 500e-3, 1, 2.5, 5, 10}
 }
 
 // BuildInfo is what inferd_build_info reports.
@@ -107,7 +122,25 @@ func New(build BuildInfo) *Metrics {
 		Name: "inferd_worker_restarts_total",
 		Help: "Model worker processes that ended without being asked to (and were started again, unless the version was given up), by model, version and reason: signal, oom, deadline or exit.",
 	}, []string{"model", "version", "reason"})
-	reg.MustRegister(m.LimitRejections, m.AuthDenied, m.SecretReloads, m.WorkerRestarts)
+	m.GRPCRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "inferd_grpc_requests_total",
+		Help: "gRPC calls answered, by service, method and status code; each request answered on a ModelStreamInfer stream counts once.",
+	}, []string{"service", "method", "code"})
+	m.GRPCRequestDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "inferd_grpc_request_duration_seconds",
+		Help:    "Time from a gRPC request's arrival to its answer, by service and method, whatever its code.",
+		Buckets: grpcBuckets(),
+	}, []string{"service", "method"})
+	m.GRPCLimitRejections = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "inferd_grpc_limit_rejections_total",
+		Help: "gRPC requests refused because they went over a configured limit, by the limit's configuration key.",
+	}, []string{"limit"})
+	m.GRPCAuthDenied = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "inferd_grpc_auth_denied_total",
+		Help: "gRPC calls refused for their bearer token, by reason: missing or invalid (UNAUTHENTICATED), scope (PERMISSION_DENIED).",
+	}, []string{"reason"})
+	reg.MustRegister(m.LimitRejections, m.AuthDenied, m.SecretReloads, m.WorkerRestarts,
+		m.GRPCRequests, m.GRPCRequestDuration, m.GRPCLimitRejections, m.GRPCAuthDenied)
 	m.ConfigLastReloadSuccessful.Set(1)
 	if build.GoVersion == "" {
 		build.GoVersion = runtime.Version()

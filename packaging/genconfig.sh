@@ -22,13 +22,15 @@ cat <<'HEAD'
 # `inferd validate /etc/inferd/inferd.toml`.
 HEAD
 # Skip the reference's own header (everything before the first table), comment out every key,
-# and put the package's repository where the demo's relative one was.
+# put the package's repository where the demo's relative one was, and turn gRPC on next to HTTP
+# (loopback, Triton's port 8001): the one key the package sets.
 awk '
   !started && /^\[/ { started = 1; print "" }
   !started { next }
-  /^\[models\]/ { section = "models" }
-  /^\[/ && !/^\[models\]/ { section = "" }
+  /^\[/ { section = substr($0, 2, length($0) - 2) }
   section == "models" && /^repository[ \t]*=/ { print "#repository = \"/var/lib/inferd/models\""; next }
+  section == "grpc" && /^listen[ \t]*=/ { print "listen = \"127.0.0.1:8001\""; next }
+  section == "grpc" && /make run/ { next }
   /^[A-Za-z0-9_]+[ \t]*=/ { print "#" $0; next }
   { gsub(/, so "models" is configs\/models here/, ""); print }
 ' "$ref"

@@ -52,8 +52,13 @@ type Config struct {
 	// Data is DataRandom (default) or DataZero; Seed seeds DataRandom.
 	Data DataMode
 	Seed uint64
-	// Binary sends the binary tensor extension (and asks for binary outputs) instead of JSON.
+	// Binary sends the binary tensor extension (and asks for binary outputs) instead of JSON;
+	// over gRPC, raw_input_contents instead of typed contents.
 	Binary bool
+	// GRPC, when set, is the host:port of the server's gRPC listener: inference requests go
+	// there as ModelInfer calls (all senders share one HTTP/2 connection, as perf_analyzer's
+	// do), while the model's metadata and statistics are still read from URL.
+	GRPC string
 
 	// RequestTimeout bounds one request (default 60s).
 	RequestTimeout time.Duration
@@ -148,6 +153,7 @@ type runner struct {
 	headerLen int // -1: the body is all JSON
 	rows      int64
 	stats     bool
+	grpc      *grpcTarget // nil: requests over HTTP
 }
 
 // Run measures a server: a closed-loop step per Config.Concurrency level, or one open-loop
@@ -204,6 +210,13 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		format = "binary" // EncodeRequest also asks for binary outputs
 	}
 	r.body, r.headerLen = kserve.EncodeRequest(nil, req, cfg.Binary)
+	if cfg.GRPC != "" {
+		if r.grpc, err = dialGRPC(cfg, req); err != nil {
+			return nil, err
+		}
+		defer r.grpc.close()
+		format, r.body = r.grpc.format, r.grpc.body
+	}
 
 	rep := &Report{
 		Mode: "concurrency", URL: cfg.URL, Model: cfg.Model, Version: cfg.Version, Format: format,
@@ -444,6 +457,7 @@ type sender struct {
 	contentType string
 	headerLen   string // Inference-Header-Content-Length, empty for an all-JSON body
 	maxSamples  int
+	grpc        *grpcTarget // set: send ModelInfer calls instead
 
 	buf      bytes.Buffer
 	checked  bool
@@ -457,7 +471,7 @@ type sender struct {
 
 func (r *runner) newSender(maxSamples int) *sender {
 	s := &sender{
-		client: r.client, url: r.inferURL, body: r.body, contentType: "application/json",
+		client: r.client, url: r.inferURL, body: r.body, contentType: "application/json", grpc: r.grpc,
 		maxSamples: maxSamples, lat: make([]time.Duration, 0, min(maxSamples, 1<<10)),
 	}
 	if r.headerLen >= 0 { // some data is binary (always so for FP16 and BF16)
@@ -524,6 +538,9 @@ func (s *sender) record(kind, msg string, latency time.Duration) {
 // send posts the request body once. kind is "" on success, else the HTTP status ("503"),
 // "transport" or "invalid response", with a message.
 func (s *sender) send(ctx context.Context) (kind, msg string) {
+	if s.grpc != nil {
+		return s.grpc.send(ctx, &s.checked)
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.url, bytes.NewReader(s.body))
 	if err != nil {
 		return "transport", err.Error()

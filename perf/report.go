@@ -21,7 +21,7 @@ type Report struct {
 	URL     string `json:"url"`
 	Model   string `json:"model"`
 	Version string `json:"version,omitempty"`
-	// Format is "json" or "binary".
+	// Format is "json" or "binary", or "grpc raw" or "grpc typed" for requests over gRPC.
 	Format string `json:"format"`
 	// Inputs are the shapes and datatypes sent; RowsPerRequest is dimension 0 of the first.
 	Inputs         []tensor.Spec `json:"inputs"`

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -21,24 +23,25 @@ import (
 
 // perfFlags are the raw values of `inferd perf`'s flags, parsed in run.
 type perfFlags struct {
-	url, model, version      string
-	concurrency              string
-	rate                     float64
-	maxOutstanding           int
-	duration, warmup         time.Duration
-	timeout                  time.Duration
-	shapes                   []string
-	batch                    int
-	data, format             string
-	seed                     uint64
-	jsonPath                 string
-	raw                      bool
-	modelFile, library       string
-	rawBatches               string
-	rawInstances, rawThreads string
-	rawProvider              string
-	rawDevice                int
-	verbose                  bool
+	url, model, version, grpc string
+	protocol                  string
+	concurrency               string
+	rate                      float64
+	maxOutstanding            int
+	duration, warmup          time.Duration
+	timeout                   time.Duration
+	shapes                    []string
+	batch                     int
+	data, format              string
+	seed                      uint64
+	jsonPath                  string
+	raw                       bool
+	modelFile, library        string
+	rawBatches                string
+	rawInstances, rawThreads  string
+	rawProvider               string
+	rawDevice                 int
+	verbose                   bool
 }
 
 func perfCommand(env []string) *cobra.Command {
@@ -86,7 +89,9 @@ rows/s: the physical limit a server on this machine can approach.`,
 	fl.IntVar(&f.batch, "batch", 0, "rows per request: dimension 0 of inputs whose dimension 0 is variable (0: as the shape says)")
 	fl.StringVar(&f.data, "data", string(perf.DataRandom), "input data: random (seeded) or zero")
 	fl.Uint64Var(&f.seed, "seed", 1, "seed of random input data")
-	fl.StringVar(&f.format, "format", "json", "request and response encoding: json or binary (the binary tensor extension)")
+	fl.StringVar(&f.format, "format", "json", "request and response encoding: json or binary (the binary tensor extension); with --grpc, typed contents or raw")
+	fl.StringVar(&f.protocol, "protocol", "http", "how requests are sent: http, or grpc (ModelInfer calls to --grpc; metadata and statistics still from --url)")
+	fl.StringVar(&f.grpc, "grpc", "", "--protocol grpc: host:port of the gRPC listener (default: --url's host, port 8001)")
 	fl.StringVar(&f.jsonPath, "json", "", "also write every result to this file as JSON")
 	fl.BoolVar(&f.raw, "raw", false, "no server: run --model-file in-process and sweep batch x instances x threads")
 	fl.StringVar(&f.modelFile, "model-file", "", "--raw: the .onnx file")
@@ -129,10 +134,14 @@ func (f *perfFlags) run(ctx context.Context, cmd *cobra.Command, env []string, l
 	if f.format != "json" && f.format != "binary" {
 		return fmt.Errorf("--format %q: want json or binary", f.format)
 	}
+	grpcAddr, err := f.grpcAddr()
+	if err != nil {
+		return err
+	}
 	cfg := perf.Config{
 		URL: f.url, Model: f.model, Version: f.version, Rate: f.rate, MaxOutstanding: f.maxOutstanding,
 		Duration: f.duration, Warmup: warmup, Shapes: shapes, Batch: f.batch, Data: data, Seed: f.seed,
-		Binary: f.format == "binary", RequestTimeout: f.timeout, Logger: log,
+		Binary: f.format == "binary", GRPC: grpcAddr, RequestTimeout: f.timeout, Logger: log,
 	}
 	if f.rate == 0 {
 		if cfg.Concurrency, err = perf.ParseSweep(f.concurrency); err != nil {
@@ -213,4 +222,26 @@ func (f *perfFlags) output(out io.Writer, rep any, table func(io.Writer) error) 
 		return fmt.Errorf("--json: %w", err)
 	}
 	return nil
+}
+
+// grpcAddr is where --protocol grpc sends requests ("" for http): --grpc, or --url's host at
+// Triton's gRPC port.
+func (f *perfFlags) grpcAddr() (string, error) {
+	switch f.protocol {
+	case "http":
+		if f.grpc != "" {
+			return "", fmt.Errorf("--grpc %s needs --protocol grpc", f.grpc)
+		}
+		return "", nil
+	case "grpc":
+		if f.grpc != "" {
+			return f.grpc, nil
+		}
+		u, err := url.Parse(f.url)
+		if err != nil || u.Hostname() == "" {
+			return "", fmt.Errorf("--url %q: no host to find the gRPC listener at; give --grpc", f.url)
+		}
+		return net.JoinHostPort(u.Hostname(), "8001"), nil
+	}
+	return "", fmt.Errorf("--protocol %q: want http or grpc", f.protocol)
 }
