@@ -6,7 +6,7 @@
 #   3. load time of the three PaddleOCR models (cold start of a daemon serving them, from each
 #      "model version ready" log line), alternating;
 #   4. the daemon's idle RSS with no model (VmRSS once ready), alternating.
-# Needs a prior make bench (its generated MLP) and make ocr-models; no root.
+# Needs a prior make bench (its generated MLP) and scripts/fetch-ocr-models.sh build/ocr-models; no root.
 #
 # usage: ab-isolation.sh [BIN (bin/inferd)] [ROUNDS (6)]
 # PARTS (default "1 2 3 4") picks the parts to run, e.g. PARTS="3 4".
