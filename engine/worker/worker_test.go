@@ -506,7 +506,8 @@ func TestCloseEndsTheWorker(t *testing.T) {
 
 // BenchmarkRun measures what a run pays to cross to a worker: an identity model over a batch
 // of 32×1024 FP32 (128 KiB in, 128 KiB out, the MLP benchmark's batch) run in-process and
-// through a worker. The difference is the worker path's fixed cost per batch.
+// through a worker. The difference is the worker path's fixed cost per batch. BENCH_ROWS sets
+// the rows (BENCH_ROWS=1: a request's round trip at concurrency 1).
 //
 //	go test -run '^$' -bench Run -benchtime 2000x ./engine/worker/
 func BenchmarkRun(b *testing.B) {
@@ -518,8 +519,12 @@ func BenchmarkRun(b *testing.B) {
 	if err := os.WriteFile(path, model, 0o644); err != nil {
 		b.Fatal(err)
 	}
-	x := make([]float32, 32*1024)
-	in := []tensor.Tensor{tensor.FromFloat32s("in", []int64{32, 1024}, x)}
+	rows := 32
+	if r := os.Getenv("BENCH_ROWS"); r != "" {
+		rows, _ = strconv.Atoi(r)
+	}
+	x := make([]float32, rows*1024)
+	in := []tensor.Tensor{tensor.FromFloat32s("in", []int64{int64(rows), 1024}, x)}
 	run := func(b *testing.B, s engine.Session) {
 		for b.Loop() {
 			if _, err := s.Run(context.Background(), in, nil); err != nil {
