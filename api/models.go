@@ -73,6 +73,8 @@ type modelConfigResponse struct {
 	Provider      string               `json:"execution_provider"`
 	// Fallback says why a version that asked for a GPU runs on the CPU.
 	Fallback string `json:"cpu_fallback_reason,omitempty"`
+	// Tuning is the chosen configuration and why (calibrated, or as model.toml writes it).
+	Tuning models.Tuning `json:"tuning"`
 }
 
 type configTensor struct {
@@ -109,6 +111,7 @@ func (s *Server) modelConfig(w http.ResponseWriter, r *http.Request) {
 		VersionPolicy: v.Config.VersionPolicy,
 		Provider:      v.Provider,
 		Fallback:      v.Fallback,
+		Tuning:        v.Tuning,
 	})
 }
 

@@ -90,6 +90,7 @@ type Server struct {
 	ShutdownTimeout      time.Duration `toml:"shutdown_timeout" check:"min=1ms" doc:"bound on the graceful drain after SIGTERM"`
 	MaxHeaderBytes       int           `toml:"max_header_bytes" reload:"restart" check:"min=4096" doc:"largest request header block in bytes; larger headers get 431"`
 	MaxConnections       int           `toml:"max_connections" reload:"restart" check:"min=0" doc:"open client connections at most; more wait in the kernel's backlog; 0 = no limit"`
+	StateDir             string        `toml:"state_dir" reload:"restart" path:"file" doc:"directory of the node's own state (calibration profiles in profiles/); relative paths are relative to this file's directory; empty = nothing kept: every load calibrates"`
 	TLS                  TLS           `toml:"tls" reload:"restart"`
 }
 
@@ -188,11 +189,12 @@ type GPU struct {
 // Scheduler holds the defaults for models whose model.toml does not say.
 type Scheduler struct {
 	DefaultInstances    int           `toml:"default_instances" check:"min=1" doc:"instances (ORT sessions) per model version when model.toml says nothing"`
-	DefaultMaxBatchSize int           `toml:"default_max_batch_size" check:"min=0" doc:"largest dynamic batch in rows when model.toml says nothing; 0 = no batching"`
+	DefaultMaxBatchSize int           `toml:"default_max_batch_size" check:"min=0" doc:"largest dynamic batch in rows when model.toml says nothing, for models whose every input and output has a variable first dimension (others are not batched); 0 = no batching unless model.toml asks"`
 	MaxQueueDelay       time.Duration `toml:"max_queue_delay" check:"min=0" doc:"how long the oldest request of a forming batch may wait for others to join"`
 	AdaptiveDelay       bool          `toml:"adaptive_delay" doc:"dispatch a forming batch before max_queue_delay once it holds as many rows as the recent load predicts"`
 	MaxQueueSize        int           `toml:"max_queue_size" check:"min=1" doc:"requests that may wait per model version; more are refused with 503 and Retry-After"`
 	DefaultTimeout      time.Duration `toml:"default_timeout" check:"min=0" doc:"longest a request may wait in the queue before it fails with 503; 0 = no limit"`
+	CalibrationTime     time.Duration `toml:"calibration_time" check:"min=0" doc:"how long the calibration of a model version at load may run (model.toml [tuning] calibration_time overrides it); it measures instances x intra-op threads x batch sizes in the version's worker and chooses the fastest; 0 = no calibration: every model runs as its model.toml says"`
 }
 
 // Metrics configures the Prometheus endpoint, /metrics.
@@ -250,14 +252,19 @@ func Default() Config {
 			TelemetryTimeout: 2 * time.Second,
 		},
 		Scheduler: Scheduler{
-			DefaultInstances:    1,
-			DefaultMaxBatchSize: 0,
+			DefaultInstances: 1,
+			// Batching by default where every input and output has a variable first
+			// dimension: the tuner keeps batches as small as the load allows.
+			DefaultMaxBatchSize: 64,
 			// 2 ms lets a burst of concurrent clients fill a batch while adding little to the
 			// latency of a lone request.
 			MaxQueueDelay:  2 * time.Millisecond,
 			AdaptiveDelay:  true,
 			MaxQueueSize:   1024,
 			DefaultTimeout: 0,
+			// Enough for a few runs of each candidate of a model of tens of milliseconds a
+			// batch; a restart of the same file reuses the profile kept in server.state_dir.
+			CalibrationTime: 3 * time.Second,
 		},
 		GRPC: GRPC{
 			// Off unless configured: the packaged configuration turns it on at 127.0.0.1:8001.

@@ -147,6 +147,7 @@ func New(cfg *config.Config, opts Options, log *slog.Logger) (*Daemon, error) {
 		iso = engine.InProcess(opts.Runtime)
 	}
 	repo := models.NewWith(iso, func() models.Settings { return d.settings.Load().models }, log.With("component", "models"))
+	repo.SetTuning(tuningEnv(cfg, opts.RuntimeVersion))
 	repo.SetMemoryProbe(func() (uint64, error) {
 		m, err := hostinfo.DetectMemory()
 		return m.UsableAvailable, err

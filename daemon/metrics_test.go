@@ -97,13 +97,15 @@ func TestInferenceMetrics(t *testing.T) {
 		`inferd_inference_request_duration_seconds_bucket{model="double",version="1",le="10"}`: 4,
 		`inferd_inference_queue_duration_seconds_count{model="double",version="1"}`:            4,
 		`inferd_inference_compute_duration_seconds_count{model="double",version="1"}`:          4,
-		`inferd_inference_batch_size_bucket{model="double",version="1",le="1"}`:                4,
-		`inferd_inference_batch_size_sum{model="double",version="1"}`:                          4,
-		`inferd_inference_in_flight_requests{model="double",version="1"}`:                      0,
-		`inferd_model_state{model="double",state="ready",version="1"}`:                         1,
-		`inferd_model_state{model="double",state="loading",version="1"}`:                       0,
-		`inferd_model_loads_total{model="double",result="success"}`:                            1,
-		`inferd_config_last_reload_successful`:                                                 1,
+		// batched by default (every dimension 0 of "double" is variable): 3 rows a request
+		`inferd_inference_batch_size_bucket{model="double",version="1",le="1"}`: 0,
+		`inferd_inference_batch_size_bucket{model="double",version="1",le="4"}`: 4,
+		`inferd_inference_batch_size_sum{model="double",version="1"}`:           12,
+		`inferd_inference_in_flight_requests{model="double",version="1"}`:       0,
+		`inferd_model_state{model="double",state="ready",version="1"}`:          1,
+		`inferd_model_state{model="double",state="loading",version="1"}`:        0,
+		`inferd_model_loads_total{model="double",result="success"}`:             1,
+		`inferd_config_last_reload_successful`:                                  1,
 	} {
 		if got := sample(t, m, series); got != want {
 			t.Errorf("%s = %g, want %g", series, got, want)

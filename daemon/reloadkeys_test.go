@@ -216,6 +216,7 @@ func restartChange(t *testing.T, k config.KeyDoc, base map[string]string) map[st
 		"log.format":                 {"log.format": `"json"`},
 		"engine.onnxruntime_library": {"engine.onnxruntime_library": `"/nonexistent/libonnxruntime.so"`},
 		"engine.isolation":           {"engine.isolation": `"none"`},
+		"server.state_dir":           {"server.state_dir": `"state"`},
 		// TLS files come in pairs and client certificates need a CA (config's cross checks).
 		"server.tls.cert_file":      {"server.tls.cert_file": `"c.pem"`, "server.tls.key_file": `"k.pem"`},
 		"server.tls.key_file":       {"server.tls.cert_file": `"c2.pem"`, "server.tls.key_file": `"k2.pem"`},
@@ -369,6 +370,7 @@ func liveProbes(clustered bool) map[string]probe {
 		"scheduler.adaptive_delay":         reloads(map[string]string{"scheduler.adaptive_delay": "false"}),
 		"scheduler.max_queue_size":         reloads(map[string]string{"scheduler.max_queue_size": "7"}),
 		"scheduler.default_timeout":        reloads(map[string]string{"scheduler.default_timeout": `"7s"`}),
+		"scheduler.calibration_time":       reloads(map[string]string{"scheduler.calibration_time": `"1s"`}),
 		"gpu.memory_fraction": {set: map[string]string{"gpu.memory_fraction": "0.5"},
 			inert: "it bounds placements onto GPUs, and this node places nothing on one (models' TestGPUMemoryFractionFollowsSettings)"},
 		"limits.max_inputs": overLimit("limits.max_inputs", "1",

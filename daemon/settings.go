@@ -1,14 +1,18 @@
 package daemon
 
 import (
+	"fmt"
 	"log/slog"
 	"math"
+	"path/filepath"
 	"runtime"
 
 	"github.com/inferd/inferd/api"
 	"github.com/inferd/inferd/config"
 	"github.com/inferd/inferd/grpcapi"
+	"github.com/inferd/inferd/hostinfo"
 	"github.com/inferd/inferd/models"
+	"github.com/inferd/inferd/tuning"
 )
 
 // settings is everything the running daemon takes from one configuration. It is built once
@@ -76,17 +80,33 @@ func (d *Daemon) config() *config.Config { return d.settings.Load().cfg }
 
 func defaults(cfg *config.Config) models.Defaults {
 	return models.Defaults{
-		Instances:      cfg.Scheduler.DefaultInstances,
-		MaxBatchSize:   cfg.Scheduler.DefaultMaxBatchSize,
-		IntraOpThreads: cfg.Engine.IntraOpThreads,
-		InterOpThreads: cfg.Engine.InterOpThreads,
-		Cores:          runtime.GOMAXPROCS(0),
-		MaxQueueDelay:  cfg.Scheduler.MaxQueueDelay,
-		AdaptiveDelay:  cfg.Scheduler.AdaptiveDelay,
-		MaxQueueSize:   cfg.Scheduler.MaxQueueSize,
-		DefaultTimeout: cfg.Scheduler.DefaultTimeout,
-		MaxMemoryBytes: cfg.Engine.MaxMemoryBytes,
-		LoadTimeout:    cfg.Engine.LoadTimeout,
-		MaxRunTime:     cfg.Engine.MaxRunTime,
+		Instances:       cfg.Scheduler.DefaultInstances,
+		MaxBatchSize:    cfg.Scheduler.DefaultMaxBatchSize,
+		IntraOpThreads:  cfg.Engine.IntraOpThreads,
+		InterOpThreads:  cfg.Engine.InterOpThreads,
+		Cores:           runtime.GOMAXPROCS(0),
+		MaxQueueDelay:   cfg.Scheduler.MaxQueueDelay,
+		AdaptiveDelay:   cfg.Scheduler.AdaptiveDelay,
+		MaxQueueSize:    cfg.Scheduler.MaxQueueSize,
+		DefaultTimeout:  cfg.Scheduler.DefaultTimeout,
+		CalibrationTime: cfg.Scheduler.CalibrationTime,
+		MaxMemoryBytes:  cfg.Engine.MaxMemoryBytes,
+		LoadTimeout:     cfg.Engine.LoadTimeout,
+		MaxRunTime:      cfg.Engine.MaxRunTime,
 	}
+}
+
+// tuningEnv is where the repository keeps calibration profiles (server.state_dir/profiles)
+// and what it keys them by: the CPU model and the cores this process may use, and the ONNX
+// Runtime version.
+func tuningEnv(cfg *config.Config, runtimeVersion string) models.TuningEnv {
+	var store *tuning.Store
+	if cfg.Server.StateDir != "" {
+		store = tuning.NewStore(filepath.Join(cfg.Server.StateDir, "profiles"))
+	}
+	hw := fmt.Sprintf("cores=%d", runtime.GOMAXPROCS(0))
+	if info, err := hostinfo.Detect(); err == nil {
+		hw = fmt.Sprintf("cpu=%s threads=%d %s features=%v", info.CPU.Model, info.CPU.Threads, hw, info.CPU.Features)
+	}
+	return models.TuningEnv{Store: store, Hardware: hw, Runtime: runtimeVersion}
 }

@@ -52,6 +52,9 @@ func startWatched(t *testing.T, opts daemon.Options) *harness {
 	cfg := config.Default()
 	cfg.Models.Repository = dir
 	cfg.Server.ShutdownTimeout = 5 * time.Second
+	// one instance, as written: a request stuck in it holds up the next (no calibration,
+	// which could give the model an instance per core)
+	cfg.Scheduler.CalibrationTime = 0
 	opts.Watchdog = watchdog
 	h, _ := launch(t, dir, &cfg, opts)
 	return h

@@ -89,6 +89,11 @@ func (r *Repository) openInstancesLocked(ctx context.Context, v *Version, path s
 		InterOpThreads: r.cur.Defaults.InterOpThreads,
 	}
 	if ic.Device == DeviceCPU {
+		if r.calibrates(v) {
+			return r.openTunedLocked(ctx, v, path, cpu, log)
+		}
+		v.Tuning.Source, v.Tuning.Instances, v.Tuning.IntraOpThreads = "model.toml", ic.Count, cpu.IntraOpThreads
+		v.Tuning.Reason = "calibration is off ([tuning] auto = false, or [scheduler] calibration_time = 0)"
 		return r.openAll(ctx, v, path, slices.Repeat([]engine.Options{cpu}, ic.Count))
 	}
 	err := r.openOnGPUsLocked(ctx, v, path, cpu, log)

@@ -48,6 +48,58 @@ type Config struct {
 	Warmup WarmupConfig `toml:"warmup" json:"warmup"`
 	// Limits bound what one version may take (its worker's memory, its load, one run).
 	Limits LimitsConfig `toml:"limits" json:"limits"`
+	// Tuning says whether and within what the version's configuration is chosen by
+	// calibration (tune.go).
+	Tuning TuningConfig `toml:"tuning" json:"tuning"`
+
+	// set records which keys model.toml wrote itself (not the defaults): a key written pins
+	// that dimension against the tuner, and an unwritten max_batch_size batches by default
+	// only a model whose shapes allow it.
+	set keysSet
+}
+
+// keysSet are the keys of model.toml that the tuner and the batching default respect.
+type keysSet struct {
+	maxBatchSize, count, intraOpThreads, maxQueueDelay bool
+}
+
+// TuningConfig is a model's [tuning] table.
+type TuningConfig struct {
+	// Auto lets calibration choose the instances, intra-op threads and batch target (unset:
+	// true); false serves the configuration as written.
+	Auto *bool `toml:"auto" json:"auto,omitempty"`
+	// CalibrationTime bounds the calibration of one version; 0 takes [scheduler]
+	// calibration_time.
+	CalibrationTime Duration `toml:"calibration_time" json:"calibration_time"`
+	// LatencyBudget bounds a request's time in the server: no batch target whose run, with the
+	// run ahead of it, would take longer. 0: none.
+	LatencyBudget Duration `toml:"latency_budget" json:"latency_budget"`
+	// MinInstances and MaxInstances bound the instance count the tuner may choose (0: from
+	// the cores).
+	MinInstances int `toml:"min_instances" json:"min_instances,omitempty"`
+	MaxInstances int `toml:"max_instances" json:"max_instances,omitempty"`
+	// MaxCores caps instances × threads (0: the usable cores).
+	MaxCores int `toml:"max_cores" json:"max_cores,omitempty"`
+}
+
+// auto reports whether the tuner chooses for this model.
+func (t TuningConfig) auto() bool { return t.Auto == nil || *t.Auto }
+
+func (t TuningConfig) validate(cores int) []error {
+	var errs []error
+	if t.CalibrationTime < 0 || t.LatencyBudget < 0 || t.MinInstances < 0 || t.MaxInstances < 0 || t.MaxCores < 0 {
+		errs = append(errs, errors.New("tuning: calibration_time, latency_budget, min_instances, max_instances and max_cores must not be negative"))
+	}
+	if t.MinInstances > 0 && t.MaxInstances > 0 && t.MinInstances > t.MaxInstances {
+		errs = append(errs, fmt.Errorf("tuning: min_instances %d is more than max_instances %d", t.MinInstances, t.MaxInstances))
+	}
+	if t.MaxCores > 0 && t.MinInstances > t.MaxCores {
+		errs = append(errs, fmt.Errorf("tuning: min_instances %d cannot fit max_cores %d (one core per instance at least)", t.MinInstances, t.MaxCores))
+	}
+	if cores > 0 && t.MinInstances > InstancesPerCore*cores {
+		errs = append(errs, fmt.Errorf("tuning: min_instances %d is more than %d per core on the %d cores this process may use", t.MinInstances, InstancesPerCore, cores))
+	}
+	return errs
 }
 
 // LimitsConfig is a model's [limits] table; zero values take the daemon's [engine] defaults.
@@ -150,6 +202,9 @@ type Defaults struct {
 	AdaptiveDelay  bool
 	MaxQueueSize   int
 	DefaultTimeout time.Duration
+	// CalibrationTime bounds the calibration of a version ([scheduler] calibration_time);
+	// 0 turns calibration off node-wide: every model runs as written.
+	CalibrationTime time.Duration
 	// MaxMemoryBytes, LoadTimeout and MaxRunTime are the [limits] defaults ([engine] keys);
 	// MaxMemoryBytes 0 means derived from the memory available when a version loads.
 	MaxMemoryBytes int64
@@ -187,6 +242,7 @@ func readConfig(dir string, d Defaults) (c Config, err error) {
 	if err := dec.Decode(&c); err != nil {
 		return c, fmt.Errorf("%w: %s", ErrConfig, describeTOMLError(path, err))
 	}
+	c.set = keysWritten(data)
 	if c.Instance.Count == 0 {
 		c.Instance.Count = d.Instances
 	}
@@ -199,7 +255,32 @@ func readConfig(dir string, d Defaults) (c Config, err error) {
 	if err := c.Instance.checkCores(d.Cores); err != nil {
 		return c, fmt.Errorf("%w: %s: %v", ErrConfig, path, err)
 	}
+	if err := errors.Join(c.Tuning.validate(d.Cores)...); err != nil {
+		return c, fmt.Errorf("%w: %s: %v", ErrConfig, path, err)
+	}
 	return c.withPolicyDefault(), nil
+}
+
+// keysWritten reads which of the keys the tuner respects model.toml writes (data has been
+// decoded strictly already).
+func keysWritten(data []byte) keysSet {
+	var probe struct {
+		MaxBatchSize *int `toml:"max_batch_size"`
+		Instance     struct {
+			Count          *int `toml:"count"`
+			IntraOpThreads *int `toml:"intra_op_threads"`
+		} `toml:"instance"`
+		DynamicBatching struct {
+			MaxQueueDelay any `toml:"max_queue_delay"`
+		} `toml:"dynamic_batching"`
+	}
+	_ = toml.Unmarshal(data, &probe)
+	return keysSet{
+		maxBatchSize:   probe.MaxBatchSize != nil,
+		count:          probe.Instance.Count != nil,
+		intraOpThreads: probe.Instance.IntraOpThreads != nil,
+		maxQueueDelay:  probe.DynamicBatching.MaxQueueDelay != nil,
+	}
 }
 
 // InstancesPerCore bounds [instance] count: at most this many instances per CPU the process may

@@ -398,6 +398,8 @@ func (r *Repository) openInHost(ctx context.Context, v *Version, path string, lo
 	if sig.Inputs, err = v.Config.effectiveInputs(sig.Inputs); err != nil {
 		return err
 	}
+	v.Signature = sig
+	defaultBatching(v, log)
 	if err := checkBatchDims(v.Config.MaxBatchSize, sig.Inputs, "input"); err != nil {
 		return err
 	}

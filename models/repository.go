@@ -58,6 +58,8 @@ type Version struct {
 	// Fallback says why a version whose device is "gpu" (with cpu_fallback) or "auto" runs on
 	// the CPU; empty otherwise.
 	Fallback string
+	// Tuning is how its configuration was chosen (tune.go).
+	Tuning Tuning
 
 	fingerprint string         // what it was loaded from: files and effective settings
 	baseline    map[int]uint64 // this process's GPU memory before the load, per GPU; loader only
@@ -83,7 +85,16 @@ var (
 func (v *Version) Instances() []engine.Session { return v.Sessions }
 
 // Policy is how the scheduler queues and batches the version's requests (scheduler.Target).
-func (v *Version) Policy() scheduler.Policy { return v.Config.schedulerPolicy() }
+func (v *Version) Policy() scheduler.Policy {
+	p := v.Config.schedulerPolicy()
+	if v.Tuning.service != nil {
+		p.ServiceTimes, p.LatencyBudget = v.Tuning.service, v.Tuning.latencyBudget
+		if !v.Config.set.maxQueueDelay {
+			p.MaxQueueDelay = 0 // the tuned batcher's own bound, unless model.toml sets one
+		}
+	}
+	return p
+}
 
 // Series names the model version whose generation v is, so that the scheduler's totals add up
 // across reloads (scheduler.Series).
@@ -185,6 +196,7 @@ type Repository struct {
 	onGPU   map[*Version]bool // loaded versions holding GPU memory; guarded by loadMu
 
 	memProbe MemoryProbe // guarded by loadMu (memguard.go)
+	tuning   TuningEnv   // guarded by loadMu (tune.go)
 
 	mu         sync.RWMutex
 	models     map[string]*Model

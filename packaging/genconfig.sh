@@ -23,12 +23,14 @@ cat <<'HEAD'
 HEAD
 # Skip the reference's own header (everything before the first table), comment out every key,
 # put the package's repository where the demo's relative one was, and turn gRPC on next to HTTP
-# (loopback, Triton's port 8001): the one key the package sets.
+# (loopback, Triton's port 8001) and keep calibration profiles in /var/lib/inferd/state: the
+# two keys the package sets.
 awk '
   !started && /^\[/ { started = 1; print "" }
   !started { next }
   /^\[/ { section = substr($0, 2, length($0) - 2) }
   section == "models" && /^repository[ \t]*=/ { print "#repository = \"/var/lib/inferd/models\""; next }
+  section == "server" && /^state_dir[ \t]*=/ { print "state_dir = \"/var/lib/inferd/state\""; next }
   section == "grpc" && /^listen[ \t]*=/ { print "listen = \"127.0.0.1:8001\""; next }
   section == "grpc" && /make run/ { next }
   /^[A-Za-z0-9_]+[ \t]*=/ { print "#" $0; next }

@@ -31,8 +31,9 @@ func generatedConfig(t *testing.T) string {
 var keyLine = regexp.MustCompile(`^(#?)([A-Za-z0-9_]+)\s*=`)
 
 // The packaged configuration lists every key of the reference, commented out, and its values
-// are the defaults: uncommenting every line changes nothing. The one key it sets is
-// grpc.listen, so that the package serves gRPC next to HTTP.
+// are the defaults: uncommenting every line changes nothing. The keys it sets are grpc.listen,
+// so that the package serves gRPC next to HTTP, and server.state_dir, so that calibration
+// profiles survive a restart.
 func TestPackagedConfigIsCommentedDefaults(t *testing.T) {
 	gen := generatedConfig(t)
 	ref, err := os.ReadFile("../configs/inferd.toml")
@@ -52,10 +53,11 @@ func TestPackagedConfigIsCommentedDefaults(t *testing.T) {
 		}
 		return out
 	}
-	if live := keys(gen, false); !slices.Equal(live, []string{"[grpc]listen"}) {
-		t.Errorf("keys set in the packaged configuration: %v; want only [grpc]listen", live)
+	set := []string{"[server]state_dir", "[grpc]listen"}
+	if live := keys(gen, false); !slices.Equal(live, set) {
+		t.Errorf("keys set in the packaged configuration: %v; want only %v", live, set)
 	}
-	if want, got := slices.DeleteFunc(keys(string(ref), false), func(k string) bool { return k == "[grpc]listen" }), keys(gen, true); !slices.Equal(want, got) {
+	if want, got := slices.DeleteFunc(keys(string(ref), false), func(k string) bool { return slices.Contains(set, k) }), keys(gen, true); !slices.Equal(want, got) {
 		t.Errorf("packaged keys %v\nreference keys %v", got, want)
 	}
 	if !strings.Contains(gen, "\n#repository = \"/var/lib/inferd/models\"\n") {
@@ -84,6 +86,7 @@ func TestPackagedConfigIsCommentedDefaults(t *testing.T) {
 	}
 	def := config.Default()
 	def.GRPC.Listen = "127.0.0.1:8001"
+	def.Server.StateDir = "/var/lib/inferd/state"
 	if !reflect.DeepEqual(*asIs, def) || !reflect.DeepEqual(*explicit, def) {
 		t.Errorf("commented values are not the defaults:\n as is       %+v\n uncommented %+v\n defaults    %+v", *asIs, *explicit, def)
 	}

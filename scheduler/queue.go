@@ -40,6 +40,8 @@ type queue struct {
 	running  int64         // batch rows being run
 	runningN int           // requests in the batches being run
 	peak     int64         // most rows waiting or running at once since the last dispatch
+	peaks    []int64       // peak at the last few dispatches (batch.go), a ring
+	peakAt   int           // next slot of peaks to overwrite
 	timed    int           // waiting requests that have a deadline
 	changed  chan struct{} // closed and replaced whenever the queue changes
 	closing  bool
@@ -372,6 +374,9 @@ func (q *queue) takeLocked(batch []*pending, inst *instance) {
 		q.running += p.rows
 	}
 	q.runningN += len(batch)
+	if q.policy.ServiceTimes != nil {
+		q.notePeakLocked()
+	}
 	q.peak = q.rows + q.running
 	inst.busy = true
 	live := 0
@@ -441,6 +446,10 @@ collect:
 		if best >= 0 {
 			return batch[:best+1], true, time.Time{}
 		}
+	}
+	if q.policy.ServiceTimes != nil {
+		ready, wake := q.tunedReadyLocked(now, head.arrived, rows, limit)
+		return batch, ready, wake
 	}
 	deadline := head.arrived.Add(q.policy.MaxQueueDelay)
 	if !now.Before(deadline) {

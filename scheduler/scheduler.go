@@ -76,6 +76,14 @@ type Policy struct {
 	// MaxRunTime bounds one run (a batch) on an instance; past it the run is stopped and
 	// every request of the batch fails with ErrRunTimeout. 0 means no bound.
 	MaxRunTime time.Duration
+	// ServiceTimes, when set, is what one run takes on one instance by batch size
+	// (ServiceTimes[b-1] for b rows), measured by calibration: the batcher then aims for the
+	// rows in flight spread over the instances and waits for a batch to grow only while the
+	// gain in rows per second pays for the wait (batch.go). MaxQueueDelay stays a hard cap.
+	ServiceTimes []time.Duration
+	// LatencyBudget bounds, with ServiceTimes, a request's wait and run: no batch is held past
+	// what the budget leaves for its run. 0 means none.
+	LatencyBudget time.Duration
 }
 
 // Request is one inference request, validated against the target's signature.

@@ -27,9 +27,12 @@ type Plan struct {
 	// Budget bounds the whole calibration; it is shared among the candidates not yet
 	// measured, and a candidate whose share ends keeps the batch sizes measured so far.
 	Budget time.Duration
-	// Rounds is how many timed runs each instance makes per batch size, after one untimed run
-	// (the first run at a new size allocates); 3 when zero.
+	// Rounds is how many timed runs each instance makes per batch size at least, after one
+	// untimed run (the first run at a new size allocates); 3 when zero.
 	Rounds int
+	// PointTime is how long each batch size is measured at least (more rounds for a fast
+	// model, whose single runs are too short to time alone); 10 ms when zero.
+	PointTime time.Duration
 }
 
 // Pool holds the sessions a calibration opened, by thread count, for the caller to keep
@@ -45,6 +48,9 @@ func (p *Pool) Take(threads, n int) []engine.Session {
 	defer p.mu.Unlock()
 	have := p.sessions[threads]
 	n = min(n, len(have))
+	if n == 0 {
+		return nil
+	}
 	out := slices.Clone(have[:n])
 	p.sessions[threads] = have[n:]
 	return out
@@ -66,6 +72,9 @@ func (p *Pool) Close() {
 // the pool).
 func (p *Pool) ensure(ctx context.Context, open Opener, threads, n int) ([]engine.Session, error) {
 	p.mu.Lock()
+	if p.sessions == nil {
+		p.sessions = map[int][]engine.Session{}
+	}
 	have := len(p.sessions[threads])
 	p.mu.Unlock()
 	for ; have < n; have++ {
@@ -91,7 +100,10 @@ func Calibrate(ctx context.Context, open Opener, plan Plan, log *slog.Logger) (P
 	start := time.Now()
 	deadline := start.Add(plan.Budget)
 	rounds := cmp0(plan.Rounds, 3)
-	pool := &Pool{sessions: map[int][]engine.Session{}}
+	if plan.PointTime <= 0 {
+		plan.PointTime = 10 * time.Millisecond
+	}
+	pool := &Pool{}
 	prof := Profile{Complete: true}
 	for i, c := range plan.Candidates {
 		share := time.Until(deadline) / time.Duration(len(plan.Candidates)-i)
@@ -134,7 +146,7 @@ func measure(ctx context.Context, open Opener, pool *Pool, c Candidate, plan Pla
 			curve.Points = nil
 			return curve, true, nil
 		}
-		service, err := runAll(ctx, sessions, inputs, rounds)
+		service, err := runAll(ctx, sessions, inputs, rounds, plan.PointTime)
 		if err != nil {
 			if ctx.Err() != nil {
 				return curve, false, ctx.Err()
@@ -148,21 +160,24 @@ func measure(ctx context.Context, open Opener, pool *Pool, c Candidate, plan Pla
 	return curve, true, nil
 }
 
-// runAll runs inputs on every session at once, one untimed run and then rounds timed runs
-// each, and returns the median of the timed runs.
-func runAll(ctx context.Context, sessions []engine.Session, inputs []tensor.Tensor, rounds int) (time.Duration, error) {
+// runAll runs inputs on every session at once, one untimed run and then at least rounds timed
+// runs each, for at least least, and returns the median of the timed runs.
+func runAll(ctx context.Context, sessions []engine.Session, inputs []tensor.Tensor, rounds int, least time.Duration) (time.Duration, error) {
 	times := make([][]time.Duration, len(sessions))
 	errs := make([]error, len(sessions))
 	var wg sync.WaitGroup
 	for i, s := range sessions {
 		wg.Go(func() {
-			for r := range rounds + 1 {
+			var start time.Time
+			for r := 0; r <= rounds || time.Since(start) < least; r++ {
 				t0 := time.Now()
 				if _, err := s.Run(ctx, inputs, nil); err != nil {
 					errs[i] = err
 					return
 				}
-				if r > 0 {
+				if r == 0 {
+					start = time.Now()
+				} else {
 					times[i] = append(times[i], time.Since(t0))
 				}
 			}
