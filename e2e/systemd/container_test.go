@@ -4,6 +4,7 @@ package systemd
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -214,8 +215,9 @@ func (c *container) show(unit, prop string) string {
 // has cgroup v2 that is MemoryMax= itself (systemctl set-property --runtime). Where it has v1
 // (this sandbox: nspawn mounts the v1 controllers read-only inside), it is a memory cgroup the
 // test makes on the host below the daemon's own, limited to headroom (a task moved in brings no
-// charges with it), into which it moves the daemon: the workers the daemon starts from then on
-// are born there. The error says why neither is possible.
+// charges with it), into which it moves the daemon and its workers (the spare worker that the
+// next load takes among them): the workers the daemon starts from then on are born there. The
+// error says why neither is possible.
 func (c *container) limitMemory(unit string, headroom int64) (undo func(), err error) {
 	c.t.Helper()
 	if c.must("stat -fc %T /sys/fs/cgroup") == "cgroup2fs" {
@@ -224,14 +226,23 @@ func (c *container) limitMemory(unit string, headroom int64) (undo func(), err e
 			return nil, fmt.Errorf("no memory accounting for %s (MemoryCurrent: %v)", unit, err)
 		}
 		limit := current + headroom
-		lift := func() { c.must("systemctl set-property --runtime " + unit + " MemoryMax=infinity") }
-		c.must(fmt.Sprintf("systemctl set-property --runtime %s MemoryMax=%d", unit, limit))
+		// MemoryMax= bounds RAM alone: on a machine with swap the kernel would page the
+		// allocation out instead of killing it, so swap is bounded too (MemorySwapMax=0).
+		lift := func() {
+			c.must("systemctl set-property --runtime " + unit + " MemoryMax=infinity MemorySwapMax=infinity")
+		}
+		c.must(fmt.Sprintf("systemctl set-property --runtime %s MemoryMax=%d MemorySwapMax=0", unit, limit))
 		// systemd takes the property even where the memory controller is not delegated to the
 		// container: the kernel's file says whether it is in force.
 		file := "/sys/fs/cgroup" + c.show(unit, "ControlGroup") + "/memory.max"
 		if got, _ := c.sh("cat " + file); strings.TrimSpace(got) != strconv.FormatInt(limit, 10) {
 			lift()
 			return nil, fmt.Errorf("MemoryMax=%d is not in force (%s: %s)", limit, file, strings.TrimSpace(got))
+		}
+		swap := strings.TrimSuffix(file, "memory.max") + "memory.swap.max"
+		if got, err := c.sh("cat " + swap); err == nil && strings.TrimSpace(got) != "0" {
+			lift()
+			return nil, fmt.Errorf("MemorySwapMax=0 is not in force (%s: %s)", swap, strings.TrimSpace(got))
 		}
 		return lift, nil
 	}
@@ -257,12 +268,29 @@ func (c *container) limitMemory(unit string, headroom int64) (undo func(), err e
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		return nil, err
 	}
+	// The daemon and the workers it has already started (the spare one above all, which the
+	// next load takes): a process moved brings no charges with it, so the workers loaded
+	// before are not pushed over the limit, but whatever they allocate from now on counts.
 	move := func(to string) error {
-		return os.WriteFile(filepath.Join(to, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0)
+		var errs []error
+		for _, p := range append([]int{pid}, descendants(pid)...) {
+			err := os.WriteFile(filepath.Join(to, "cgroup.procs"), []byte(strconv.Itoa(p)), 0)
+			if err != nil && !errors.Is(err, syscall.ESRCH) {
+				errs = append(errs, fmt.Errorf("moving pid %d: %w", p, err))
+			}
+		}
+		return errors.Join(errs...)
 	}
 	if err := os.WriteFile(filepath.Join(dir, "memory.limit_in_bytes"), []byte(strconv.FormatInt(headroom, 10)), 0); err != nil {
 		os.Remove(dir)
 		return nil, err
+	}
+	// with swap accounting, memory and swap together get the same bound (no paging out)
+	if memsw := filepath.Join(dir, "memory.memsw.limit_in_bytes"); fileExists(memsw) {
+		if err := os.WriteFile(memsw, []byte(strconv.FormatInt(headroom, 10)), 0); err != nil {
+			os.Remove(dir)
+			return nil, err
+		}
 	}
 	if err := move(dir); err != nil {
 		os.Remove(dir)
@@ -271,7 +299,7 @@ func (c *container) limitMemory(unit string, headroom int64) (undo func(), err e
 	return func() {
 		c.t.Helper()
 		if err := move(parent); err != nil {
-			c.t.Errorf("moving the daemon back to its memory cgroup: %v", err)
+			c.t.Errorf("moving the daemon and its workers back to their memory cgroup: %v", err)
 		}
 		if err := os.Remove(dir); err != nil {
 			c.t.Errorf("removing the test's memory cgroup: %v", err)
@@ -304,4 +332,24 @@ func (c *container) hostPID(nsPID string) (int, error) {
 		}
 	}
 	return 0, fmt.Errorf("no process with PID %s in the container", nsPID)
+}
+
+// descendants are the processes below pid (children of any of its threads), recursively.
+func descendants(pid int) []int {
+	var out []int
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	for _, t := range tasks {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, t.Name()))
+		for _, f := range strings.Fields(string(b)) {
+			if child, err := strconv.Atoi(f); err == nil {
+				out = append(append(out, child), descendants(child)...)
+			}
+		}
+	}
+	return out
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }

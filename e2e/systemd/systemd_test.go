@@ -397,7 +397,19 @@ func checkWorkerOOM(t *testing.T, c *container) {
 	begin := time.Now()
 	c.must("cp -r /mnt/e2e/oomkill /var/lib/inferd/models/ && chown -R inferd:inferd /var/lib/inferd/models/oomkill")
 	exited := "grep 'model worker exited' | grep 'host=oomkill/1' | grep 'class=oom' | grep 'killed by SIGKILL (not by inferd'"
-	journal("the worker's OOM kill", exited+" -q")
+	// the version's state says what happened where the kill does not come (paged out, say)
+	c.poll("the worker's OOM kill in the journal", 60*time.Second, func() (bool, string) {
+		if _, err := c.sh("journalctl -u inferd --no-pager -o cat | " + exited + " -q"); err == nil {
+			return true, ""
+		}
+		state := "oomkill not in the index"
+		for _, e := range repositoryIndex(c) {
+			if e.Name == "oomkill" {
+				state = fmt.Sprintf("%+v", e)
+			}
+		}
+		return false, "no line matching: " + exited + "; the version: " + state
+	})
 	took := time.Since(begin)
 	line := c.must("journalctl -u inferd --no-pager -o cat | " + exited + " | tail -n1")
 	e = unavailable(c, "oomkill", "the kernel's OOM killer", 30*time.Second)

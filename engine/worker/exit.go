@@ -76,6 +76,12 @@ func outOfMemory(limit int64) string {
 func mentionsOutOfMemory(lines []string) bool {
 	for _, l := range lines {
 		l = strings.ToLower(l)
+		// A thread whose stack cannot be mapped under the worker's RLIMIT_DATA: EAGAIN, which
+		// the Go runtime reports as it aborts ("pthread_create failed: Resource temporarily
+		// unavailable").
+		if strings.Contains(l, "pthread_create failed") && strings.Contains(l, "resource temporarily unavailable") {
+			return true
+		}
 		if strings.Contains(l, "out of memory") || strings.Contains(l, "bad_alloc") ||
 			strings.Contains(l, "cannot allocate memory") || strings.Contains(l, "failed to allocate") {
 			return true

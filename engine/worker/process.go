@@ -357,7 +357,7 @@ type tail struct {
 }
 
 func isHeadline(line string) bool {
-	for _, p := range []string{"fatal error:", "[signal ", "SIG", "panic:", "terminate called", "runtime: out of memory"} {
+	for _, p := range []string{"fatal error:", "[signal ", "SIG", "panic:", "terminate called", "runtime: out of memory", "runtime/cgo: pthread_create failed"} {
 		if strings.HasPrefix(line, p) {
 			return true
 		}
