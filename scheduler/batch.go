@@ -55,14 +55,18 @@ func (q *queue) service(rows int64) time.Duration {
 	return st[rows-1]
 }
 
-// batchTargetLocked is the batch size aimed for now.
+// batchTargetLocked is the batch size aimed for now (limit already within the budget).
 func (q *queue) batchTargetLocked(limit int64) int64 {
 	n := int64(len(q.instances))
-	b := min(max((q.inFlightLocked()+n-1)/n, 1), limit)
-	if budget := q.policy.LatencyBudget; budget > 0 {
-		for b > 1 && 2*q.service(b) > budget {
-			b--
-		}
+	return min(max((q.inFlightLocked()+n-1)/n, 1), limit)
+}
+
+// budgetBatchLocked is the largest batch, up to limit, whose run and the run ahead of it fit
+// the latency budget (at least 1).
+func (q *queue) budgetBatchLocked(limit int64) int64 {
+	b := limit
+	for b > 1 && 2*q.service(b) > q.policy.LatencyBudget {
+		b--
 	}
 	return b
 }

@@ -412,6 +412,9 @@ func (q *queue) formLocked(now time.Time) (batch []*pending, ready bool, wake ti
 		return []*pending{head}, true, time.Time{}
 	}
 	limit := int64(q.policy.MaxBatchSize)
+	if q.policy.ServiceTimes != nil && q.policy.LatencyBudget > 0 {
+		limit = q.budgetBatchLocked(limit) // a larger batch's run alone would break the budget
+	}
 	var rows int64
 	full := false
 collect:
