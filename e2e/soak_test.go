@@ -336,16 +336,7 @@ func checkMLPResponse(resp *pb.ModelInferResponse, x []float32) error {
 	if err != nil {
 		return err
 	}
-	want := testmodels.MLPForward(x)
-	if len(got) != len(want) {
-		return fmt.Errorf("%d outputs, want %d", len(got), len(want))
-	}
-	for i := range want {
-		if math.Abs(float64(got[i]-want[i])) > 1e-4 {
-			return fmt.Errorf("output %v, want %v", got, want)
-		}
-	}
-	return nil
+	return compareMLP(got, x)
 }
 
 func soakBody(x []float32, binaryFormat bool) ([]byte, int) {
@@ -362,7 +353,6 @@ func soakBody(x []float32, binaryFormat bool) ([]byte, int) {
 }
 
 func checkMLP(hlen string, body []byte, x []float32) error {
-	want := testmodels.MLPForward(x)
 	var got []float32
 	if hlen != "" {
 		n, err := strconv.Atoi(hlen)
@@ -381,6 +371,12 @@ func checkMLP(hlen string, body []byte, x []float32) error {
 		}
 		got = r.Outputs[0].Data
 	}
+	return compareMLP(got, x)
+}
+
+// compareMLP checks an output of the soak's model against its reference for input x.
+func compareMLP(got, x []float32) error {
+	want := testmodels.MLPForward(x)
 	if len(got) != len(want) {
 		return fmt.Errorf("%d outputs, want %d", len(got), len(want))
 	}

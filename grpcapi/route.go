@@ -3,7 +3,6 @@ package grpcapi
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -189,7 +188,7 @@ func fromHTTP(rec *recorder, node string) (*pb.ModelInferResponse, error) {
 		}
 		return kservegrpc.EncodeResponse(r.ModelName, r.ModelVersion, r.ID, r.Outputs), nil
 	}
-	msg := errorMessage(rec.body.Bytes())
+	msg := kserve.ErrorMessage(rec.body.Bytes())
 	code := codeOfHTTP(rec.status)
 	if code == codes.Unavailable && node != "" && rec.header.Get("Retry-After") != "" {
 		code = codes.ResourceExhausted
@@ -217,19 +216,4 @@ func codeOfHTTP(s int) codes.Code {
 		return codes.Unimplemented
 	}
 	return codes.Internal
-}
-
-// errorMessage is the message of a KServe error body, or the body itself.
-func errorMessage(body []byte) string {
-	var e struct {
-		Error string `json:"error"`
-	}
-	if json.Unmarshal(body, &e) == nil && e.Error != "" {
-		return e.Error
-	}
-	const limit = 512
-	if len(body) > limit {
-		body = body[:limit]
-	}
-	return strings.TrimSpace(string(body))
 }

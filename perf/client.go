@@ -298,7 +298,7 @@ func (r *runner) get(ctx context.Context, u string) ([]byte, error) {
 		return nil, fmt.Errorf("GET %s: %w", u, err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET %s: %w %s: %s", u, ErrStatus, resp.Status, errorMessage(body))
+		return nil, fmt.Errorf("GET %s: %w %s: %s", u, ErrStatus, resp.Status, kserve.ErrorMessage(body))
 	}
 	return body, nil
 }
@@ -591,7 +591,7 @@ func (s *sender) send(ctx context.Context) (kind, msg string) {
 		return "transport", err.Error()
 	}
 	if resp.StatusCode != http.StatusOK {
-		return strconv.Itoa(resp.StatusCode), errorMessage(s.buf.Bytes())
+		return strconv.Itoa(resp.StatusCode), kserve.ErrorMessage(s.buf.Bytes())
 	}
 	if !s.checked {
 		if err := checkResponse(s.buf.Bytes(), resp.Header); err != nil {
@@ -619,19 +619,4 @@ func checkResponse(body []byte, h http.Header) error {
 		return fmt.Errorf("%w: no outputs", ErrResponse)
 	}
 	return nil
-}
-
-// errorMessage extracts the message of a KServe error body, or the start of any other body.
-func errorMessage(body []byte) string {
-	var e struct {
-		Error string `json:"error"`
-	}
-	if json.Unmarshal(body, &e) == nil && e.Error != "" {
-		return e.Error
-	}
-	const limit = 200
-	if len(body) > limit {
-		return string(body[:limit]) + "..."
-	}
-	return string(body)
 }
