@@ -85,7 +85,7 @@ func headersOf(ctx context.Context) http.Header {
 	md, _ := metadata.FromIncomingContext(ctx)
 	for k, vs := range md {
 		if strings.HasPrefix(k, ":") || strings.HasPrefix(k, "grpc-") || strings.HasSuffix(k, "-bin") ||
-			k == "content-type" || k == "te" || k == "user-agent" {
+			k == "content-type" || k == "content-length" || k == "te" || k == "user-agent" {
 			continue
 		}
 		for _, v := range vs {
