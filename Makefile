@@ -118,8 +118,8 @@ bench-cluster-doc: deps
 	  echo "real daemons on 127.0.0.x, the same client for local and forwarded requests."; echo; \
 	  grep -h "^cluster benchmark" build/bench-cluster.log | sed 's/^cluster benchmark: /- /'; } >>docs/benchmarks.md
 
-## soak: a 3-node cluster under JSON and binary load through model swaps, corrupt models, reloads,
-## SIGKILLs and rolling restarts (default 10 minutes: make soak SOAK_DURATION=3m)
+## soak: a 3-node cluster under JSON, binary and gRPC (unary, stream) load through model swaps,
+## corrupt models, reloads, SIGKILLs and rolling restarts (default 10 minutes: make soak SOAK_DURATION=3m)
 SOAK_DURATION ?= 10m
 soak: deps
 	@mkdir -p build

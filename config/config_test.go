@@ -662,4 +662,8 @@ func TestGRPCSection(t *testing.T) {
 	if got := problemLines(ps.List); !slices.Equal(got, want) {
 		t.Errorf("got:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
+	// Port 0 is a free port of the kernel's choice for each listener: no clash.
+	if _, err := LoadBytes("c.toml", []byte("[server]\nlisten = \"127.0.0.1:0\"\n[grpc]\nlisten = \"127.0.0.1:0\"\n"), nil); err != nil {
+		t.Errorf("gRPC and HTTP both on port 0: %v", err)
+	}
 }

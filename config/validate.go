@@ -136,7 +136,8 @@ func crossChecks(c *Config) []Problem {
 			bad("server.tls.client_auth", "%q needs cert_file and key_file (client certificates need HTTPS)", tls.ClientAuth)
 		}
 	}
-	if l := c.GRPC.Listen; l != "" && (l == c.Server.Listen || l == c.Metrics.Listen) {
+	// Port 0 asks the kernel for a free port: listeners that all ask never clash (tests do).
+	if l := c.GRPC.Listen; l != "" && !anyPort(l) && (l == c.Server.Listen || l == c.Metrics.Listen) {
 		bad("grpc.listen", "%q is also server.listen or metrics.listen: gRPC needs a port of its own", l)
 	}
 	if c.GPU.MemoryFraction > 1 {
@@ -153,4 +154,10 @@ func asError(ps []Problem) error {
 		return nil
 	}
 	return &Problems{List: ps}
+}
+
+// anyPort reports whether the host:port addr asks for a port the kernel picks (port 0).
+func anyPort(addr string) bool {
+	_, port, err := net.SplitHostPort(addr)
+	return err == nil && port == "0"
 }

@@ -37,6 +37,13 @@ func (d *Daemon) setupGRPC(cfg *config.Config, inference *metrics.Inference) {
 			m.GRPCRequests.WithLabelValues(service, method, grpcapi.CodeName(code)).Inc()
 			m.GRPCRequestDuration.WithLabelValues(service, method).Observe(took.Seconds())
 		},
+		// In a cluster, gRPC requests go through the same router as HTTP's (docs/grpc.md).
+		Router: func() grpcapi.Router {
+			if c := d.cluster.Load(); c != nil {
+				return c.router
+			}
+			return nil
+		},
 		Transport: grpcapi.Transport{
 			MaxMessageBytes:              g.MaxMessageBytes,
 			MaxConcurrentStreams:         uint32(g.MaxConcurrentStreams),

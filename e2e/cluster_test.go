@@ -42,6 +42,7 @@ import (
 type clusterNode struct {
 	name   string
 	http   string // host:port it serves on
+	grpc   string // host:port of its gRPC listener, "" without one
 	gossip string // host:port it gossips on
 	config string // its inferd.toml
 	env    []string
@@ -83,6 +84,8 @@ type clusterSpec struct {
 	httpPort, gossipPort int
 	// extra is appended to every node's inferd.toml.
 	extra string
+	// grpc gives every node a gRPC listener on a free port of its address.
+	grpc bool
 }
 
 var loopbackClient = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, MaxIdleConns: 256, IdleConnTimeout: 30 * time.Second}}
@@ -116,6 +119,9 @@ func newTestCluster(t *testing.T, spec clusterSpec) *testCluster {
 		}
 		n.http = net.JoinHostPort(host, strconv.Itoa(hp))
 		n.gossip = net.JoinHostPort(host, strconv.Itoa(gp))
+		if spec.grpc {
+			n.grpc = net.JoinHostPort(host, strconv.Itoa(freePort(t, host, false)))
+		}
 		c.nodes = append(c.nodes, n)
 	}
 	for _, n := range c.nodes {
@@ -150,6 +156,9 @@ leave_timeout = "1s"
 		}
 		// The environment overrides the file: daemontest sets 127.0.0.1:0, this comes after.
 		n.env = []string{"INFERD_SERVER_LISTEN=" + n.http}
+		if n.grpc != "" {
+			n.env = append(n.env, "INFERD_GRPC_LISTEN="+n.grpc)
+		}
 	}
 	return c
 }

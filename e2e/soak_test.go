@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -23,8 +24,12 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/inferd/inferd/internal/daemontest"
 	"github.com/inferd/inferd/internal/testmodels"
+	pb "github.com/inferd/inferd/kserve/kservepb"
 )
 
 var soakDuration = flag.Duration("soak.duration", 10*time.Minute, "how long make soak runs")
@@ -47,9 +52,42 @@ func (n *soakNode) url() (string, bool) {
 	return n.d.URL, true
 }
 
+// grpcAddr is the node's gRPC listener while it is up (a new port after each restart).
+func (n *soakNode) grpcAddr() (string, bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if !n.up {
+		return "", false
+	}
+	return n.d.GRPC, true
+}
+
+// gone reports whether the node no longer listens at addr: it is down, or it restarted.
+func (n *soakNode) gone(addr string) bool {
+	cur, up := n.grpcAddr()
+	return !up || cur != addr
+}
+
+// pickGRPC picks a node that is up, at random, with its gRPC address.
+func pickGRPC(nodes []*soakNode, r *rand.Rand) (*soakNode, string, bool) {
+	var up []*soakNode
+	var addrs []string
+	for _, n := range nodes {
+		if a, ok := n.grpcAddr(); ok {
+			up, addrs = append(up, n), append(addrs, a)
+		}
+	}
+	if len(up) == 0 {
+		return nil, "", false
+	}
+	i := r.IntN(len(up))
+	return up[i], addrs[i], true
+}
+
 // soakStats is what the clients saw.
 type soakStats struct {
 	sent, ok, redirected, failed atomic.Int64
+	grpcOK, streamOK             atomic.Int64 // of ok: unary gRPC calls, requests on streams
 	mu                           sync.Mutex
 	failures                     []string
 	window                       []time.Duration // latencies of the current interval
@@ -144,6 +182,163 @@ func soakClient(ctx context.Context, nodes []*soakNode, binaryFormat bool, seed 
 	}
 }
 
+// soakGRPCClient sends ModelInfer calls (typed and raw in turn) to a random node that is up
+// and checks each answer as soakClient does. A call that fails UNAVAILABLE because its node
+// went away under it (killed, rolled or restarted) is re-sent elsewhere; any other failure
+// counts.
+func soakGRPCClient(ctx context.Context, nodes []*soakNode, seed uint64, st *soakStats, conns *grpcConns) {
+	r := rand.New(rand.NewPCG(seed, 7))
+	for i := 0; ctx.Err() == nil; i++ {
+		x := []float32{r.Float32(), r.Float32(), r.Float32(), r.Float32()}
+		st.sent.Add(1)
+		for attempt := 0; ; attempt++ {
+			node, addr, ok := pickGRPC(nodes, r)
+			if !ok || ctx.Err() != nil {
+				return
+			}
+			c, err := conns.client(addr)
+			if err != nil {
+				st.fail(fmt.Sprintf("grpc %s: %v", addr, err))
+				break
+			}
+			callCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			start := time.Now()
+			resp, err := c.ModelInfer(callCtx, grpcFP32Request("mlp", "input", strconv.Itoa(i), i%2 == 0, x))
+			cancel()
+			if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				if status.Code(err) == codes.Unavailable && node.gone(addr) && attempt < 5 {
+					conns.drop(addr)
+					st.redirected.Add(1)
+					continue
+				}
+				st.fail(fmt.Sprintf("grpc %s: %v", addr, err))
+				break
+			}
+			st.observe(time.Since(start))
+			if err := checkMLPResponse(resp, x); err != nil {
+				st.fail(fmt.Sprintf("grpc %s: %v", addr, err))
+				break
+			}
+			st.ok.Add(1)
+			st.grpcOK.Add(1)
+			break
+		}
+	}
+}
+
+// soakStreamClient keeps inFlight requests on a ModelStreamInfer stream to a random node that
+// is up, matches each answer by id and checks it as soakClient does; after perStream requests
+// it closes the stream (which must then end OK) and opens one to another node. When a stream
+// ends because its node went away, the requests it had not answered are re-sent on the next
+// stream; any other end, or an error answer, is a failure.
+func soakStreamClient(ctx context.Context, nodes []*soakNode, inFlight, perStream int, seed uint64, st *soakStats, conns *grpcConns) {
+	r := rand.New(rand.NewPCG(seed, 7))
+	type pending struct {
+		x     []float32
+		start time.Time
+	}
+	var resend [][]float32
+	seq := 0
+	for ctx.Err() == nil {
+		node, addr, ok := pickGRPC(nodes, r)
+		if !ok {
+			return
+		}
+		c, err := conns.client(addr)
+		if err != nil {
+			st.fail(fmt.Sprintf("grpc stream %s: %v", addr, err))
+			return
+		}
+		sctx, cancel := context.WithCancel(ctx)
+		stream, err := c.ModelStreamInfer(sctx)
+		if err != nil {
+			cancel()
+			if ctx.Err() == nil && !node.gone(addr) {
+				st.fail(fmt.Sprintf("grpc stream %s: %v", addr, err))
+			}
+			continue
+		}
+		waiting := map[string]pending{}
+		sent := 0
+		var end error
+		for ctx.Err() == nil {
+			for len(waiting) < inFlight && sent < perStream {
+				var x []float32
+				if len(resend) > 0 {
+					x, resend = resend[0], resend[1:]
+				} else {
+					x = []float32{r.Float32(), r.Float32(), r.Float32(), r.Float32()}
+					st.sent.Add(1)
+				}
+				seq++
+				id := strconv.Itoa(seq)
+				if err := stream.Send(grpcFP32Request("mlp", "input", id, seq%2 == 0, x)); err != nil {
+					resend = append(resend, x) // never sent: Recv says why the stream ended
+					break
+				}
+				waiting[id] = pending{x, time.Now()}
+				sent++
+			}
+			if len(waiting) == 0 {
+				if err := stream.CloseSend(); err != nil {
+					end = err
+				} else if _, err := stream.Recv(); !errors.Is(err, io.EOF) {
+					end = fmt.Errorf("stream did not end OK after its last answer: %v", err)
+				}
+				break
+			}
+			resp, err := stream.Recv()
+			if err != nil {
+				end = err
+				break
+			}
+			id := resp.GetInferResponse().GetId()
+			p, ok := waiting[id]
+			if !ok {
+				st.fail(fmt.Sprintf("grpc stream %s: an answer for id %q, which is not waiting", addr, id))
+				continue
+			}
+			delete(waiting, id)
+			st.observe(time.Since(p.start))
+			if resp.ErrorMessage != "" {
+				st.fail(fmt.Sprintf("grpc stream %s: request %s: %s", addr, id, resp.ErrorMessage))
+				continue
+			}
+			if err := checkMLPResponse(resp.GetInferResponse(), p.x); err != nil {
+				st.fail(fmt.Sprintf("grpc stream %s: request %s: %v", addr, id, err))
+				continue
+			}
+			st.ok.Add(1)
+			st.streamOK.Add(1)
+		}
+		cancel()
+		switch {
+		case ctx.Err() != nil:
+			return
+		case end == nil:
+		case node.gone(addr):
+			conns.drop(addr)
+			for _, p := range waiting {
+				resend = append(resend, p.x)
+				st.redirected.Add(1)
+			}
+		default:
+			st.fail(fmt.Sprintf("grpc stream %s ended with %d requests unanswered: %v", addr, len(waiting), end))
+		}
+	}
+}
+
+func checkMLPResponse(resp *pb.ModelInferResponse, x []float32) error {
+	got, err := fp32Output(resp)
+	if err != nil {
+		return err
+	}
+	return compareMLP(got, x)
+}
+
 func soakBody(x []float32, binaryFormat bool) ([]byte, int) {
 	if !binaryFormat {
 		b, _ := json.Marshal(map[string]any{"inputs": []any{map[string]any{"name": "input", "shape": []int{1, 4}, "datatype": "FP32", "data": x}}})
@@ -158,7 +353,6 @@ func soakBody(x []float32, binaryFormat bool) ([]byte, int) {
 }
 
 func checkMLP(hlen string, body []byte, x []float32) error {
-	want := testmodels.MLPForward(x)
 	var got []float32
 	if hlen != "" {
 		n, err := strconv.Atoi(hlen)
@@ -177,6 +371,12 @@ func checkMLP(hlen string, body []byte, x []float32) error {
 		}
 		got = r.Outputs[0].Data
 	}
+	return compareMLP(got, x)
+}
+
+// compareMLP checks an output of the soak's model against its reference for input x.
+func compareMLP(got, x []float32) error {
+	want := testmodels.MLPForward(x)
 	if len(got) != len(want) {
 		return fmt.Errorf("%d outputs, want %d", len(got), len(want))
 	}
@@ -217,10 +417,10 @@ func sampleNode(t *testing.T, n *soakNode) nodeSample {
 	return nodeSample{rssKiB: rssKiB(t, d.PID()), goroutines: goroutines(t, d.URL)}
 }
 
-// TestSoak runs a 3-node cluster under steady JSON and binary load while, at random intervals,
-// model versions are swapped, a corrupt model is dropped in, the configuration is reloaded, a
-// node is SIGKILLed and restarted, and a node is rolled (SIGTERM, graceful leave, restart).
-// Every request must succeed; RSS and goroutines of a node that ran the whole time must not grow
+// TestSoak runs a 3-node cluster under steady JSON, binary and gRPC (unary and stream) load
+// while, at random intervals, model versions are swapped, a corrupt model is dropped in, the
+// configuration is reloaded, a node is SIGKILLed and restarted, and a node is rolled (SIGTERM,
+// graceful leave, restart). Every request must succeed; RSS and goroutines of a node that ran the whole time must not grow
 // by more than 10%.
 func TestSoak(t *testing.T) {
 	bin := daemontest.Build(t, t.TempDir())
@@ -254,7 +454,7 @@ func TestSoak(t *testing.T) {
 		nodes = append(nodes, n)
 	}
 	start := func(n *soakNode) {
-		d := daemontest.Start(t, bin, n.config)
+		d := daemontest.Start(t, bin, n.config, "INFERD_GRPC_LISTEN=127.0.0.1:0")
 		d.WaitReady(t)
 		n.mu.Lock()
 		n.d, n.up = d, true
@@ -267,10 +467,16 @@ func TestSoak(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var st soakStats
 	var wg sync.WaitGroup
-	for i := range 6 {
+	// Four HTTP clients (JSON and binary), one of unary gRPC calls (typed and raw in turn), and
+	// one that keeps four requests in flight on a ModelStreamInfer stream.
+	for i := range 4 {
 		wg.Add(1)
 		go func() { defer wg.Done(); soakClient(ctx, nodes, i%2 == 1, uint64(i), &st) }()
 	}
+	var conns grpcConns
+	defer conns.closeAll()
+	wg.Go(func() { soakGRPCClient(ctx, nodes, 4, &st, &conns) })
+	wg.Go(func() { soakStreamClient(ctx, nodes, 4, 200, 5, &st, &conns) })
 	// Node 0 runs the whole time: its resources at the start and the end are compared.
 	<-time.After(min(30*time.Second, *soakDuration/10)) // warmup: the load settles
 	st.p99()
@@ -346,8 +552,8 @@ func TestSoak(t *testing.T) {
 	for _, line := range report {
 		t.Log(line)
 	}
-	t.Logf("soak %v: %d requests sent, %d succeeded, %d failed; %d re-sent after the node they were on was killed or stopped; events %v",
-		*soakDuration, st.sent.Load(), st.ok.Load(), st.failed.Load(), st.redirected.Load(), events)
+	t.Logf("soak %v: %d requests sent, %d succeeded (%d of them unary gRPC, %d on gRPC streams), %d failed; %d re-sent after the node they were on was killed or stopped; events %v",
+		*soakDuration, st.sent.Load(), st.ok.Load(), st.grpcOK.Load(), st.streamOK.Load(), st.failed.Load(), st.redirected.Load(), events)
 	t.Logf("node soak-0 (ran throughout; most of 5 samples at the start, least of 5 at the end) RSS %d KiB -> %d KiB, goroutines %v -> %v; %v", before.rssKiB, after.rssKiB, before.goroutines, after.goroutines, final)
 	for _, f := range st.failures {
 		t.Error(f)

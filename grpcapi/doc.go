@@ -14,6 +14,13 @@
 // reported through Options.Refused with their scheduler.Outcome; the scheduler counts the rest,
 // so each request is counted once, whichever protocol carried it.
 //
+// In a cluster (Options.Router), a decoded and checked inference request goes to the same router
+// as HTTP's (route.go): the router decides where it runs by the same split, failover, retry
+// budget and ejection, forwards it to a peer over the peer's HTTP API in KServe's binary form,
+// and hands the tries it keeps here back to run as they came. The response names the node that
+// served it: inferd-served-by metadata for a unary call, the inferd_served_by parameter on each
+// response of a stream. A peer's answer takes its code from its HTTP status.
+//
 // Shutdown drains: new requests are refused with UNAVAILABLE, each ModelStreamInfer stream
 // stops reading, answers what it has in flight and ends with UNAVAILABLE, health watchers hear
 // NOT_SERVING; what is still running when the caller's deadline passes is cut off.

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/inferd/inferd/dispatch"
 	"github.com/inferd/inferd/kserve"
@@ -15,23 +17,28 @@ import (
 	"github.com/inferd/inferd/tensor"
 )
 
-// ModelInfer runs one inference request.
+// ModelInfer runs one inference request. In cluster mode the response metadata names the node
+// that served it (MetadataServedBy).
 func (s *Server) ModelInfer(ctx context.Context, m *pb.ModelInferRequest) (*pb.ModelInferResponse, error) {
-	resp, err := s.infer1(ctx, m)
+	resp, node, err := s.infer1(ctx, m)
+	if node != "" {
+		_ = grpc.SetHeader(ctx, metadata.Pairs(MetadataServedBy, node))
+	}
 	return resp, statusError(err)
 }
 
 // infer1 decodes m, runs it on the version that serves its model and encodes the answer; the
-// unary and the streaming RPC both come here. Requests it ends before the scheduler admits
+// unary and the streaming RPC both come here. In cluster mode the router decides where it
+// runs, and node names the node that answered. Requests it ends before the scheduler admits
 // them are counted through Options.Refused.
-func (s *Server) infer1(ctx context.Context, m *pb.ModelInferRequest) (*pb.ModelInferResponse, error) {
+func (s *Server) infer1(ctx context.Context, m *pb.ModelInferRequest) (resp *pb.ModelInferResponse, node string, err error) {
 	if s.stopping.Load() {
 		s.refused(ctx, m.GetModelName(), nil, errStopping)
-		return nil, errStopping
+		return nil, "", errStopping
 	}
 	if err := s.decodeError(ctx, m); err != nil {
 		s.refused(ctx, "", nil, err)
-		return nil, err
+		return nil, "", err
 	}
 	req, err := kservegrpc.DecodeRequest(m, s.settings().Limits)
 	if err != nil {
@@ -39,24 +46,34 @@ func (s *Server) infer1(ctx context.Context, m *pb.ModelInferRequest) (*pb.Model
 			s.limitExceeded(le.Limit)
 		}
 		s.refused(ctx, m.GetModelName(), nil, err)
-		return nil, err
+		return nil, "", err
 	}
 	sreq, err := schedulingRequest(req)
 	if err != nil {
 		s.refused(ctx, m.GetModelName(), nil, err)
-		return nil, err
+		return nil, "", err
 	}
-	res := dispatch.Run(ctx, s.repo, s.infer, m.GetModelName(), m.GetModelVersion(), sreq)
+	if rt := s.opts.Router(); rt != nil {
+		return s.route(ctx, rt, m, req, sreq)
+	}
+	resp, err = s.runLocal(ctx, m, m.GetModelVersion(), sreq)
+	return resp, "", err
+}
+
+// runLocal runs a checked request on this node, on the model's version ("" = the server's
+// choice).
+func (s *Server) runLocal(ctx context.Context, m *pb.ModelInferRequest, version string, sreq *scheduler.Request) (*pb.ModelInferResponse, error) {
+	res := dispatch.Run(ctx, s.repo, s.infer, m.GetModelName(), version, sreq)
 	if res.Refused {
 		s.refused(ctx, m.GetModelName(), res.Version, res.Err)
 	}
 	if res.Err != nil {
 		if codeOf(res.Err) == codes.Internal && ctx.Err() == nil {
-			s.log.Error("inference failed", "model", m.GetModelName(), "version", m.GetModelVersion(), "id", m.GetId(), "err", res.Err)
+			s.log.Error("inference failed", "model", m.GetModelName(), "version", version, "id", m.GetId(), "err", res.Err)
 		}
 		return nil, res.Err
 	}
-	return kservegrpc.EncodeResponse(res.Version.Model, res.Version.Label(), req.ID, res.Outputs), nil
+	return kservegrpc.EncodeResponse(res.Version.Model, res.Version.Label(), m.GetId(), res.Outputs), nil
 }
 
 // schedulingRequest takes the tensors and the scheduling parameters (priority, timeout) out of

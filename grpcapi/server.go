@@ -90,7 +90,11 @@ type Options struct {
 	// Observe, when set, is told of every answered unary RPC and every request answered on a
 	// ModelStreamInfer stream: the service and method, its code and how long it took. It must
 	// not block.
-	Observe   func(service, method string, code codes.Code, d time.Duration)
+	Observe func(service, method string, code codes.Code, d time.Duration)
+	// Router, when set, returns the cluster's router, or nil while the node is in no cluster
+	// (before it joined, or with the cluster off): then every request is served here. It is
+	// called for every inference request and must not block.
+	Router    func() Router
 	Transport Transport
 }
 
@@ -121,6 +125,9 @@ func New(repo Repository, infer dispatch.Inferer, opts Options, log *slog.Logger
 	}
 	if s.opts.Ready == nil {
 		s.opts.Ready = func() bool { return true }
+	}
+	if s.opts.Router == nil {
+		s.opts.Router = func() Router { return nil }
 	}
 	s.gs = grpc.NewServer(s.serverOptions()...)
 	pb.RegisterGRPCInferenceServiceServer(s.gs, s)

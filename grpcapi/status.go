@@ -18,6 +18,9 @@ var errStopping = errors.New("server is shutting down")
 // codeOf maps an error from decoding, the repository, the scheduler or the engine to a gRPC
 // code: the one place that decides it.
 func codeOf(err error) codes.Code {
+	if st, ok := status.FromError(err); ok && err != nil {
+		return st.Code() // an answer that came with its code (a peer's, in cluster mode)
+	}
 	switch {
 	case err == nil:
 		return codes.OK

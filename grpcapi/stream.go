@@ -62,16 +62,24 @@ func (s *Server) ModelStreamInfer(stream pb.GRPCInferenceService_ModelStreamInfe
 	answer := func(m *pb.ModelInferRequest) {
 		defer func() { <-inFlight; wg.Done() }()
 		start := time.Now()
-		resp, err := s.infer1(ctx, m)
+		resp, node, err := s.infer1(ctx, m)
 		code := codeOf(err)
 		service, method := splitMethod(pb.GRPCInferenceService_ModelStreamInfer_FullMethodName)
 		s.observe(service, method, code, time.Since(start))
 		if err != nil {
-			send(&pb.ModelStreamInferResponse{ErrorMessage: err.Error(), InferResponse: &pb.ModelInferResponse{
+			params := errorParameters(code)
+			setServedBy(params, node)
+			send(&pb.ModelStreamInferResponse{ErrorMessage: status.Convert(err).Message(), InferResponse: &pb.ModelInferResponse{
 				ModelName: m.GetModelName(), ModelVersion: m.GetModelVersion(), Id: m.GetId(),
-				Parameters: errorParameters(code),
+				Parameters: params,
 			}})
 			return
+		}
+		if node != "" {
+			if resp.Parameters == nil {
+				resp.Parameters = map[string]*pb.InferParameter{}
+			}
+			setServedBy(resp.Parameters, node)
 		}
 		send(&pb.ModelStreamInferResponse{InferResponse: resp})
 	}
@@ -104,6 +112,13 @@ func (s *Server) ModelStreamInfer(stream pb.GRPCInferenceService_ModelStreamInfe
 
 func errorParameters(code codes.Code) map[string]*pb.InferParameter {
 	return map[string]*pb.InferParameter{ParamErrorCode: {ParameterChoice: &pb.InferParameter_StringParam{StringParam: CodeName(code)}}}
+}
+
+// setServedBy names the node that served a stream's request in its response's parameters.
+func setServedBy(params map[string]*pb.InferParameter, node string) {
+	if node != "" {
+		params[ParamServedBy] = &pb.InferParameter{ParameterChoice: &pb.InferParameter_StringParam{StringParam: node}}
+	}
 }
 
 // CodeName is a code's name as the gRPC specification spells it: INVALID_ARGUMENT for

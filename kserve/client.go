@@ -1,6 +1,7 @@
 package kserve
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -207,4 +208,20 @@ func (d *decoder) optionalString(key string) (string, error) {
 		return "", err
 	}
 	return "", invalidf("%q must be a string, found %s", key, d.describeNext())
+}
+
+// ErrorMessage is the message of an error body ({"error": msg}), or the start of any other
+// body (200 bytes, then "..."), for a client to quote.
+func ErrorMessage(body []byte) string {
+	var e struct {
+		Error string `json:"error"`
+	}
+	if json.Unmarshal(body, &e) == nil && e.Error != "" {
+		return e.Error
+	}
+	const limit = 200
+	if len(body) > limit {
+		return string(body[:limit]) + "..."
+	}
+	return string(body)
 }

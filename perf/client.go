@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/inferd/inferd/kserve"
+	pb "github.com/inferd/inferd/kserve/kservepb"
 	"github.com/inferd/inferd/tensor"
 )
 
@@ -59,6 +60,10 @@ type Config struct {
 	// there as ModelInfer calls (all senders share one HTTP/2 connection, as perf_analyzer's
 	// do), while the model's metadata and statistics are still read from URL.
 	GRPC string
+	// Stream sends the requests of each step on one ModelStreamInfer stream to GRPC instead of
+	// as unary calls: a step's concurrency is then the number of requests in flight on that
+	// stream (each sender has one), matched to their responses by id.
+	Stream bool
 
 	// RequestTimeout bounds one request (default 60s).
 	RequestTimeout time.Duration
@@ -128,6 +133,8 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("%w: rate %g", ErrConfig, c.Rate)
 	case c.Rate == 0 && len(c.Concurrency) == 0:
 		return c, fmt.Errorf("%w: neither a rate nor a concurrency level", ErrConfig)
+	case c.Stream && c.GRPC == "":
+		return c, fmt.Errorf("%w: streaming needs a gRPC address", ErrConfig)
 	case c.MaxOutstanding < 0 || c.Batch < 0 || c.MaxSamples < 0:
 		return c, fmt.Errorf("%w: negative max outstanding, batch or sample cap", ErrConfig)
 	}
@@ -216,6 +223,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 		defer r.grpc.close()
 		format, r.body = r.grpc.format, r.grpc.body
+		if cfg.Stream {
+			format += " stream"
+		}
 	}
 
 	rep := &Report{
@@ -288,7 +298,7 @@ func (r *runner) get(ctx context.Context, u string) ([]byte, error) {
 		return nil, fmt.Errorf("GET %s: %w", u, err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET %s: %w %s: %s", u, ErrStatus, resp.Status, errorMessage(body))
+		return nil, fmt.Errorf("GET %s: %w %s: %s", u, ErrStatus, resp.Status, kserve.ErrorMessage(body))
 	}
 	return body, nil
 }
@@ -315,6 +325,10 @@ func (r *runner) step(ctx context.Context, n int) (Step, error) {
 	win := window{begin.Add(cfg.Warmup), begin.Add(cfg.Warmup + cfg.Duration)}
 	senders := make([]*sender, n)
 	perSender := max(cfg.MaxSamples/n, 1)
+	var stream *grpcStream
+	if cfg.Stream {
+		stream = newGRPCStream(ctx, r.grpc, cfg.RequestTimeout)
+	}
 	var wg sync.WaitGroup
 	var sched chan time.Time
 	var scheduled, dropped int64
@@ -324,6 +338,9 @@ func (r *runner) step(ctx context.Context, n int) (Step, error) {
 	}
 	for i := range senders {
 		s := r.newSender(perSender)
+		if stream != nil {
+			s.stream, s.streamReq, s.index = stream, r.grpc.streamRequest(), i
+		}
 		senders[i] = s
 		if sched != nil {
 			wg.Go(func() { s.open(ctx, sched, win, cfg.LateThreshold) })
@@ -340,6 +357,7 @@ func (r *runner) step(ctx context.Context, n int) (Step, error) {
 	var beforeErr, afterErr error
 	if err := sleepUntil(ctx, win.start); err != nil {
 		wg.Wait()
+		stream.close()
 		return st, err
 	}
 	if r.stats {
@@ -348,6 +366,7 @@ func (r *runner) step(ctx context.Context, n int) (Step, error) {
 	cpu0 := markCPU()
 	if err := sleepUntil(ctx, win.end); err != nil {
 		wg.Wait()
+		stream.close()
 		return st, err
 	}
 	cpu1 := markCPU()
@@ -355,6 +374,9 @@ func (r *runner) step(ctx context.Context, n int) (Step, error) {
 		after, afterErr = r.fetchStats(ctx)
 	}
 	wg.Wait() // in-flight requests finish (bounded by RequestTimeout) but are not counted
+	if stream != nil {
+		st.Streams = stream.close()
+	}
 	if err := ctx.Err(); err != nil {
 		return st, err
 	}
@@ -458,6 +480,10 @@ type sender struct {
 	headerLen   string // Inference-Header-Content-Length, empty for an all-JSON body
 	maxSamples  int
 	grpc        *grpcTarget // set: send ModelInfer calls instead
+	stream      *grpcStream // set: send on this step's stream, streamReq with ids from index
+	streamReq   *pb.ModelInferRequest
+	index       int
+	seq         uint64
 
 	buf      bytes.Buffer
 	checked  bool
@@ -538,6 +564,11 @@ func (s *sender) record(kind, msg string, latency time.Duration) {
 // send posts the request body once. kind is "" on success, else the HTTP status ("503"),
 // "transport" or "invalid response", with a message.
 func (s *sender) send(ctx context.Context) (kind, msg string) {
+	if s.stream != nil {
+		s.seq++
+		s.streamReq.Id = streamID(s.index, s.seq)
+		return s.stream.send(ctx, s.streamReq, &s.checked)
+	}
 	if s.grpc != nil {
 		return s.grpc.send(ctx, &s.checked)
 	}
@@ -560,7 +591,7 @@ func (s *sender) send(ctx context.Context) (kind, msg string) {
 		return "transport", err.Error()
 	}
 	if resp.StatusCode != http.StatusOK {
-		return strconv.Itoa(resp.StatusCode), errorMessage(s.buf.Bytes())
+		return strconv.Itoa(resp.StatusCode), kserve.ErrorMessage(s.buf.Bytes())
 	}
 	if !s.checked {
 		if err := checkResponse(s.buf.Bytes(), resp.Header); err != nil {
@@ -588,19 +619,4 @@ func checkResponse(body []byte, h http.Header) error {
 		return fmt.Errorf("%w: no outputs", ErrResponse)
 	}
 	return nil
-}
-
-// errorMessage extracts the message of a KServe error body, or the start of any other body.
-func errorMessage(body []byte) string {
-	var e struct {
-		Error string `json:"error"`
-	}
-	if json.Unmarshal(body, &e) == nil && e.Error != "" {
-		return e.Error
-	}
-	const limit = 200
-	if len(body) > limit {
-		return string(body[:limit]) + "..."
-	}
-	return string(body)
 }

@@ -34,5 +34,6 @@
 //     charging the client a decode per request.
 //
 // The package must not import onnxruntime_go (the caller passes the engine.Runtime) nor any
-// server package: it talks to servers only over HTTP.
+// server package: it talks to servers only over the network (HTTP, and gRPC as a client of
+// kserve/kservepb).
 package perf

@@ -3,6 +3,7 @@ package perf
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -16,11 +17,12 @@ import (
 
 // grpcTarget sends the measured requests as ModelInfer calls over one connection.
 type grpcTarget struct {
-	cc     *grpc.ClientConn
-	client pb.GRPCInferenceServiceClient
-	req    *pb.ModelInferRequest
-	body   []byte // the request's wire form, for the report's request size
-	format string
+	cc      *grpc.ClientConn
+	client  pb.GRPCInferenceServiceClient
+	req     *pb.ModelInferRequest
+	body    []byte // the request's wire form, for the report's request size
+	format  string
+	timeout time.Duration // bounds one call
 }
 
 // dialGRPC prepares the gRPC request of req: raw contents with cfg.Binary, typed otherwise
@@ -43,7 +45,7 @@ func dialGRPC(cfg Config, req *kserve.InferRequest) (*grpcTarget, error) {
 	if len(m.RawInputContents) > 0 {
 		format = "grpc raw"
 	}
-	return &grpcTarget{cc: cc, client: pb.NewGRPCInferenceServiceClient(cc), req: m, body: body, format: format}, nil
+	return &grpcTarget{cc: cc, client: pb.NewGRPCInferenceServiceClient(cc), req: m, body: body, format: format, timeout: cfg.RequestTimeout}, nil
 }
 
 func (g *grpcTarget) close() { _ = g.cc.Close() }
@@ -51,6 +53,8 @@ func (g *grpcTarget) close() { _ = g.cc.Close() }
 // send makes one call. kind is "" on success, else the status code's Go name ("Unavailable") or
 // "invalid response"; the first answer is checked (checked says it was).
 func (g *grpcTarget) send(ctx context.Context, checked *bool) (kind, msg string) {
+	ctx, cancel := context.WithTimeout(ctx, g.timeout)
+	defer cancel()
 	resp, err := g.client.ModelInfer(ctx, g.req)
 	if err != nil {
 		st, _ := status.FromError(err)

@@ -21,7 +21,8 @@ type Report struct {
 	URL     string `json:"url"`
 	Model   string `json:"model"`
 	Version string `json:"version,omitempty"`
-	// Format is "json" or "binary", or "grpc raw" or "grpc typed" for requests over gRPC.
+	// Format is "json" or "binary", or "grpc raw" or "grpc typed" for unary requests over
+	// gRPC, "grpc raw stream" or "grpc typed stream" for requests on a ModelStreamInfer stream.
 	Format string `json:"format"`
 	// Inputs are the shapes and datatypes sent; RowsPerRequest is dimension 0 of the first.
 	Inputs         []tensor.Spec `json:"inputs"`
@@ -68,6 +69,9 @@ type Step struct {
 	// Server is the server's own account of the window; nil without the statistics endpoint.
 	Server     *ServerSplit `json:"server,omitempty"`
 	ServerNote string       `json:"server_note,omitempty"`
+	// Streams is the number of ModelStreamInfer streams the step opened when streaming: 1,
+	// unless the server ended one and the next request opened another.
+	Streams int `json:"streams,omitempty"`
 }
 
 // AllFailed reports whether no request of the step succeeded.
@@ -166,6 +170,9 @@ func (r *Report) WriteTable(w io.Writer) error {
 				kinds = append(kinds, fmt.Sprintf("%s: %d", k, s.ErrorsBy[k]))
 			}
 			fmt.Fprintf(w, "%s: %d errors (%s), first: %s\n", s.label(), s.Errors, strings.Join(kinds, ", "), s.FirstError)
+		}
+		if s.Streams > 1 {
+			fmt.Fprintf(w, "%s: the server ended the stream; %d streams opened\n", s.label(), s.Streams)
 		}
 		if s.ServerNote != "" {
 			fmt.Fprintf(w, "%s: %s\n", s.label(), s.ServerNote)

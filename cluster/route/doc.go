@@ -10,6 +10,8 @@
 // else goes to the local handler untouched. Forwarding keeps the KServe wire format byte for
 // byte (JSON and binary tensors, Inference-Header-Content-Length, query string) and marks the
 // request, so a forwarded request is always served where it lands and never forwarded again.
+// Front ends of other protocols (gRPC) route through RouteInfer: they hand the request over in
+// that HTTP form, and serve the tries the router keeps on this node with their own handler.
 //
 // The package owns no membership: it reads the cluster view through the Members interface
 // (cluster.Member values kept by package cluster) and the configured splits through Splits,

@@ -24,7 +24,7 @@ var errPeer503 = errors.New("peer answered 503")
 // handler (queue full, version not ready, stopping) is held back instead of written.
 // A body the router read is handed on to the local handler, which takes it without reading it
 // again (kservehttp.Read).
-func (rt *Router) tryLocal(w http.ResponseWriter, r *http.Request, c candidate, body *kservehttp.Body, buffered, retryable bool) outcome {
+func (rt *Router) tryLocal(w http.ResponseWriter, r *http.Request, c candidate, body *kservehttp.Body, buffered, retryable bool, local http.Handler) outcome {
 	req := r
 	if c.rewrite != "" {
 		req = rewritten(r, c.model, c.rewrite)
@@ -37,11 +37,11 @@ func (rt *Router) tryLocal(w http.ResponseWriter, r *http.Request, c candidate, 
 		req.ContentLength = body.Len()
 	}
 	if !retryable {
-		rt.serveLocal(w, req)
+		rt.serveLocal(w, req, local)
 		return outcome{done: true}
 	}
 	lw := &localWriter{w: w, h: make(http.Header), servedBy: rt.opts.ServedByHeader, node: rt.opts.Node}
-	rt.serveLocal(lw, req)
+	rt.serveLocal(lw, req, local)
 	if !lw.captured {
 		if !lw.wroteHeader {
 			lw.WriteHeader(http.StatusOK)

@@ -105,24 +105,50 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rt.local.ServeHTTP(w, r)
 		return
 	}
+	rt.route(w, r, model, pinned, rt.local)
+}
+
+// ErrNotInfer is RouteInfer's answer to a request that is not a POST to an inference path.
+var ErrNotInfer = errors.New("not an inference request (POST /v2/models/{m}[/versions/{v}]/infer)")
+
+// RouteInfer routes an inference request of another front end (gRPC) by the same split,
+// failover, retry budget and ejection as ServeHTTP: the front end hands it over in KServe's
+// HTTP form (the body as a peer takes it, the client's metadata as headers), the router
+// forwards it to a peer over HTTP as it is, and the tries it keeps on this node go to local
+// instead of the router's own local handler, with the version pinned in the path when the
+// split chose one. Every answer, a peer's or local's, is written to w with the served-by
+// header, as ServeHTTP writes it; local must answer 503 for a failure another node may repair
+// (the router then tries one). A request that is not a POST to an inference path is refused
+// with ErrNotInfer.
+func (rt *Router) RouteInfer(w http.ResponseWriter, r *http.Request, local http.Handler) error {
+	model, pinned, ok := parseInferPath(r.URL.EscapedPath())
+	if r.Method != http.MethodPost || !ok {
+		return ErrNotInfer
+	}
+	rt.route(w, r, model, pinned, local)
+	return nil
+}
+
+// route serves an inference request, with local for the tries on this node.
+func (rt *Router) route(w http.ResponseWriter, r *http.Request, model, pinned string, local http.Handler) {
 	if r.Header.Get(rt.opts.ForwardedByHeader) != "" || rt.members == nil {
-		rt.serveLocal(w, r)
+		rt.serveLocal(w, r, local)
 		return
 	}
 	rt.routed.Add(1)
 	rt.budget.deposit()
 	p := rt.newPlan(r, rt.members.Members(), model, pinned)
-	rt.serve(w, r, p)
+	rt.serve(w, r, p, local)
 }
 
 // serveLocal serves a request here without choosing: one forwarded to this node, or one no
 // node can serve (the local handler gives the right 404 or 503).
-func (rt *Router) serveLocal(w http.ResponseWriter, r *http.Request) {
+func (rt *Router) serveLocal(w http.ResponseWriter, r *http.Request, local http.Handler) {
 	rt.localServed.Add(1)
 	rt.localInFlight.Add(1)
 	defer rt.localInFlight.Add(-1)
 	w.Header().Set(rt.opts.ServedByHeader, rt.opts.Node)
-	rt.local.ServeHTTP(w, r)
+	local.ServeHTTP(w, r)
 }
 
 // outcome is what a try left to do: nothing (done), or a failure another node may repair.
@@ -137,7 +163,7 @@ type outcome struct {
 	err error
 }
 
-func (rt *Router) serve(w http.ResponseWriter, r *http.Request, p *plan) {
+func (rt *Router) serve(w http.ResponseWriter, r *http.Request, p *plan, local http.Handler) {
 	ctx := r.Context()
 	var (
 		body     *kservehttp.Body
@@ -185,7 +211,7 @@ func (rt *Router) serve(w http.ResponseWriter, r *http.Request, p *plan) {
 		}
 		var o outcome
 		if c.local {
-			o = rt.tryLocal(w, r, c, body, buffered, retryable)
+			o = rt.tryLocal(w, r, c, body, buffered, retryable, local)
 		} else {
 			o = rt.tryPeer(w, r, c, body, retryable)
 		}
@@ -196,7 +222,7 @@ func (rt *Router) serve(w http.ResponseWriter, r *http.Request, p *plan) {
 		rt.log.Debug("try failed", "model", p.model, "node", c.name, "status", o.status, "err", o.err)
 	}
 	if tries == 0 {
-		rt.serveUnplaced(w, r, p)
+		rt.serveUnplaced(w, r, p, local)
 		return
 	}
 	rt.relayFailure(w, r, p, last)
@@ -205,7 +231,7 @@ func (rt *Router) serve(w http.ResponseWriter, r *http.Request, p *plan) {
 // serveUnplaced answers a request no node is a candidate for. When this node lists the model
 // (in any state), or no node does, the local handler answers: it knows the right 404 or 503.
 // Otherwise some peer lists it but none can take it now, which only the cluster can say.
-func (rt *Router) serveUnplaced(w http.ResponseWriter, r *http.Request, p *plan) {
+func (rt *Router) serveUnplaced(w http.ResponseWriter, r *http.Request, p *plan, local http.Handler) {
 	s := p.steps[0]
 	need := cmp.Or(s.need, p.pinned)
 	anywhere, locally := listed(p.members, p.model, need)
@@ -213,7 +239,7 @@ func (rt *Router) serveUnplaced(w http.ResponseWriter, r *http.Request, p *plan)
 		if s.rewrite != "" {
 			r = rewritten(r, p.model, s.rewrite)
 		}
-		rt.serveLocal(w, r)
+		rt.serveLocal(w, r, local)
 		return
 	}
 	what := fmt.Sprintf("model %q", p.model)

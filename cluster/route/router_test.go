@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -717,5 +718,52 @@ func TestBodyHandedOn(t *testing.T) {
 	}
 	if got := peerGot.Load(); got == nil || !bytes.Equal(*got, sent) {
 		t.Errorf("peer got %q, want %q", got, sent)
+	}
+}
+
+// RouteInfer serves the tries it keeps here with the handler it is given (another front end's
+// own, which reads no body) instead of the router's local handler, by the same rules: a local
+// 503 fails over to a peer, a pinned version reaches the handler in the path, and a request
+// that is not an inference request is refused.
+func TestRouteInfer(t *testing.T) {
+	checkLeaks(t)
+	n1 := startPeer(t, "n1")
+	members := &fakeMembers{}
+	members.set(member("n0", "", true, ready("m", "1", "2"), ready("busy", "1")), member("n1", n1.addr(), false, ready("busy", "1"), ready("far", "1")))
+	routerLocal := &echo{name: "router's local handler"}
+	rt := newRouter(t, routerLocal, members, fakeSplits{"m": {Targets: []Target{{Version: "2", Weight: 100}}}}, Options{})
+	own := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		model, version, _ := parseInferPath(r.URL.EscapedPath())
+		if model == "busy" {
+			unavailable(w, r)
+			return
+		}
+		fmt.Fprintf(w, "own|%s|%s", version, w.Header().Get(DefaultServedByHeader))
+	})
+	tests := []struct{ path, want, servedBy string }{
+		{"/v2/models/m/infer", "own|2|n0", "n0"},   // the split's version, pinned for the handler
+		{"/v2/models/busy/infer", "n1|-", "n1"},    // the handler's 503 moves the request on
+		{"/v2/models/far/infer", "n1|-", "n1"},     // served only by a peer: forwarded as it is
+		{"/v2/models/none/infer", "own||n0", "n0"}, // nobody lists it: the handler answers
+	}
+	for _, tt := range tests {
+		rec := httptest.NewRecorder()
+		if err := rt.RouteInfer(rec, httptest.NewRequest(http.MethodPost, tt.path, strings.NewReader("{}")), own); err != nil {
+			t.Fatalf("%s: %v", tt.path, err)
+		}
+		if got := rec.Body.String(); rec.Code != http.StatusOK || got != tt.want || rec.Header().Get(DefaultServedByHeader) != tt.servedBy {
+			t.Errorf("%s: %d %q served by %q, want %q from %s", tt.path, rec.Code, got, rec.Header().Get(DefaultServedByHeader), tt.want, tt.servedBy)
+		}
+	}
+	if n := routerLocal.hits.Load(); n != 0 {
+		t.Errorf("the router's own local handler served %d requests", n)
+	}
+	for _, r := range []*http.Request{
+		httptest.NewRequest(http.MethodGet, "/v2/models/m/infer", nil),
+		httptest.NewRequest(http.MethodPost, "/v2/models/m", nil),
+	} {
+		if err := rt.RouteInfer(httptest.NewRecorder(), r, own); !errors.Is(err, ErrNotInfer) {
+			t.Errorf("%s %s: %v, want ErrNotInfer", r.Method, r.URL, err)
+		}
 	}
 }

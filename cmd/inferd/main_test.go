@@ -24,14 +24,16 @@ import (
 	"github.com/inferd/inferd/internal/spectest"
 	"github.com/inferd/inferd/internal/testmodels"
 	"github.com/inferd/inferd/internal/testutil"
+	"github.com/inferd/inferd/perf"
 )
 
 // TestServeDemoRepository runs the real binary on the demo repository exactly as `make run`
-// does, sends the request that the README's curl line sends, and stops it with SIGTERM.
+// does (gRPC on too), sends the request that the README's curl line sends, measures it with
+// `inferd perf` over a gRPC stream, and stops it with SIGTERM.
 func TestServeDemoRepository(t *testing.T) {
 	root := testutil.ModuleRoot(t)
 	bin := daemontest.Build(t, t.TempDir())
-	d := daemontest.Start(t, bin, filepath.Join(root, "configs", "inferd.toml"))
+	d := daemontest.Start(t, bin, filepath.Join(root, "configs", "inferd.toml"), "INFERD_GRPC_LISTEN=127.0.0.1:0")
 	d.WaitReady(t)
 
 	body, err := os.ReadFile(filepath.Join(root, "configs", "demo-request.json"))
@@ -76,6 +78,8 @@ func TestServeDemoRepository(t *testing.T) {
 	}
 	spectest.Validate(t, "inference_error_response", bad.body)
 
+	perfOverStream(t, d)
+
 	d.Signal(t, syscall.SIGTERM)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -90,6 +94,39 @@ func TestServeDemoRepository(t *testing.T) {
 	if i, j := slices.Index(states, "READY=1"), slices.Index(states, "STOPPING=1"); i > j {
 		t.Errorf("STOPPING=1 came before READY=1: %q", states)
 	}
+}
+
+// perfOverStream runs `inferd perf --protocol grpc --stream` against d: every request of each
+// step on one stream, with the concurrency in flight on it, all answered, and the server's
+// statistics counting them.
+func perfOverStream(t *testing.T, d *daemontest.Daemon) {
+	t.Helper()
+	jsonPath := filepath.Join(t.TempDir(), "perf.json")
+	out, errOut, err := runCLI(t, nil, "perf", "-u", d.URL, "--protocol", "grpc", "--grpc", d.GRPC, "--stream",
+		"-m", "mlp", "--format", "binary", "--batch", "2", "--concurrency", "1,8", "--duration", "300ms", "--warmup", "50ms", "--json", jsonPath)
+	if err != nil {
+		t.Fatalf("perf --stream: %v\n%s%s", err, out, errOut)
+	}
+	raw, err := os.ReadFile(jsonPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep perf.Report
+	if err := json.Unmarshal(raw, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if rep.Format != "grpc raw stream" || len(rep.Steps) != 2 || !rep.ServerStats {
+		t.Fatalf("perf --stream report: format %q, %d steps, server stats %v\n%s", rep.Format, len(rep.Steps), rep.ServerStats, out)
+	}
+	for _, s := range rep.Steps {
+		if s.Requests == 0 || s.Errors != 0 || s.Streams != 1 || s.Server == nil || s.Server.Successes == 0 {
+			t.Errorf("concurrency %d: %d requests, %d errors (%s), %d streams, server %+v\n%s", s.Concurrency, s.Requests, s.Errors, s.FirstError, s.Streams, s.Server, out)
+		}
+	}
+	if !strings.Contains(out, "grpc raw stream") {
+		t.Errorf("perf table does not say it streamed:\n%s", out)
+	}
+	t.Logf("inferd perf --stream:\n%s", out)
 }
 
 type response struct {

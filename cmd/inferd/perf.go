@@ -35,7 +35,7 @@ type perfFlags struct {
 	data, format              string
 	seed                      uint64
 	jsonPath                  string
-	raw                       bool
+	raw, stream               bool
 	modelFile, library        string
 	rawBatches                string
 	rawInstances, rawThreads  string
@@ -57,10 +57,15 @@ Closed loop (default): for each --concurrency level, that many clients send a re
 its answer and send the next. Open loop (--rate): requests leave at a fixed rate with at most
 --max-outstanding in flight; the rest are dropped and counted.
 
+--protocol grpc sends ModelInfer calls on one connection; with --stream, each step's requests go
+on one ModelStreamInfer stream instead, the concurrency (or --max-outstanding) being the number
+of requests in flight on it.
+
 --raw runs --model-file in this process through ONNX Runtime with no server, over a sweep of
 batch size x instances x intra-op threads (instances x threads <= cores), and reports the best
 rows/s: the physical limit a server on this machine can approach.`,
 		Example: `  inferd perf -m mlp --concurrency 1:64:x4 --format binary
+  inferd perf -m mlp --protocol grpc --stream --concurrency 64 --format binary
   inferd perf -m ocr_cls --shape x=1,3,48,192 --batch 8 --rate 200 --duration 30s --json out.json
   inferd perf --raw --model-file model.onnx --duration 2s`,
 		Args: cobra.NoArgs,
@@ -92,6 +97,7 @@ rows/s: the physical limit a server on this machine can approach.`,
 	fl.StringVar(&f.format, "format", "json", "request and response encoding: json or binary (the binary tensor extension); with --grpc, typed contents or raw")
 	fl.StringVar(&f.protocol, "protocol", "http", "how requests are sent: http, or grpc (ModelInfer calls to --grpc; metadata and statistics still from --url)")
 	fl.StringVar(&f.grpc, "grpc", "", "--protocol grpc: host:port of the gRPC listener (default: --url's host, port 8001)")
+	fl.BoolVar(&f.stream, "stream", false, "--protocol grpc: send each step's requests on one ModelStreamInfer stream, --concurrency of them in flight on it (matched by id)")
 	fl.StringVar(&f.jsonPath, "json", "", "also write every result to this file as JSON")
 	fl.BoolVar(&f.raw, "raw", false, "no server: run --model-file in-process and sweep batch x instances x threads")
 	fl.StringVar(&f.modelFile, "model-file", "", "--raw: the .onnx file")
@@ -138,10 +144,13 @@ func (f *perfFlags) run(ctx context.Context, cmd *cobra.Command, env []string, l
 	if err != nil {
 		return err
 	}
+	if f.stream && grpcAddr == "" {
+		return errors.New("--stream needs --protocol grpc")
+	}
 	cfg := perf.Config{
 		URL: f.url, Model: f.model, Version: f.version, Rate: f.rate, MaxOutstanding: f.maxOutstanding,
 		Duration: f.duration, Warmup: warmup, Shapes: shapes, Batch: f.batch, Data: data, Seed: f.seed,
-		Binary: f.format == "binary", GRPC: grpcAddr, RequestTimeout: f.timeout, Logger: log,
+		Binary: f.format == "binary", GRPC: grpcAddr, Stream: f.stream, RequestTimeout: f.timeout, Logger: log,
 	}
 	if f.rate == 0 {
 		if cfg.Concurrency, err = perf.ParseSweep(f.concurrency); err != nil {

@@ -51,7 +51,10 @@ func Build(t testing.TB, dir string) string {
 
 // Daemon is a running inferd process.
 type Daemon struct {
-	URL    string
+	URL string
+	// GRPC is the host:port of the gRPC listener when the daemon's configuration turns it on
+	// (INFERD_GRPC_LISTEN=127.0.0.1:0 in env, say); empty otherwise.
+	GRPC   string
 	cmd    *exec.Cmd
 	notify *net.UnixConn
 	done   chan struct{}
@@ -62,7 +65,10 @@ type Daemon struct {
 	logs   strings.Builder
 }
 
-var listeningRE = regexp.MustCompile(`msg=listening addr=(\S+)`)
+var (
+	listeningRE     = regexp.MustCompile(`msg=listening addr=(\S+)`)
+	grpcListeningRE = regexp.MustCompile(`msg="grpc listening" addr=(\S+)`)
+)
 
 // Start runs `bin serve --config config` with INFERD_SERVER_LISTEN=127.0.0.1:0 plus env, and
 // returns once the daemon has said where it listens. The process is killed at test cleanup if it
@@ -128,6 +134,11 @@ func (d *Daemon) readLogs(r io.Reader, addr chan<- string) {
 		d.mu.Lock()
 		d.logs.WriteString(line + "\n")
 		d.mu.Unlock()
+		// The daemon logs its gRPC listener before its HTTP one, so GRPC is set before Start
+		// returns.
+		if m := grpcListeningRE.FindStringSubmatch(line); m != nil && !sent {
+			d.GRPC = m[1]
+		}
 		if m := listeningRE.FindStringSubmatch(line); m != nil && !sent {
 			addr <- m[1]
 			sent = true
