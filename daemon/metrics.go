@@ -42,6 +42,20 @@ func registerCollectors(m *metrics.Metrics, repo *models.Repository, sched *sche
 			}
 		}
 		return out
+	}), metrics.NewTuning(func() []metrics.TuningState {
+		var out []metrics.TuningState
+		for _, e := range repo.Index() {
+			if e.State != models.StateReady {
+				continue
+			}
+			v, err := repo.Resolve(e.Name, e.Version)
+			if err != nil {
+				continue // replaced since the index was read
+			}
+			out = append(out, metrics.TuningState{Model: e.Name, Version: e.Version, Instances: len(v.Sessions),
+				IntraOpThreads: v.Tuning.IntraOpThreads, BatchTarget: sched.Stats(v).BatchTarget})
+		}
+		return out
 	}))
 	repo.OnHostEvent(func(e models.HostEvent) {
 		if e.Kind == engine.WorkerExited {

@@ -57,6 +57,7 @@ func TestInferenceMetrics(t *testing.T) {
 	dir := t.TempDir()
 	cfg := config.Default()
 	cfg.Models.Repository = dir
+	cfg.Scheduler.CalibrationTime = 0 // one instance, as written: the in-flight counts below rely on it
 	h, _ := launch(t, dir, &cfg, daemon.Options{Revision: "abc123", RuntimeVersion: "1.29.0"})
 	for range 3 {
 		if code := postBody(t, h.url, "double", body); code != 200 {
@@ -102,6 +103,7 @@ func TestInferenceMetrics(t *testing.T) {
 		`inferd_inference_batch_size_bucket{model="double",version="1",le="4"}`: 4,
 		`inferd_inference_batch_size_sum{model="double",version="1"}`:           12,
 		`inferd_inference_in_flight_requests{model="double",version="1"}`:       0,
+		`inferd_model_instances{model="double",version="1"}`:                    1,
 		`inferd_model_state{model="double",state="ready",version="1"}`:          1,
 		`inferd_model_state{model="double",state="loading",version="1"}`:        0,
 		`inferd_model_loads_total{model="double",result="success"}`:             1,

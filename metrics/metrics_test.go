@@ -107,7 +107,10 @@ func fixture(t *testing.T) *Metrics {
 	states := NewModelStates([]string{"loading", "ready", "unavailable", "unloading"}, func() []ModelState {
 		return []ModelState{{"broken", "", "unavailable"}, {"mlp", "1", "ready"}}
 	})
-	m.Registry.MustRegister(inf, states)
+	tuning := NewTuning(func() []TuningState {
+		return []TuningState{{Model: "mlp", Version: "1", Instances: 2, IntraOpThreads: 1, BatchTarget: 32}, {Model: "ocr", Version: "3", Instances: 1, IntraOpThreads: 2}}
+	})
+	m.Registry.MustRegister(inf, states, tuning)
 	return m
 }
 

@@ -85,3 +85,51 @@ func (c *Workers) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(w.RSS), w.Model, w.Version)
 	}
 }
+
+// TuningState is how one ready model version is served at the moment of a scrape.
+type TuningState struct {
+	Model, Version string
+	Instances      int
+	IntraOpThreads int
+	// BatchTarget is the tuned batcher's target now; 0 for a version served as written.
+	BatchTarget int
+}
+
+// Tuning is the collector of inferd_model_instances, inferd_model_intra_op_threads and
+// inferd_model_batch_target, read at scrape time: what calibration chose for each ready version
+// (docs/tuning.md) and the batch size its batcher aims for with the load it sees.
+type Tuning struct {
+	source                     func() []TuningState
+	instances, threads, target *prometheus.Desc
+}
+
+// NewTuning returns a collector over source, called once per scrape (it must be safe for
+// concurrent use).
+func NewTuning(source func() []TuningState) *Tuning {
+	labels := []string{"model", "version"}
+	return &Tuning{
+		source:    source,
+		instances: prometheus.NewDesc("inferd_model_instances", "Instances (ONNX Runtime sessions) of each ready model version.", labels, nil),
+		threads:   prometheus.NewDesc("inferd_model_intra_op_threads", "Intra-op threads of each instance of each ready model version.", labels, nil),
+		target: prometheus.NewDesc("inferd_model_batch_target",
+			"Rows per batch the tuned batcher of each calibrated model version aims for now: the rows in flight spread over its instances.", labels, nil),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *Tuning) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.instances
+	ch <- c.threads
+	ch <- c.target
+}
+
+// Collect implements prometheus.Collector.
+func (c *Tuning) Collect(ch chan<- prometheus.Metric) {
+	for _, t := range c.source() {
+		ch <- prometheus.MustNewConstMetric(c.instances, prometheus.GaugeValue, float64(t.Instances), t.Model, t.Version)
+		ch <- prometheus.MustNewConstMetric(c.threads, prometheus.GaugeValue, float64(t.IntraOpThreads), t.Model, t.Version)
+		if t.BatchTarget > 0 {
+			ch <- prometheus.MustNewConstMetric(c.target, prometheus.GaugeValue, float64(t.BatchTarget), t.Model, t.Version)
+		}
+	}
+}

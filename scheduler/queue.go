@@ -132,6 +132,13 @@ func (q *queue) snapshot() Snapshot {
 	q.mu.Lock()
 	snap.Pending = q.waiting
 	snap.InFlight = q.waiting + q.runningN
+	if q.policy.ServiceTimes != nil {
+		limit := int64(q.policy.MaxBatchSize)
+		if q.policy.LatencyBudget > 0 {
+			limit = q.budgetBatchLocked(limit)
+		}
+		snap.BatchTarget = int(q.batchTargetLocked(limit))
+	}
 	q.mu.Unlock()
 	return snap
 }

@@ -96,6 +96,9 @@ type Snapshot struct {
 	// InFlight is the number of requests admitted and not answered yet: waiting, or in a batch
 	// that runs now.
 	InFlight int
+	// BatchTarget is the batch size the tuned batcher aims for now (batch.go); 0 for a policy
+	// without service times.
+	BatchTarget int
 }
 
 // add sums o into s: counts, durations and histograms add up, batch stats merge by size, the
@@ -134,6 +137,7 @@ func (s *Snapshot) add(o *Snapshot) {
 	s.QueueDuration.add(&o.QueueDuration)
 	s.ComputeDuration.add(&o.ComputeDuration)
 	s.InFlight += o.InFlight
+	s.BatchTarget = max(s.BatchTarget, o.BatchTarget)
 }
 
 // Stats accumulates a queue's statistics.
