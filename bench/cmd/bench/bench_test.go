@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"math"
 	"strings"
 	"testing"
@@ -138,5 +139,27 @@ func TestDisturbed(t *testing.T) {
 		if got := disturbed(c.raw, 2); got != c.want {
 			t.Errorf("disturbed(%+v) = %v, want %v", c.raw.rep, got, c.want)
 		}
+	}
+}
+
+// The configurations measured again: the sweep's fastest, and its fastest that 64 requests in
+// flight can fill (2 × 64 cannot), once each.
+func TestRawConfigs(t *testing.T) {
+	sweep := &perf.RawReport{Results: []perf.RawResult{
+		{Batch: 64, Instances: 2, Threads: 1, RowsPerSec: 3800},
+		{Batch: 64, Instances: 1, Threads: 2, RowsPerSec: 2550},
+		{Batch: 32, Instances: 2, Threads: 1, RowsPerSec: 2900},
+		{Batch: 8, Instances: 2, Threads: 1, RowsPerSec: 1000},
+	}}
+	got := rawConfigs(sweep, 2, 64)
+	var desc []string
+	for _, x := range got {
+		desc = append(desc, fmt.Sprintf("%d×%d@%d", x.Instances, x.Threads, x.Batch))
+	}
+	if want := "2×1@64 2×1@32 1×2@64"; strings.Join(desc, " ") != want {
+		t.Errorf("rawConfigs = %v, want %s", desc, want)
+	}
+	if fillable(sweep.Results[0], 64) || !fillable(sweep.Results[2], 64) {
+		t.Error("fillable: 2 × 64 needs 128 in flight, 2 × 32 fits 64")
 	}
 }

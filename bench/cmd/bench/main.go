@@ -13,7 +13,17 @@
 //     concurrency 1 and 64;
 //   - inferd with batching off (max_batch_size 0, same instances and threads), at 64;
 //   - the plain Node.js server of bench/node-server (onnxruntime-node, JSON, same intra-op
-//     thread count), at concurrency 1 and 64.
+//     thread count), at concurrency 1 and 64;
+//   - for the MLP, inferd with [tuning] latency_budget = "50ms" at 64 (its p99 against the
+//     budget);
+//   - both models served by one inferd and loaded at once, each at 64: each one's share of its
+//     solo throughput, and the sum of the shares.
+//
+// inferd's model.toml says nothing but max_batch_size (and the shape ocr_cls leaves open):
+// calibration chooses instances, threads and the batch target (docs/tuning.md). Its choice,
+// the calibration time on the first start and the profile found on later starts are reported.
+// The out-of-the-box ratios are against the fastest raw configuration that 64 requests in
+// flight can fill (instances × batch ≤ 64), measured again in each repetition.
 //
 // Raw and server runs alternate and the whole sequence repeats (-reps, 3 by default): these
 // machines drift by several percent and are shared, so one repetition can be disturbed by other
@@ -86,9 +96,9 @@ func main() {
 	flag.IntVar(&o.high, "concurrency", 64, "the high concurrency level the targets are stated at")
 	flag.StringVar(&o.ocrModel, "ocr-model", "build/ocr-models/ocr_cls/1/model.onnx", "the PaddleOCR classifier (scripts/fetch-ocr-models.sh fetches it)")
 	flag.StringVar(&o.demoModel, "demo-model", "configs/models/mlp/1/model.onnx", "the small model of the latency target")
-	flag.IntVar(&o.mlpInstances, "mlp-instances", 0, "instances of the MLP in inferd (0: inferd's default)")
+	flag.IntVar(&o.mlpInstances, "mlp-instances", 0, "instances of the MLP in inferd (0: calibration's choice, out of the box)")
 	flag.StringVar(&o.mlpDelay, "mlp-queue-delay", "", `max_queue_delay of the MLP in inferd ("": inferd's default)`)
-	flag.IntVar(&o.ocrInstances, "ocr-instances", 2, "instances of ocr_cls in inferd (0: inferd's default); 2 × 1 thread is the raw sweep's best on 2 cores")
+	flag.IntVar(&o.ocrInstances, "ocr-instances", 0, "instances of ocr_cls in inferd (0: calibration's choice, out of the box)")
 	flag.StringVar(&o.ocrDelay, "ocr-queue-delay", "", `max_queue_delay of ocr_cls in inferd ("": inferd's default)`)
 	flag.IntVar(&o.cores, "threads", runtime.NumCPU(), "intra-op threads of the Node.js session and of the raw latency run (inferd's session default is cores ÷ instances)")
 	flag.Parse()
@@ -138,10 +148,15 @@ func run(ctx context.Context, o options) error {
 			return fmt.Errorf("raw sweep of %s: %w", m.spec.key, m.sweep.err)
 		}
 	}
+	// Profiles kept by an earlier run would hide the first calibration's time.
+	if err := removeStates(filepath.Join(o.dir, "servers")); err != nil {
+		return err
+	}
 	for rep := 1; rep <= o.reps; rep++ {
 		for _, m := range res.models {
 			m.reps = append(m.reps, b.measureModel(ctx, m, rep))
 		}
+		res.shared = append(res.shared, b.measureShared(ctx, res.models, rep))
 		res.latency = append(res.latency, b.measureLatency(ctx, rep))
 		res.wire = append(res.wire, b.measureWire(ctx, rep))
 		if err := ctx.Err(); err != nil {
@@ -161,5 +176,16 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	fmt.Printf("\n%s\nwrote %s in %s (JSON files and logs in %s)\n", res.summary(o), o.out, res.elapsed.Round(time.Second), o.dir)
+	return nil
+}
+
+// removeStates removes the state directories (calibration profiles) of the servers under dir.
+func removeStates(dir string) error {
+	states, _ := filepath.Glob(filepath.Join(dir, "*", "state"))
+	for _, st := range states {
+		if err := os.RemoveAll(st); err != nil {
+			return err
+		}
+	}
 	return nil
 }
