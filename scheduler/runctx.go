@@ -20,6 +20,13 @@ type runContext struct {
 	done  chan struct{} // closed by stop
 	cause error         // nil while the run may go on
 	gen   uint64        // counts resets, so that a late timer cannot stop a later run
+	after []*afterFunc  // registered by AfterFunc for the current run
+}
+
+// afterFunc is one function registered with AfterFunc.
+type afterFunc struct {
+	f       func()
+	stopped bool // unregistered, or already started
 }
 
 func newRunContext() *runContext { return &runContext{done: make(chan struct{})} }
@@ -53,8 +60,34 @@ func (c *runContext) reset() uint64 {
 	if c.cause != nil {
 		c.done, c.cause = make(chan struct{}), nil
 	}
+	c.after = c.after[:0]
 	c.gen++
 	return c.gen
+}
+
+// AfterFunc arranges for f to run in its own goroutine once the current run is stopped, or at
+// once if it is already; stop unregisters f and reports whether it did so before f started.
+// context.AfterFunc calls it instead of starting a goroutine of its own that waits for Done: the
+// engines register one per run (to interrupt a native run), and most runs are never stopped.
+func (c *runContext) AfterFunc(f func()) (stop func() bool) {
+	a := &afterFunc{f: f}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cause != nil {
+		a.stopped = true
+		go f()
+	} else {
+		c.after = append(c.after, a)
+	}
+	return func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if a.stopped {
+			return false
+		}
+		a.stopped = true
+		return true
+	}
 }
 
 // stop ends run gen of c with cause, unless it has ended already or a later run has begun.
@@ -66,6 +99,13 @@ func (c *runContext) stop(gen uint64, cause error) {
 	}
 	c.cause = cause
 	close(c.done)
+	for _, a := range c.after {
+		if !a.stopped {
+			a.stopped = true
+			go a.f()
+		}
+	}
+	c.after = c.after[:0]
 }
 
 // stopped returns why the current run was stopped, nil if it was not.
