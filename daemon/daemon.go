@@ -16,6 +16,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -153,6 +154,10 @@ func New(cfg *config.Config, opts Options, log *slog.Logger) (*Daemon, error) {
 		return m.UsableAvailable, err
 	})
 	sched := scheduler.New(log.With("component", "scheduler"))
+	// The runs of every model share the cores the process may use: a model's instances ×
+	// threads fit them (calibration), and the budget keeps several busy models from running
+	// more threads than that together.
+	sched.SetCores(runtime.GOMAXPROCS(0))
 	repo.SetDrainer(drainer{sched})
 	repo.OnEvent(func(e models.Event) {
 		result := "success"

@@ -87,6 +87,9 @@ func (v *Version) Instances() []engine.Session { return v.Sessions }
 // Policy is how the scheduler queues and batches the version's requests (scheduler.Target).
 func (v *Version) Policy() scheduler.Policy {
 	p := v.Config.schedulerPolicy()
+	if v.Provider != engine.ProviderCUDA {
+		p.Threads = max(v.Tuning.IntraOpThreads, 1) // a run on a GPU keeps no core busy
+	}
 	if v.Tuning.service != nil {
 		p.ServiceTimes, p.LatencyBudget = v.Tuning.service, v.Tuning.latencyBudget
 		if !v.Config.set.maxQueueDelay {

@@ -25,6 +25,7 @@ type queue struct {
 	policy Policy
 	log    *slog.Logger
 	stats  *Stats
+	cores  *cores // the node's core budget, shared with every queue
 	// abort stops, once, the runs in flight and those to come, when a drain has run out of time.
 	abort func()
 	// runTimeout is the cause of a run stopped by policy.MaxRunTime (it wraps ErrRunTimeout).
@@ -92,7 +93,7 @@ func normalize(p Policy) Policy {
 	return p
 }
 
-func startQueue(t Target, log *slog.Logger) (*queue, error) {
+func startQueue(t Target, log *slog.Logger, budget *cores) (*queue, error) {
 	sessions := t.Instances()
 	if len(sessions) == 0 {
 		return nil, fmt.Errorf("%w: the model version has no instances", ErrStopped)
@@ -101,6 +102,7 @@ func startQueue(t Target, log *slog.Logger) (*queue, error) {
 	q := &queue{
 		policy:   p,
 		log:      log,
+		cores:    budget,
 		stats:    newStats(),
 		levels:   make([][]*pending, p.PriorityLevels),
 		changed:  make(chan struct{}),
@@ -491,6 +493,9 @@ func (q *queue) work(inst *instance) {
 // results. direct is a run on a caller's goroutine (queue.push): freeing inst then wakes the
 // workers, since inst's own may be waiting for it.
 func (q *queue) run(inst *instance, batch []*pending, direct bool) {
+	// The cores first: waiting for them is queueing, not compute. A run stopped meanwhile
+	// (every caller left) goes to the session with its context ended and fails at once.
+	held, _ := q.cores.acquire(q.policy.Threads, inst.ctx.Done())
 	start := time.Now()
 	// inst.gen is inst's to read: it changes only when inst is taken for a run.
 	var timer *time.Timer
@@ -502,6 +507,7 @@ func (q *queue) run(inst *instance, batch []*pending, direct bool) {
 	gathered := time.Now()
 	outputs, err := inst.sess.Run(inst.ctx, inputs, batch[0].req.Outputs)
 	ran := time.Now()
+	q.cores.release(held)
 	if timer != nil {
 		timer.Stop()
 	}

@@ -84,6 +84,10 @@ type Policy struct {
 	// LatencyBudget bounds, with ServiceTimes, a request's wait and run: no batch is held past
 	// what the budget leaves for its run. 0 means none.
 	LatencyBudget time.Duration
+	// Threads is how many of the node's cores one run of an instance keeps busy (its intra-op
+	// threads); each run takes that many from the core budget (SetCores) while it runs. 0 takes
+	// none (a run on a GPU).
+	Threads int
 }
 
 // Request is one inference request, validated against the target's signature.
@@ -129,14 +133,21 @@ type Scheduler struct {
 	draining map[*queue]Target       // forgotten, finishing what they hold; still in Totals
 	retired  map[seriesKey]*Snapshot // the sums of forgotten targets, by series
 	stopped  bool
+
+	cores *cores // the node-wide core budget every queue's runs share (cores.go)
 }
 
 type seriesKey struct{ model, version string }
 
 // New returns a scheduler.
 func New(log *slog.Logger) *Scheduler {
-	return &Scheduler{log: log, queues: map[Target]*queue{}, draining: map[*queue]Target{}, retired: map[seriesKey]*Snapshot{}}
+	return &Scheduler{log: log, queues: map[Target]*queue{}, draining: map[*queue]Target{}, retired: map[seriesKey]*Snapshot{}, cores: &cores{}}
 }
+
+// SetCores sets the node-wide core budget: the runs of all model versions together keep at
+// most n cores busy (each takes its Policy.Threads while it runs, and waits its turn when they
+// are taken). 0, the default, sets no budget.
+func (s *Scheduler) SetCores(n int) { s.cores.setTotal(n) }
 
 // queueFor returns t's queue, starting it (and its workers) on first use.
 func (s *Scheduler) queueFor(t Target) (*queue, error) {
@@ -151,7 +162,7 @@ func (s *Scheduler) queueFor(t Target) (*queue, error) {
 			return nil, ErrStopped
 		}
 		var err error
-		if q, err = startQueue(t, s.log); err != nil {
+		if q, err = startQueue(t, s.log, s.cores); err != nil {
 			return nil, err
 		}
 		s.queues[t] = q

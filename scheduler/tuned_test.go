@@ -251,3 +251,54 @@ func TestTunedBatcherKeepsTheLatencyBudget(t *testing.T) {
 		}
 	})
 }
+
+// Two models of two threads each on a budget of two cores: their runs never overlap, and both
+// are served.
+func TestCoreBudgetAcrossModels(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rt := enginetest.New()
+		var mu sync.Mutex
+		running, most := 0, 0
+		rt.Register("m", sig, func(in []tensor.Tensor) ([]tensor.Tensor, error) {
+			mu.Lock()
+			running += 2
+			most = max(most, running)
+			mu.Unlock()
+			time.Sleep(time.Millisecond)
+			mu.Lock()
+			running -= 2
+			mu.Unlock()
+			return []tensor.Tensor{tensor.FromFloat32s("y", in[0].Shape, in[0].Float32s())}, nil
+		})
+		s := scheduler.New(quiet)
+		defer s.Close(context.Background())
+		s.SetCores(2)
+		var targets []*target
+		for range 2 {
+			tg := &target{policy: scheduler.Policy{Threads: 2}}
+			for range 2 {
+				sess, err := rt.Open(context.Background(), "m", engine.Options{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				tg.sessions = append(tg.sessions, sess)
+			}
+			targets = append(targets, tg)
+		}
+		var wg sync.WaitGroup
+		for i := range 16 {
+			wg.Go(func() {
+				if _, err := s.Infer(t.Context(), targets[i%2], rows(float32(i))); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+		if most > 2 {
+			t.Errorf("%d threads ran at once on a budget of 2 cores", most)
+		}
+		if rt.Runs() != 16 {
+			t.Errorf("%d runs, want 16", rt.Runs())
+		}
+	})
+}
