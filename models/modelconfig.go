@@ -205,6 +205,10 @@ type Defaults struct {
 	// CalibrationTime bounds the calibration of a version ([scheduler] calibration_time);
 	// 0 turns calibration off node-wide: every model runs as written.
 	CalibrationTime time.Duration
+	// CalibrationInterference is the share of each core kept busy while calibration measures
+	// (tuning.Plan.Interference): what the request path will take from the model when it
+	// serves.
+	CalibrationInterference float64
 	// MaxMemoryBytes, LoadTimeout and MaxRunTime are the [limits] defaults ([engine] keys);
 	// MaxMemoryBytes 0 means derived from the memory available when a version loads.
 	MaxMemoryBytes int64

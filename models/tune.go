@@ -165,8 +165,8 @@ func (r *Repository) openTunedLocked(ctx context.Context, v *Version, path strin
 	}
 	candidates := tuning.Candidates(limits)
 	env := r.tuning
-	key, err := tuning.Key(path, fmt.Sprintf("max_batch_size=%d inputs=%v inter_op=%d candidates=%v batches=%v",
-		v.Config.MaxBatchSize, v.Config.Inputs, cpu.InterOpThreads, candidates, batches), env.Hardware, env.Runtime)
+	key, err := tuning.Key(path, fmt.Sprintf("max_batch_size=%d inputs=%v inter_op=%d candidates=%v batches=%v interference=%.2f",
+		v.Config.MaxBatchSize, v.Config.Inputs, cpu.InterOpThreads, candidates, batches, r.cur.Defaults.CalibrationInterference), env.Hardware, env.Runtime)
 	if err != nil {
 		return err
 	}
@@ -182,7 +182,8 @@ func (r *Repository) openTunedLocked(ctx context.Context, v *Version, path strin
 	}
 	pool := &tuning.Pool{}
 	if !cached {
-		plan := tuning.Plan{Candidates: candidates, Batches: batches, Inputs: inputs, Budget: r.calibrationTime(v)}
+		plan := tuning.Plan{Candidates: candidates, Batches: batches, Inputs: inputs, Budget: r.calibrationTime(v),
+			Interference: r.cur.Defaults.CalibrationInterference, Cores: limits.Cores}
 		if prof, pool, err = tuning.Calibrate(ctx, open, plan, log); err != nil {
 			return fmt.Errorf("calibration: %w", err)
 		}

@@ -33,6 +33,15 @@ type Plan struct {
 	// PointTime is how long each batch size is measured at least (more rounds for a fast
 	// model, whose single runs are too short to time alone); 10 ms when zero.
 	PointTime time.Duration
+	// Interference is the share of each core (0 to 1) that other work takes while the
+	// candidates run: serving shares the cores with the request path (HTTP, decoding, the
+	// load generator on the same machine), and a candidate whose threads stall whenever one of
+	// them is preempted (intra-op pools on fine-grained graphs) runs much slower then than
+	// alone. Calibration keeps that share busy, in short bursts on every core, so that such a
+	// candidate measures what it will serve at. 0: the candidates run alone.
+	Interference float64
+	// Cores is how many cores Interference loads (the usable cores).
+	Cores int
 }
 
 // Pool holds the sessions a calibration opened, by thread count, for the caller to keep
@@ -105,6 +114,10 @@ func Calibrate(ctx context.Context, open Opener, plan Plan, log *slog.Logger) (P
 	}
 	pool := &Pool{}
 	prof := Profile{Complete: true}
+	if plan.Interference > 0 {
+		stop := interfere(plan.Cores, plan.Interference)
+		defer stop()
+	}
 	for i, c := range plan.Candidates {
 		share := time.Until(deadline) / time.Duration(len(plan.Candidates)-i)
 		curve, complete, err := measure(ctx, open, pool, c, plan, rounds, time.Now().Add(share))
@@ -197,4 +210,32 @@ func cmp0(v, def int) int {
 		return def
 	}
 	return v
+}
+
+// interferenceBurst is the length of one burst of interference: about what the request path
+// spends on one small request.
+const interferenceBurst = 100 * time.Microsecond
+
+// interfere keeps share of each of cores busy, in bursts of interferenceBurst, until stop is
+// called.
+func interfere(cores int, share float64) (stop func()) {
+	share = min(share, 0.9)
+	idle := time.Duration(float64(interferenceBurst) * (1 - share) / share)
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for range max(cores, 1) {
+		wg.Go(func() {
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				for end := time.Now().Add(interferenceBurst); time.Now().Before(end); {
+				}
+				time.Sleep(idle)
+			}
+		})
+	}
+	return func() { close(done); wg.Wait() }
 }

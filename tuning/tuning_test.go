@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sync/atomic"
 	"testing"
@@ -386,5 +387,15 @@ func TestStore(t *testing.T) {
 	}
 	if _, ok, _ := NewStore("").Load(key); ok {
 		t.Error("an empty store found a profile")
+	}
+}
+
+// The interference calibration adds stops with the calibration: no goroutine is left behind.
+func TestInterferenceStops(t *testing.T) {
+	before := runtime.NumGoroutine()
+	stop := interfere(2, 0.15)
+	stop()
+	if after := runtime.NumGoroutine(); after > before {
+		t.Errorf("%d goroutines before, %d after", before, after)
 	}
 }
