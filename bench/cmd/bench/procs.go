@@ -26,6 +26,7 @@ const (
 type server struct {
 	name    string
 	url     string // http://HOST:PORT
+	grpc    string // HOST:PORT of inferd's gRPC listener, "" for none
 	cmd     *exec.Cmd
 	exited  chan struct{} // closed when the process has exited
 	waitErr error         // valid after exited

@@ -182,6 +182,16 @@ func (m *modelResult) ratios(high int) []ratio {
 			perRep: per(func(r modelRep) float64 { return efficiency(r.batchedBinary, r.rawFill, high) })},
 		{name: "out of the box, JSON, c=" + c + ", vs raw the load can fill", target: gemmTarget(0.70),
 			perRep: per(func(r modelRep) float64 { return efficiency(r.batchedJSON, r.rawFill, high) })},
+		// The gRPC issue's: raw contents as efficient as HTTP binary (within 3%: the noise of
+		// one repetition here), and one stream with 64 in flight nearly as fast as 64 clients.
+		{name: "efficiency, gRPC raw, c=" + c,
+			perRep: per(func(r modelRep) float64 { return efficiency(r.grpcRaw, r.raw, high) })},
+		{name: "gRPC raw efficiency ÷ HTTP binary's, c=" + c, target: gemmTarget(0.97),
+			perRep: per(func(r modelRep) float64 {
+				return efficiency(r.grpcRaw, r.raw, high) / efficiency(r.batchedBinary, r.raw, high)
+			})},
+		{name: "gRPC, 1 stream with " + c + " in flight ÷ " + c + " unary clients", target: gemmTarget(0.90),
+			perRep: per(func(r modelRep) float64 { return speedup(r.grpcStream, r.grpcRaw, high) })},
 		{name: "batching ÷ unbatched, binary, c=" + c, target: gemmTarget(5), times: true,
 			perRep: per(func(r modelRep) float64 { return speedup(r.batchedBinary, r.unbatchedBinary, high) })},
 		{name: "batching ÷ unbatched, JSON, c=" + c, target: gemmTarget(5), times: true,
@@ -277,14 +287,42 @@ const wireBytes = 4 * wireElems
 const wireTarget = 1.0 // GB/s
 
 func (res *results) wireGBps(c int) []float64 {
+	return res.gbps(c, func(w wireRep) serverRun { return w.run })
+}
+
+func (res *results) wireGRPCGBps(c int) []float64 {
+	return res.gbps(c, func(w wireRep) serverRun { return w.grpc })
+}
+
+func (res *results) gbps(c int, run func(wireRep) serverRun) []float64 {
 	out := make([]float64, len(res.wire))
 	for i, w := range res.wire {
 		out[i] = math.NaN()
-		if st := w.run.step(c); st != nil && st.Requests > 0 {
+		if st := run(w).step(c); st != nil && st.Requests > 0 {
 			out[i] = st.InferPerSec * wireBytes / 1e9
 		}
 	}
 	return out
+}
+
+// grpcSlack is how much the gRPC p50 at concurrency 1 may exceed HTTP binary's.
+const grpcSlack = 20 * time.Microsecond
+
+// grpcLatency is the gRPC concurrency-1 target: its p50 against HTTP binary's + grpcSlack, both
+// medians over the repetitions (floor and raw hold HTTP binary's p50 and the slack).
+func (res *results) grpcLatency() (latencyTarget, bool) {
+	t := latencyTarget{format: "gRPC raw"}
+	var http []time.Duration
+	for _, l := range res.latency {
+		t.inferdRs = append(t.inferdRs, p50(l.inferdGRPC))
+		http = append(http, p50(l.inferdBinary))
+	}
+	if len(t.inferdRs) == 0 {
+		return t, false
+	}
+	t.inferd, t.floor, t.raw = medianDur(t.inferdRs), medianDur(http), grpcSlack
+	t.budget = t.floor + grpcSlack
+	return t, true
 }
 
 func wireVerdict(v float64) string {
@@ -341,9 +379,20 @@ func (res *results) markdown(o options) string {
 		p("| demo mlp | p50 latency, %s, c=1 | %s [%s] | ≤ %s (floor + raw Run + 50 µs) | %s |\n",
 			t.format, usText(t.inferd), usList(t.inferdRs), usText(t.budget), t.verdict())
 	}
+	if g, ok := res.grpcLatency(); ok {
+		p("| demo mlp | p50 latency, gRPC raw, c=1 | %s [%s] | ≤ %s (HTTP binary's + 20 µs) | %s |\n", usText(g.inferd), usList(g.inferdRs), usText(g.budget), g.verdict())
+	}
 	for _, c := range []int{1, 2} {
 		vs := res.wireGBps(c)
 		p("| identity | binary wire path, 4 MiB FP32, c=%d | %.2f GB/s [%s] | ≥ %.0f GB/s | %s |\n", c, median(vs), gbList(vs), wireTarget, wireVerdict(median(vs)))
+	}
+	for _, c := range []int{1, 2} {
+		vs := res.wireGRPCGBps(c)
+		target, verdict := "–", "–"
+		if c == 2 {
+			target, verdict = fmt.Sprintf("≥ %.0f GB/s", wireTarget), wireVerdict(median(vs))
+		}
+		p("| identity | gRPC raw wire path, 4 MiB FP32, c=%d | %.2f GB/s [%s] | %s | %s |\n", c, median(vs), gbList(vs), target, verdict)
 	}
 	for _, r := range res.sharedRatios(o.high) {
 		p("| %s | %s | %s [%s] | %s | %s |\n", r.model, r.name, r.format(r.value()), r.runs(), r.targetText(), r.verdict())
@@ -473,6 +522,10 @@ func (res *results) modelSection(w *strings.Builder, o options, m *modelResult) 
 		}
 		if m.spec.gemm {
 			stepRow(w, rep, "inferd, latency_budget "+latencyBudget.String(), "binary", r.budget, o.high, r.raw)
+			for _, c := range []int{1, o.high} {
+				stepRow(w, rep, "inferd, batching", "gRPC raw", r.grpcRaw, c, r.raw)
+			}
+			stepRow(w, rep, "inferd, batching, one stream", "gRPC raw", r.grpcStream, o.high, r.raw)
 		}
 		stepRow(w, rep, "inferd, no batching", "binary", r.unbatchedBinary, o.high, r.raw)
 		stepRow(w, rep, "inferd, no batching", "JSON", r.unbatchedJS, o.high, r.raw)
@@ -612,6 +665,18 @@ func (res *results) latencySection(w *strings.Builder, o options) {
 	for _, t := range res.latencyTargets() {
 		p("| %s | %s | %s | %s |\n", t.format, usText(t.inferd), usText(t.budget), t.verdict())
 	}
+	if g, ok := res.grpcLatency(); ok {
+		p("\nOver gRPC (unary ModelInfer, raw contents) to the same server in the same repetition, against HTTP binary's p50 + %s:\n\n", usText(grpcSlack))
+		p("| rep | gRPC p50 | gRPC p99 | HTTP binary p50 | JSON |\n| --- | ---: | ---: | ---: | --- |\n")
+		for i, l := range res.latency {
+			p99 := "n/a"
+			if st := l.inferdGRPC.step(1); st != nil {
+				p99 = usText(st.Latency.P99)
+			}
+			p("| %d | %s | %s | %s | %s |\n", i+1, usText(p50(l.inferdGRPC)), p99, usText(p50(l.inferdBinary)), base(l.inferdGRPC.file))
+		}
+		p("\nMedian gRPC p50 %s against a budget of %s: %s.\n", usText(g.inferd), usText(g.budget), g.verdict())
+	}
 }
 
 func (res *results) wireSection(w *strings.Builder) {
@@ -620,20 +685,26 @@ func (res *results) wireSection(w *strings.Builder) {
 	p("One request carries a 1×%d FP32 tensor (4 MiB) in binary and gets the same 4 MiB back. GB/s counts the tensor\n", wireElems)
 	p("once per request (requests/s × 4,194,304 bytes ÷ 10⁹); bytes on the wire are twice that. The model is served with\n")
 	p("`max_batch_size = 0` (run as sent), so this is the HTTP and tensor path, not batching.\n\n")
-	p("| rep | conc. | requests/s | GB/s (one way) | p50 ms | p99 ms | client CPU | server compute | JSON |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n")
+	p("The same tensor goes over gRPC as raw contents (`raw_input_contents`/`raw_output_contents`) to the same server.\n\n")
+	p("| rep | protocol | conc. | requests/s | GB/s (one way) | p50 ms | p99 ms | client CPU | server compute | JSON |\n| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n")
 	for i, wr := range res.wire {
-		for _, c := range []int{1, 2} {
-			st := wr.run.step(c)
-			if st == nil {
-				p("| %d | %d | not measured: %v | | | | | | %s |\n", i+1, c, wr.run.err, base(wr.run.file))
-				continue
+		for _, run := range []struct {
+			protocol string
+			run      serverRun
+		}{{"HTTP binary", wr.run}, {"gRPC raw", wr.grpc}} {
+			for _, c := range []int{1, 2} {
+				st := run.run.step(c)
+				if st == nil {
+					p("| %d | %s | %d | not measured: %v | | | | | | %s |\n", i+1, run.protocol, c, run.run.err, base(run.run.file))
+					continue
+				}
+				compute := "–"
+				if st.Server != nil {
+					compute = usText(st.Server.AvgCompute)
+				}
+				p("| %d | %s | %d | %.1f | %.2f | %s | %s | %.1f%% | %s | %s |\n", i+1, run.protocol, c, st.InferPerSec, st.InferPerSec*wireBytes/1e9,
+					ms(st.Latency.P50), ms(st.Latency.P99), 100*st.ClientCPU, compute, base(run.run.file))
 			}
-			compute := "–"
-			if st.Server != nil {
-				compute = usText(st.Server.AvgCompute)
-			}
-			p("| %d | %d | %.1f | %.2f | %s | %s | %.1f%% | %s | %s |\n", i+1, c, st.InferPerSec, st.InferPerSec*wireBytes/1e9,
-				ms(st.Latency.P50), ms(st.Latency.P99), 100*st.ClientCPU, compute, base(wr.run.file))
 		}
 	}
 }
@@ -656,6 +727,13 @@ func (res *results) summary(o options) string {
 	}
 	for _, r := range res.sharedRatios(o.high) {
 		fmt.Fprintf(&w, "%-8s %-40s %-10s %-10s %s\n", r.model, r.name, r.format(r.value()), r.targetText(), strings.ReplaceAll(r.verdict(), "**", ""))
+	}
+	if g, ok := res.grpcLatency(); ok {
+		fmt.Fprintf(&w, "%-8s %-40s %-10s %-10s %s\n", "demo", "p50 latency, gRPC raw, c=1", usText(g.inferd), "≤ "+usText(g.budget), strings.ReplaceAll(g.verdict(), "**", ""))
+	}
+	for _, c := range []int{1, 2} {
+		v := median(res.wireGRPCGBps(c))
+		fmt.Fprintf(&w, "%-8s %-40s %-10s %-10s %s\n", "identity", fmt.Sprintf("gRPC raw wire path GB/s, c=%d", c), fmt.Sprintf("%.2f", v), "≥ 1", strings.ReplaceAll(wireVerdict(v), "**", ""))
 	}
 	for _, m := range res.models {
 		if t, ok := m.budgetTarget(o.high); ok {
