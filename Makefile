@@ -99,7 +99,7 @@ node-server-test:
 	cd bench/node-server && ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund --silent
 	MODEL=$(abspath configs/models/mlp/1/model.onnx) node --test bench/node-server/
 
-## bench: inferd vs raw ONNX Runtime vs a Node.js server on this machine -> docs/benchmarks.md (~15 min)
+## bench: inferd vs raw ONNX Runtime vs a Node.js server on this machine -> docs/benchmarks.md (~21 min)
 ## (longer: make bench BENCH_DURATION=30s BENCH_REPS=5; more settings: BENCH_FLAGS='...', see go run ./bench/cmd/bench -h)
 BENCH_DURATION ?= 8s
 BENCH_WARMUP   ?= 2s

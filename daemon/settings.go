@@ -79,23 +79,22 @@ func (d *Daemon) maxRequestBytes() int64 { return d.settings.Load().api.MaxReque
 func (d *Daemon) config() *config.Config { return d.settings.Load().cfg }
 
 // calibrationInterference is the share of each core that calibration keeps busy while it
-// measures (tuning.Plan.Interference).
+// measures (tuning.Plan.Interference): about what the request path takes from a busy model on
+// the cores it shares (docs/tuning.md shows what it changed in make bench).
 const calibrationInterference = 0.15
 
 func defaults(cfg *config.Config) models.Defaults {
 	return models.Defaults{
-		Instances:       cfg.Scheduler.DefaultInstances,
-		MaxBatchSize:    cfg.Scheduler.DefaultMaxBatchSize,
-		IntraOpThreads:  cfg.Engine.IntraOpThreads,
-		InterOpThreads:  cfg.Engine.InterOpThreads,
-		Cores:           runtime.GOMAXPROCS(0),
-		MaxQueueDelay:   cfg.Scheduler.MaxQueueDelay,
-		AdaptiveDelay:   cfg.Scheduler.AdaptiveDelay,
-		MaxQueueSize:    cfg.Scheduler.MaxQueueSize,
-		DefaultTimeout:  cfg.Scheduler.DefaultTimeout,
-		CalibrationTime: cfg.Scheduler.CalibrationTime,
-		// What the request path takes from a busy model on the cores it shares (measured on the
-		// 2-core bench machine: 10% kernel and 8% Go of the daemon's CPU at 2,000 requests/s).
+		Instances:               cfg.Scheduler.DefaultInstances,
+		MaxBatchSize:            cfg.Scheduler.DefaultMaxBatchSize,
+		IntraOpThreads:          cfg.Engine.IntraOpThreads,
+		InterOpThreads:          cfg.Engine.InterOpThreads,
+		Cores:                   runtime.GOMAXPROCS(0),
+		MaxQueueDelay:           cfg.Scheduler.MaxQueueDelay,
+		AdaptiveDelay:           cfg.Scheduler.AdaptiveDelay,
+		MaxQueueSize:            cfg.Scheduler.MaxQueueSize,
+		DefaultTimeout:          cfg.Scheduler.DefaultTimeout,
+		CalibrationTime:         cfg.Scheduler.CalibrationTime,
 		CalibrationInterference: calibrationInterference,
 		MaxMemoryBytes:          cfg.Engine.MaxMemoryBytes,
 		LoadTimeout:             cfg.Engine.LoadTimeout,

@@ -92,13 +92,13 @@ func (r *Repository) openInstancesLocked(ctx context.Context, v *Version, path s
 		if r.calibrates(v) {
 			return r.openTunedLocked(ctx, v, path, cpu, log)
 		}
-		v.Tuning.Source, v.Tuning.Instances, v.Tuning.IntraOpThreads = "model.toml", ic.Count, cpu.IntraOpThreads
-		v.Tuning.Reason = "calibration is off ([tuning] auto = false, or [scheduler] calibration_time = 0)"
-		return r.openAll(ctx, v, path, slices.Repeat([]engine.Options{cpu}, ic.Count))
+		return r.openWrittenLocked(ctx, v, path, cpu, "calibration is off ([tuning] auto = false, or [scheduler] calibration_time = 0)")
 	}
 	err := r.openOnGPUsLocked(ctx, v, path, cpu, log)
 	switch {
 	case err == nil:
+		v.Tuning.Source, v.Tuning.Instances = "model.toml", len(v.Sessions)
+		v.Tuning.Reason = "on a GPU: not calibrated (docs/tuning.md)"
 		return nil
 	case ctx.Err() != nil || !errors.As(err, new(notOnGPU)):
 		return err
@@ -111,7 +111,7 @@ func (r *Repository) openInstancesLocked(ctx context.Context, v *Version, path s
 		level = slog.LevelWarn
 	}
 	log.Log(ctx, level, "running on the CPU instead of a GPU", "device", ic.Device, "reason", err)
-	return r.openAll(ctx, v, path, slices.Repeat([]engine.Options{cpu}, ic.Count))
+	return r.openWrittenLocked(ctx, v, path, cpu, "on the CPU instead of a GPU: calibration runs for device = \"cpu\" only")
 }
 
 // openOnGPUsLocked places v's instances on GPUs and opens them there. An error is a notOnGPU

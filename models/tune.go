@@ -142,11 +142,7 @@ func (r *Repository) tuningLimits(v *Version) tuning.Limits {
 // for the chosen configuration are kept). When calibration cannot run or no configuration it
 // measured fits, v is opened as written and Tuning says why. Caller holds loadMu.
 func (r *Repository) openTunedLocked(ctx context.Context, v *Version, path string, cpu engine.Options, log *slog.Logger) error {
-	written := func(reason string) error {
-		v.Tuning.Source, v.Tuning.Reason = "model.toml", reason
-		v.Tuning.Instances, v.Tuning.IntraOpThreads = v.Config.Instance.Count, cpu.IntraOpThreads
-		return r.openAll(ctx, v, path, slices.Repeat([]engine.Options{cpu}, v.Config.Instance.Count))
-	}
+	written := func(reason string) error { return r.openWrittenLocked(ctx, v, path, cpu, reason) }
 	limits := r.tuningLimits(v)
 	batches := tuning.BatchSizes(limits.MaxBatch)
 	rng := rand.New(rand.NewPCG(uint64(v.Number), 2))
@@ -223,6 +219,15 @@ func (r *Repository) openTunedLocked(ctx context.Context, v *Version, path strin
 	log.Info("tuned", "instances", d.Instances, "intra_op_threads", d.Threads, "batch_target", d.BatchTarget,
 		"cached", cached, "calibration_ms", v.Tuning.CalibrationMillis, "reason", d.Reason)
 	return nil
+}
+
+// openWrittenLocked opens v's CPU instances as model.toml writes them ([instance] count of cpu
+// each) and records why in v.Tuning. Caller holds loadMu.
+func (r *Repository) openWrittenLocked(ctx context.Context, v *Version, path string, cpu engine.Options, reason string) error {
+	n := v.Config.Instance.Count
+	v.Tuning.Source, v.Tuning.Reason = "model.toml", reason
+	v.Tuning.Instances, v.Tuning.IntraOpThreads = n, cpu.IntraOpThreads
+	return r.openAll(ctx, v, path, slices.Repeat([]engine.Options{cpu}, n))
 }
 
 func profilePoints(p tuning.Profile) []ProfilePoint {

@@ -107,20 +107,8 @@ func TestCalibrationKeepsWhatModelTOMLWrites(t *testing.T) {
 		{"free", "max_batch_size = 8\n", time.Second, "auto", []int{1, 2}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			dir := t.TempDir()
-			testutil.WriteFile(t, dir, "m/1/model.onnx", []byte("fake"))
-			testutil.WriteFile(t, dir, "m/model.toml", []byte(tc.toml))
-			rt := enginetest.New()
-			rt.Register(filepath.Join(dir, "m", "1", "model.onnx"), sig, func(in []tensor.Tensor) ([]tensor.Tensor, error) { return in, nil })
-			r := models.New(dir, rt, models.Defaults{Instances: 1, Cores: 2, CalibrationTime: tc.calibration}, quiet)
-			if err := r.Sync(context.Background()); err != nil {
-				t.Fatal(err)
-			}
-			defer r.Close(context.Background())
-			v, err := r.Resolve("m", "")
-			if err != nil {
-				t.Fatal(err)
-			}
+			v, rt := loadFake(t, sig, func(in []tensor.Tensor) ([]tensor.Tensor, error) { return in, nil }, tc.toml,
+				models.Defaults{Instances: 1, Cores: 2, CalibrationTime: tc.calibration})
 			if v.Tuning.Source != tc.source {
 				t.Errorf("source %q, want %q (%s)", v.Tuning.Source, tc.source, v.Tuning.Reason)
 			}
@@ -168,24 +156,9 @@ func TestBatchingByDefault(t *testing.T) {
 		{"written", variable, "max_batch_size = 4\n", 4, "model.toml"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			dir := t.TempDir()
-			testutil.WriteFile(t, dir, "m/1/model.onnx", []byte("fake"))
-			if tc.toml != "" {
-				testutil.WriteFile(t, dir, "m/model.toml", []byte(tc.toml))
-			}
-			rt := enginetest.New()
-			rt.Register(filepath.Join(dir, "m", "1", "model.onnx"), tc.sig, func(in []tensor.Tensor) ([]tensor.Tensor, error) {
+			v, _ := loadFake(t, tc.sig, func(in []tensor.Tensor) ([]tensor.Tensor, error) {
 				return []tensor.Tensor{{Name: "y", DataType: tensor.FP32, Shape: []int64{in[0].Shape[0]}, Data: make([]byte, 4*in[0].Shape[0])}}, nil
-			})
-			r := models.New(dir, rt, models.Defaults{Instances: 1, Cores: 2, MaxBatchSize: 64}, quiet)
-			if err := r.Sync(context.Background()); err != nil {
-				t.Fatal(err)
-			}
-			defer r.Close(context.Background())
-			v, err := r.Resolve("m", "")
-			if err != nil {
-				t.Fatal(err)
-			}
+			}, tc.toml, models.Defaults{Instances: 1, Cores: 2, MaxBatchSize: 64})
 			if v.Config.MaxBatchSize != tc.maxBatch || v.Tuning.Batching != tc.batching {
 				t.Errorf("max_batch_size %d (%q), want %d (%q)", v.Config.MaxBatchSize, v.Tuning.Batching, tc.maxBatch, tc.batching)
 			}
@@ -220,20 +193,7 @@ func TestCalibrationFallsBack(t *testing.T) {
 		}, "no calibrated configuration fits"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			dir := t.TempDir()
-			testutil.WriteFile(t, dir, "m/1/model.onnx", []byte("fake"))
-			testutil.WriteFile(t, dir, "m/model.toml", []byte("max_batch_size = 8\n"))
-			rt := enginetest.New()
-			rt.Register(filepath.Join(dir, "m", "1", "model.onnx"), tc.sig, tc.fn)
-			r := models.New(dir, rt, models.Defaults{Instances: 1, Cores: 2, CalibrationTime: time.Second}, quiet)
-			if err := r.Sync(context.Background()); err != nil {
-				t.Fatal(err)
-			}
-			defer r.Close(context.Background())
-			v, err := r.Resolve("m", "")
-			if err != nil {
-				t.Fatalf("the version does not serve: %v", err)
-			}
+			v, rt := loadFake(t, tc.sig, tc.fn, "max_batch_size = 8\n", models.Defaults{Instances: 1, Cores: 2, CalibrationTime: time.Second})
 			if v.Tuning.Source != "model.toml" || !strings.Contains(v.Tuning.Reason, tc.reason) || len(v.Sessions) != 1 {
 				t.Errorf("tuning %+v with %d sessions, want as written because %q", v.Tuning, len(v.Sessions), tc.reason)
 			}
@@ -242,4 +202,27 @@ func TestCalibrationFallsBack(t *testing.T) {
 			}
 		})
 	}
+}
+
+// loadFake loads model "m" of the fake runtime (sig, fn) with model.toml modelTOML ("" for none)
+// and defaults d, and returns its version and the runtime.
+func loadFake(t *testing.T, sig engine.Signature, fn enginetest.Func, modelTOML string, d models.Defaults) (*models.Version, *enginetest.Runtime) {
+	t.Helper()
+	dir := t.TempDir()
+	testutil.WriteFile(t, dir, "m/1/model.onnx", []byte("fake"))
+	if modelTOML != "" {
+		testutil.WriteFile(t, dir, "m/model.toml", []byte(modelTOML))
+	}
+	rt := enginetest.New()
+	rt.Register(filepath.Join(dir, "m", "1", "model.onnx"), sig, fn)
+	r := models.New(dir, rt, d, quiet)
+	if err := r.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close(context.Background()) })
+	v, err := r.Resolve("m", "")
+	if err != nil {
+		t.Fatalf("the version does not serve: %v", err)
+	}
+	return v, rt
 }

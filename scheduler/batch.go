@@ -55,16 +55,20 @@ func (q *queue) service(rows int64) time.Duration {
 	return st[rows-1]
 }
 
-// batchTargetLocked is the batch size aimed for now (limit already within the budget).
+// batchTargetLocked is the batch size aimed for now, up to limit (q.limit).
 func (q *queue) batchTargetLocked(limit int64) int64 {
 	n := int64(len(q.instances))
 	return min(max((q.inFlightLocked()+n-1)/n, 1), limit)
 }
 
-// budgetBatchLocked is the largest batch, up to limit, whose run and the run ahead of it fit
-// the latency budget (at least 1).
-func (q *queue) budgetBatchLocked(limit int64) int64 {
-	b := limit
+// batchLimit is the most rows one batch may hold: max_batch_size, and with calibrated service
+// times and a latency budget the largest batch whose run and the run ahead of it fit the budget
+// (at least 1). The policy does not change in a queue's life: startQueue computes it once.
+func (q *queue) batchLimit() int64 {
+	b := int64(q.policy.MaxBatchSize)
+	if q.policy.ServiceTimes == nil || q.policy.LatencyBudget <= 0 {
+		return b
+	}
 	for b > 1 && 2*q.service(b) > q.policy.LatencyBudget {
 		b--
 	}

@@ -33,6 +33,8 @@ type queue struct {
 	workers    sync.WaitGroup
 
 	instances []*instance
+	// limit is the most rows one batch may hold (batchLimit).
+	limit int64
 
 	mu       sync.Mutex
 	levels   [][]*pending  // FIFO per priority level; levels[0] is priority 1
@@ -109,6 +111,7 @@ func startQueue(t Target, log *slog.Logger, budget *cores) (*queue, error) {
 		finished: make(chan struct{}),
 	}
 	q.abort = sync.OnceFunc(q.stopRuns)
+	q.limit = q.batchLimit()
 	if p.MaxRunTime > 0 {
 		q.runTimeout = fmt.Errorf("%w %s", ErrRunTimeout, p.MaxRunTime)
 	}
@@ -135,11 +138,7 @@ func (q *queue) snapshot() Snapshot {
 	snap.Pending = q.waiting
 	snap.InFlight = q.waiting + q.runningN
 	if q.policy.ServiceTimes != nil {
-		limit := int64(q.policy.MaxBatchSize)
-		if q.policy.LatencyBudget > 0 {
-			limit = q.budgetBatchLocked(limit)
-		}
-		snap.BatchTarget = int(q.batchTargetLocked(limit))
+		snap.BatchTarget = int(q.batchTargetLocked(q.limit))
 	}
 	q.mu.Unlock()
 	return snap
@@ -420,10 +419,7 @@ func (q *queue) formLocked(now time.Time) (batch []*pending, ready bool, wake ti
 	if q.policy.MaxBatchSize == 0 {
 		return []*pending{head}, true, time.Time{}
 	}
-	limit := int64(q.policy.MaxBatchSize)
-	if q.policy.ServiceTimes != nil && q.policy.LatencyBudget > 0 {
-		limit = q.budgetBatchLocked(limit) // a larger batch's run alone would break the budget
-	}
+	limit := q.limit
 	var rows int64
 	full := false
 collect:

@@ -1,6 +1,7 @@
 package tuning
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"slices"
@@ -83,7 +84,7 @@ func Choose(p Profile, l Limits) (Decision, error) {
 		for top > 1 && l.LatencyBudget > 0 && 2*c.Service(top) > l.LatencyBudget {
 			top--
 		}
-		if l.LatencyBudget > 0 && 2*c.Service(top) > l.LatencyBudget {
+		if l.LatencyBudget > 0 && 2*c.Service(top) > l.LatencyBudget { // even one row
 			why = append(why, fmt.Sprintf("%s: one row takes %s, over half the latency budget %s", c.Candidate, c.Service(1), l.LatencyBudget))
 			continue
 		}
@@ -122,7 +123,7 @@ func Choose(p Profile, l Limits) (Decision, error) {
 		}
 		return Decision{}, fmt.Errorf("%w (%v)", ErrNoCandidate, why)
 	}
-	best := slices.MaxFunc(opts, func(a, b option) int { return cmpFloat(a.rps, b.rps) })
+	best := slices.MaxFunc(opts, func(a, b option) int { return cmp.Compare(a.rps, b.rps) })
 	near := slices.DeleteFunc(slices.Clone(opts), func(o option) bool { return o.rps < nearBest*best.rps })
 	pick := slices.MinFunc(near, func(a, b option) int {
 		if d := a.curve.Cores() - b.curve.Cores(); d != 0 {
@@ -144,7 +145,8 @@ func Choose(p Profile, l Limits) (Decision, error) {
 // excludes says why candidate c is outside l, or "".
 func (l Limits) excludes(c Candidate) string {
 	switch {
-	case l.Cores > 0 && c.Cores() > l.Cores:
+	case l.Cores > 0 && c.Cores() > l.Cores && l.Instances == 0 && l.Threads == 0:
+		// what model.toml pins is served as written, even over the cores (Candidates)
 		return fmt.Sprintf("needs %d cores, %d allowed", c.Cores(), l.Cores)
 	case l.Instances > 0 && c.Instances != l.Instances:
 		return fmt.Sprintf("instance.count is %d", l.Instances)
@@ -156,16 +158,6 @@ func (l Limits) excludes(c Candidate) string {
 		return fmt.Sprintf("over max_instances %d", l.MaxInstances)
 	}
 	return ""
-}
-
-func cmpFloat(a, b float64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // Candidates lists the configurations worth calibrating within l, in the order to measure them:

@@ -399,3 +399,13 @@ func TestInterferenceStops(t *testing.T) {
 		t.Errorf("%d goroutines before, %d after", before, after)
 	}
 }
+
+// What model.toml pins is served as written even when it asks for more than the cores.
+func TestChooseKeepsAPinnedOversubscription(t *testing.T) {
+	l := Limits{Cores: 2, MaxBatch: 8, Instances: 4, Threads: 2}
+	p := Profile{Curves: []Curve{curveOf(gemm, Candidate{4, 2}, BatchSizes(8))}}
+	d, err := Choose(p, l)
+	if err != nil || d.Candidate != (Candidate{4, 2}) {
+		t.Errorf("Choose = %v, %v; want the pinned 4×2", d, err)
+	}
+}

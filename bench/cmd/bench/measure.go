@@ -348,8 +348,8 @@ func (b *bench) raw(ctx context.Context, label, model, shape, batches, instances
 	return rawRun{rep, file, err}
 }
 
-// load measures a running server at the given concurrency levels.
-func (b *bench) load(ctx context.Context, s *server, label, model, shape, format, levels string) serverRun {
+// load measures a running server at the given concurrency levels; extra are more perf flags.
+func (b *bench) load(ctx context.Context, s *server, label, model, shape, format, levels string, extra ...string) serverRun {
 	if s == nil {
 		return serverRun{err: fmt.Errorf("no server")}
 	}
@@ -358,7 +358,7 @@ func (b *bench) load(ctx context.Context, s *server, label, model, shape, format
 	if shape != "" {
 		args = append(args, "--shape", shape)
 	}
-	file, err := b.runPerf(ctx, label, args...)
+	file, err := b.runPerf(ctx, label, append(args, extra...)...)
 	if err != nil {
 		return serverRun{file: file, err: err}
 	}
@@ -459,20 +459,11 @@ func (b *bench) loadGRPC(ctx context.Context, s *server, label, model, shape, fo
 	if s == nil || s.grpc == "" {
 		return serverRun{err: fmt.Errorf("no gRPC listener")}
 	}
-	args := []string{"-u", s.url, "-m", model, "--concurrency", levels, "--format", format,
-		"--protocol", "grpc", "--grpc", s.grpc, "--duration", b.o.duration.String(), "--warmup", b.o.warmup.String()}
+	extra := []string{"--protocol", "grpc", "--grpc", s.grpc}
 	if stream {
-		args = append(args, "--stream")
+		extra = append(extra, "--stream")
 	}
-	if shape != "" {
-		args = append(args, "--shape", shape)
-	}
-	file, err := b.runPerf(ctx, label, args...)
-	if err != nil {
-		return serverRun{file: file, err: err}
-	}
-	rep, err := readJSON[perf.Report](file)
-	return serverRun{rep, file, err}
+	return b.load(ctx, s, label, model, shape, format, levels, extra...)
 }
 
 // startNode serves one model with the Node.js baseline.
