@@ -32,7 +32,8 @@ type queue struct {
 	runTimeout error
 	workers    sync.WaitGroup
 
-	instances []*instance
+	instances []*instance // guarded by mu once the queue runs: autoscaling changes them
+	scale     scaling     // scale.go
 	// limit is the most rows one batch may hold (batchLimit).
 	limit int64
 
@@ -56,6 +57,9 @@ type queue struct {
 type instance struct {
 	sess engine.Session
 	busy bool // running a batch, taken by its worker or by a caller (queue.push)
+	// retiring: autoscaling told it to go (scale.go); it takes no batch, and its worker exits
+	// once it is free
+	retiring bool
 	// ctx is the context of the instance's runs; while a batch runs, gen is its run's
 	// generation of ctx and live counts the requests of the batch whose callers still wait
 	// (whose contexts have not ended): the last to leave stops the run.
@@ -116,13 +120,19 @@ func startQueue(t Target, log *slog.Logger, budget *cores) (*queue, error) {
 		q.runTimeout = fmt.Errorf("%w %s", ErrRunTimeout, p.MaxRunTime)
 	}
 	for _, s := range sessions {
-		inst := &instance{sess: s, ctx: newRunContext()}
-		q.instances = append(q.instances, inst)
-		q.workers.Add(1)
-		go q.work(inst)
+		q.startWorkerLocked(&instance{sess: s, ctx: newRunContext()})
 	}
+	q.startScaling(t)
 	go func() { q.workers.Wait(); close(q.finished) }()
 	return q, nil
+}
+
+// startWorkerLocked adds inst to the queue's instances and starts its worker. Before the queue
+// is published, or with mu held.
+func (q *queue) startWorkerLocked(inst *instance) {
+	q.instances = append(q.instances, inst)
+	q.workers.Add(1)
+	go q.work(inst)
 }
 
 // changedLocked wakes every worker waiting for the queue to change.
@@ -137,6 +147,7 @@ func (q *queue) snapshot() Snapshot {
 	q.mu.Lock()
 	snap.Pending = q.waiting
 	snap.InFlight = q.waiting + q.runningN
+	snap.Instances = q.activeLocked()
 	if q.policy.ServiceTimes != nil {
 		snap.BatchTarget = int(q.batchTargetLocked(q.limit))
 	}
@@ -253,11 +264,12 @@ func (q *queue) push(p *pending) (*instance, error) {
 	q.waiting++
 	q.rows += p.rows
 	q.peak = max(q.peak, q.rows+q.running)
+	q.noteInFlightLocked()
 	if !p.deadline.IsZero() {
 		q.timed++
 	}
 	if q.waiting == 1 {
-		if i := slices.IndexFunc(q.instances, func(inst *instance) bool { return !inst.busy }); i >= 0 {
+		if i := slices.IndexFunc(q.instances, func(inst *instance) bool { return !inst.busy && !inst.retiring }); i >= 0 {
 			if batch, ready, _ := q.formLocked(p.arrived); ready && len(batch) == 1 {
 				q.takeLocked(batch, q.instances[i])
 				return q.instances[i], nil
@@ -339,11 +351,15 @@ func (q *queue) expireLocked(now time.Time) {
 }
 
 // next blocks until inst is free and a batch is ready, and takes the batch out of the queue for
-// inst. It returns nil when the queue is closing and empty and inst is free.
+// inst. It returns nil when the queue is closing and empty and inst is free, and when inst is
+// free and retiring.
 func (q *queue) next(inst *instance) []*pending {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	for {
+		if inst.retiring && !inst.busy {
+			return nil
+		}
 		now := time.Now()
 		q.expireLocked(now)
 		// inst is busy while a caller runs on it (push); the caller's release wakes this
@@ -479,6 +495,9 @@ func (q *queue) work(inst *instance) {
 	for {
 		batch := q.next(inst)
 		if batch == nil {
+			if inst.retiring { // set under mu before next saw it, and never unset
+				q.retire(inst)
+			}
 			return
 		}
 		q.run(inst, batch, false)
@@ -636,6 +655,7 @@ func (q *queue) close(ctx context.Context) error {
 	q.mu.Lock()
 	if !q.closing {
 		q.closing = true
+		q.stopScalingLocked()
 		q.changedLocked()
 	}
 	q.mu.Unlock()

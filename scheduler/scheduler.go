@@ -88,6 +88,13 @@ type Policy struct {
 	// threads); each run takes that many from the core budget (SetCores) while it runs. 0 takes
 	// none (a run on a GPU).
 	Threads int
+	// ScaleDownAfter lets the instance count follow the load (scale.go), for a target that
+	// implements Scaler and a policy with ServiceTimes: instances that the rows in flight do
+	// not keep busy go, one per ScaleDownAfter, down to MinInstances (at least 1), and come back,
+	// up to the count the target started with, as soon as the load needs them. 0 keeps the
+	// count.
+	ScaleDownAfter time.Duration
+	MinInstances   int
 }
 
 // Request is one inference request, validated against the target's signature.
