@@ -213,6 +213,7 @@ func (d *Daemon) components() map[string]api.Component {
 	}
 	out["config"] = c
 	d.hardwareComponents(out)
+	d.budgetComponent(out)
 	return out
 }
 

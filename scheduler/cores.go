@@ -97,3 +97,19 @@ func (c *cores) grantLocked() {
 		close(w.ready)
 	}
 }
+
+// CoreBudget is the node-wide core budget as it is now.
+type CoreBudget struct {
+	// Cores is the budget (SetCores); 0 means none is set.
+	Cores int `json:"cores"`
+	// Busy is how many of them runs hold now.
+	Busy int `json:"cores_busy"`
+	// Waiting is how many runs wait for cores now.
+	Waiting int `json:"runs_waiting_for_cores"`
+}
+
+func (c *cores) budget() CoreBudget {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return CoreBudget{Cores: c.total, Busy: c.used, Waiting: len(c.waiting)}
+}

@@ -156,6 +156,9 @@ func New(log *slog.Logger) *Scheduler {
 // are taken). 0, the default, sets no budget.
 func (s *Scheduler) SetCores(n int) { s.cores.setTotal(n) }
 
+// Cores reports the node-wide core budget and its use now.
+func (s *Scheduler) Cores() CoreBudget { return s.cores.budget() }
+
 // queueFor returns t's queue, starting it (and its workers) on first use.
 func (s *Scheduler) queueFor(t Target) (*queue, error) {
 	s.mu.Lock()
