@@ -84,6 +84,9 @@ type TuningConfig struct {
 	// (instances follow the load, between min_instances and the calibrated count); unset:
 	// DefaultScaleDownAfter; "0s" keeps the calibrated count.
 	ScaleDownAfter *Duration `toml:"scale_down_after" json:"scale_down_after,omitempty"`
+	// Weight is the model's share of the node's cores against other busy models (0: 1): busy
+	// models of weights 3 and 1 get core time 3 : 1.
+	Weight float64 `toml:"weight" json:"weight,omitempty"`
 }
 
 // DefaultScaleDownAfter is the quiet period after which an instance the load does not need is
@@ -104,8 +107,8 @@ func (t TuningConfig) auto() bool { return t.Auto == nil || *t.Auto }
 
 func (t TuningConfig) validate(cores int) []error {
 	var errs []error
-	if t.CalibrationTime < 0 || t.LatencyBudget < 0 || t.MinInstances < 0 || t.MaxInstances < 0 || t.MaxCores < 0 || t.scaleDownAfter() < 0 {
-		errs = append(errs, errors.New("tuning: calibration_time, latency_budget, min_instances, max_instances, max_cores and scale_down_after must not be negative"))
+	if t.CalibrationTime < 0 || t.LatencyBudget < 0 || t.MinInstances < 0 || t.MaxInstances < 0 || t.MaxCores < 0 || t.scaleDownAfter() < 0 || t.Weight < 0 {
+		errs = append(errs, errors.New("tuning: calibration_time, latency_budget, min_instances, max_instances, max_cores, scale_down_after and weight must not be negative"))
 	}
 	if t.MinInstances > 0 && t.MaxInstances > 0 && t.MinInstances > t.MaxInstances {
 		errs = append(errs, fmt.Errorf("tuning: min_instances %d is more than max_instances %d", t.MinInstances, t.MaxInstances))
@@ -356,6 +359,7 @@ func (c Config) schedulerPolicy() scheduler.Policy {
 		DefaultPriority:     b.DefaultPriority,
 		DefaultTimeout:      time.Duration(b.DefaultTimeout),
 		MaxRunTime:          time.Duration(c.Limits.MaxRunTime),
+		Weight:              c.Tuning.Weight,
 	}
 }
 

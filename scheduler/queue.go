@@ -25,7 +25,8 @@ type queue struct {
 	policy Policy
 	log    *slog.Logger
 	stats  *Stats
-	cores  *cores // the node's core budget, shared with every queue
+	cores  *cores   // the node's core budget, shared with every queue
+	acct   *account // this queue's share of it (Policy.Weight)
 	// abort stops, once, the runs in flight and those to come, when a drain has run out of time.
 	abort func()
 	// runTimeout is the cause of a run stopped by policy.MaxRunTime (it wraps ErrRunTimeout).
@@ -109,6 +110,7 @@ func startQueue(t Target, log *slog.Logger, budget *cores) (*queue, error) {
 		policy:   p,
 		log:      log,
 		cores:    budget,
+		acct:     newAccount(p.Weight),
 		stats:    newStats(),
 		levels:   make([][]*pending, p.PriorityLevels),
 		changed:  make(chan struct{}),
@@ -510,7 +512,7 @@ func (q *queue) work(inst *instance) {
 func (q *queue) run(inst *instance, batch []*pending, direct bool) {
 	// The cores first: waiting for them is queueing, not compute. A run stopped meanwhile
 	// (every caller left) goes to the session with its context ended and fails at once.
-	held, _ := q.cores.acquire(q.policy.Threads, inst.ctx.Done())
+	held, _ := q.cores.acquire(q.acct, q.policy.Threads, inst.ctx.Done())
 	start := time.Now()
 	// inst.gen is inst's to read: it changes only when inst is taken for a run.
 	var timer *time.Timer
@@ -522,7 +524,7 @@ func (q *queue) run(inst *instance, batch []*pending, direct bool) {
 	gathered := time.Now()
 	outputs, err := inst.sess.Run(inst.ctx, inputs, batch[0].req.Outputs)
 	ran := time.Now()
-	q.cores.release(held)
+	q.cores.release(q.acct, held, ran.Sub(start))
 	if timer != nil {
 		timer.Stop()
 	}

@@ -95,6 +95,9 @@ type Policy struct {
 	// count.
 	ScaleDownAfter time.Duration
 	MinInstances   int
+	// Weight is the version's share of the core budget against other busy versions (cores.go):
+	// two busy versions of weights 3 and 1 get core time 3 : 1. Not positive means 1.
+	Weight float64
 }
 
 // Request is one inference request, validated against the target's signature.
