@@ -8,15 +8,17 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/inferd/inferd/models"
 )
 
 // The scale-down measurement (issue 16): on the MLP's out-of-the-box server, right after the
 // runs at the high concurrency, the load drops to one client; the instance count calibration
-// chose (inferd_model_instances) should fall within the quiet period (models.DefaultScaleDownAfter,
-// plus the scheduler's one-second windows), and the p50 of one client afterwards should be
-// the single-client figure the same server had before the load.
+// chose (inferd_model_instances) should fall within the quiet period (scaleDownAfter, plus the
+// scheduler's one-second windows), and the p50 of one client afterwards should be the
+// single-client figure the same server had before the load.
+
+// scaleDownAfter is inferd's default [tuning] scale_down_after (docs/tuning.md), which the
+// out-of-the-box model.toml leaves as it is.
+const scaleDownAfter = 30 * time.Second
 
 // scaleSlack is what the scale-down may take beyond the quiet period: the window that still saw
 // the high load, the next one, and the poll.
@@ -42,7 +44,7 @@ func (b *bench) measureScaleDown(ctx context.Context, s *server, spec modelSpec,
 		r.after = r.before
 		return r // nothing to scale down
 	}
-	quiet := models.DefaultScaleDownAfter
+	quiet := scaleDownAfter
 	longest := quiet + 4*scaleSlack
 	done := make(chan serverRun, 1)
 	lctx, stop := context.WithCancel(ctx) // the one client stops once the count has fallen
@@ -126,7 +128,7 @@ func (m *modelResult) scaleTargets() (rows []string, ok bool) {
 	if len(tooks) == 0 && len(notes) == 0 {
 		return nil, false
 	}
-	quiet := models.DefaultScaleDownAfter
+	quiet := scaleDownAfter
 	if len(tooks) == 0 {
 		return []string{fmt.Sprintf("| %s | scale-down after the load drops to 1 client | – | ≤ %s | not measured: %s |", m.spec.key, quiet+scaleSlack, strings.Join(notes, "; "))}, true
 	}
