@@ -35,6 +35,8 @@ type queue struct {
 	instances []*instance
 	// limit is the most rows one batch may hold (batchLimit).
 	limit int64
+	// model and version name the target's series, for traces (BatchInfo).
+	model, version string
 
 	mu       sync.Mutex
 	levels   [][]*pending  // FIFO per priority level; levels[0] is priority 1
@@ -54,8 +56,9 @@ type queue struct {
 
 // instance is one session and the state its worker and direct runs share under queue.mu.
 type instance struct {
-	sess engine.Session
-	busy bool // running a batch, taken by its worker or by a caller (queue.push)
+	sess  engine.Session
+	index int  // in queue.instances
+	busy  bool // running a batch, taken by its worker or by a caller (queue.push)
 	// ctx is the context of the instance's runs; while a batch runs, gen is its run's
 	// generation of ctx and live counts the requests of the batch whose callers still wait
 	// (whose contexts have not ended): the last to leave stops the run.
@@ -112,11 +115,14 @@ func startQueue(t Target, log *slog.Logger, budget *cores) (*queue, error) {
 	}
 	q.abort = sync.OnceFunc(q.stopRuns)
 	q.limit = q.batchLimit()
+	if named, ok := t.(Series); ok {
+		q.model, q.version = named.Series()
+	}
 	if p.MaxRunTime > 0 {
 		q.runTimeout = fmt.Errorf("%w %s", ErrRunTimeout, p.MaxRunTime)
 	}
-	for _, s := range sessions {
-		inst := &instance{sess: s, ctx: newRunContext()}
+	for i, s := range sessions {
+		inst := &instance{sess: s, index: i, ctx: newRunContext()}
 		q.instances = append(q.instances, inst)
 		q.workers.Add(1)
 		go q.work(inst)
@@ -493,6 +499,11 @@ func (q *queue) run(inst *instance, batch []*pending, direct bool) {
 	// (every caller left) goes to the session with its context ended and fails at once.
 	held, _ := q.cores.acquire(q.policy.Threads, inst.ctx.Done())
 	start := time.Now()
+	var rows int64
+	for _, p := range batch {
+		rows += p.rows
+	}
+	bt := q.traceBatch(inst, batch, rows, start)
 	// inst.gen is inst's to read: it changes only when inst is taken for a run.
 	var timer *time.Timer
 	if q.runTimeout != nil {
@@ -524,12 +535,11 @@ func (q *queue) run(inst *instance, batch []*pending, direct bool) {
 		parts, err = split(batch, outputs)
 	}
 	end := time.Now()
+	if bt != nil {
+		bt.End(err)
+	}
 	// The books are closed before anyone hears back: a client that sends its next request, or
 	// reads the statistics, as soon as it has its answer sees this batch finished.
-	var rows int64
-	for _, p := range batch {
-		rows += p.rows
-	}
 	q.mu.Lock()
 	q.running -= rows
 	q.runningN -= len(batch)

@@ -213,7 +213,7 @@ func (rt *Router) serve(w http.ResponseWriter, r *http.Request, p *plan, local h
 		if c.local {
 			o = rt.tryLocal(w, r, c, body, buffered, retryable, local)
 		} else {
-			o = rt.tryPeer(w, r, c, body, retryable)
+			o = rt.tryPeer(w, r, c, body, retryable, tries)
 		}
 		if o.done {
 			return
