@@ -14,7 +14,7 @@ import (
 // setupTracing builds the daemon's tracing from [tracing] and registers its counters; with
 // no endpoint, tracing is off and costs the request path one atomic load.
 func (d *Daemon) setupTracing(cfg *config.Config) error {
-	d.tracing = tracing.New(d.log.With("component", "tracing"), nil)
+	d.tracing = tracing.New(d.log.With("component", "tracing"), tracing.Options{})
 	cnt := d.tracing.Counters()
 	d.metrics.Registry.MustRegister(metrics.NewTracing(func() metrics.TracingStats {
 		return metrics.TracingStats{

@@ -68,6 +68,7 @@ const (
 type Tracing struct {
 	log    *slog.Logger
 	getenv func(string) string
+	export func(Settings) (sdktrace.SpanExporter, error)
 	cnt    Counters
 
 	mu      sync.Mutex // serialises Build+Install and Close
@@ -75,14 +76,26 @@ type Tracing struct {
 	cur     atomic.Pointer[generation]
 }
 
-// New returns a Tracing with tracing off; getenv reads the OTEL_* variables (nil:
-// os.Getenv). The OTLP exporters read their own OTEL_EXPORTER_OTLP_* variables from the
-// process environment.
-func New(log *slog.Logger, getenv func(string) string) *Tracing {
-	if getenv == nil {
-		getenv = os.Getenv
+// Options are a Tracing's dependencies.
+type Options struct {
+	// Getenv reads the OTEL_* variables; nil: os.Getenv. The OTLP exporters read their own
+	// OTEL_EXPORTER_OTLP_* variables from the process environment.
+	Getenv func(string) string
+	// Exporter, when set, makes the exporter of each generation instead of OTLP (tests
+	// export to memory); the endpoint must still be set for tracing to be on.
+	Exporter func(Settings) (sdktrace.SpanExporter, error)
+}
+
+// New returns a Tracing with tracing off.
+func New(log *slog.Logger, opts Options) *Tracing {
+	t := &Tracing{log: log, getenv: opts.Getenv, export: opts.Exporter}
+	if t.getenv == nil {
+		t.getenv = os.Getenv
 	}
-	return &Tracing{log: log, getenv: getenv}
+	if t.export == nil {
+		t.export = newExporter
+	}
+	return t
 }
 
 // Counters are the span counts of every generation so far.
@@ -97,8 +110,10 @@ type State struct {
 	Protocol      string  `json:"protocol,omitempty"`
 	SamplingRatio float64 `json:"sampling_ratio"`
 	ServiceName   string  `json:"service_name,omitempty"`
-	Exported      uint64  `json:"spans_exported"`
-	Dropped       uint64  `json:"spans_dropped"`
+	// ResourceAttributes are tracing.resource_attributes as configured.
+	ResourceAttributes []string `json:"resource_attributes,omitempty"`
+	Exported           uint64   `json:"spans_exported"`
+	Dropped            uint64   `json:"spans_dropped"`
 	// Failing is true while the last export failed.
 	Failing bool `json:"failing,omitempty"`
 }
@@ -111,7 +126,7 @@ func (t *Tracing) State() (st State, ok bool) {
 	}
 	return State{
 		Endpoint: g.settings.Endpoint, Protocol: g.settings.Protocol, SamplingRatio: g.settings.SamplingRatio,
-		ServiceName: g.service, Exported: t.cnt.Exported.Load(),
+		ServiceName: g.service, ResourceAttributes: g.settings.ResourceAttributes, Exported: t.cnt.Exported.Load(),
 		Dropped: t.cnt.DroppedQueueFull.Load() + t.cnt.DroppedExportFailed.Load() + t.cnt.DroppedShutdown.Load(),
 		Failing: g.proc.failing.Load(),
 	}, true
@@ -261,7 +276,7 @@ func (g *generation) shutdown(ctx context.Context) error {
 }
 
 func (t *Tracing) newGeneration(s Settings) (*generation, error) {
-	exp, err := newExporter(s)
+	exp, err := t.export(s)
 	if err != nil {
 		return nil, err
 	}

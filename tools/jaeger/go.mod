@@ -1,3 +1,6 @@
+// Pins the Jaeger all-in-one binary that the tracing e2e test runs (make jaeger builds it
+// into build/jaeger). A module of its own, so that the daemon's go.mod and make vulncheck
+// do not carry Jaeger's dependency tree.
 module github.com/inferd/inferd/tools/jaeger
 
 go 1.26.8
