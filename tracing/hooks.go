@@ -26,9 +26,11 @@ func (r *requestTrace) parent() context.Context {
 
 // StartBatch implements scheduler.Trace.
 func (r *requestTrace) StartBatch(info scheduler.BatchInfo, traces []scheduler.Trace) scheduler.BatchTrace {
+	// The first request is the parent; a link to it too would hide the parent in viewers that
+	// fold links into references (Jaeger types the parent FOLLOWS_FROM then).
 	links := make([]trace.Link, 0, len(traces))
 	for _, t := range traces {
-		if rt, ok := t.(*requestTrace); ok {
+		if rt, ok := t.(*requestTrace); ok && rt != r {
 			links = append(links, trace.Link{SpanContext: rt.sc})
 		}
 	}

@@ -173,10 +173,11 @@ func TestSpanTreeAndBatchLinks(t *testing.T) {
 		attr(b, tracing.AttrModel).AsString() != "mlp" || attr(b, tracing.AttrVersion).AsString() != "1" {
 		t.Errorf("batch span attributes %v", b.Attributes)
 	}
-	if len(b.Links) != n {
-		t.Errorf("batch span has %d links, want one per request (%d)", len(b.Links), n)
+	// The batch's parent is one request's span, and it links the others'.
+	if len(b.Links) != n-1 {
+		t.Errorf("batch span has %d links, want one per request but its parent (%d)", len(b.Links), n-1)
 	}
-	linked := map[trace.SpanID]bool{}
+	linked := map[trace.SpanID]bool{b.Parent.SpanID(): true}
 	for _, l := range b.Links {
 		linked[l.SpanContext.SpanID()] = true
 	}
@@ -205,7 +206,7 @@ func TestSpanTreeAndBatchLinks(t *testing.T) {
 			t.Errorf("trace %d: resource inferd.node = %q", i, v.AsString())
 		}
 		if !linked[s.SpanContext.SpanID()] {
-			t.Errorf("trace %d: the batch span does not link the request's span", i)
+			t.Errorf("trace %d: the request's span is neither the batch span's parent nor linked from it", i)
 		}
 		for _, name := range []string{"decode", "queue", "encode"} {
 			kids := byName(spans, tid, name)
@@ -219,8 +220,8 @@ func TestSpanTreeAndBatchLinks(t *testing.T) {
 			}
 		}
 	}
-	if !linked[b.Parent.SpanID()] {
-		t.Errorf("batch span's parent %v is none of the requests' spans", b.Parent.SpanID())
+	if len(linked) != n {
+		t.Errorf("the batch span's parent and links name %d distinct spans, want the %d requests'", len(linked), n)
 	}
 }
 
