@@ -82,6 +82,11 @@ jaeger: build/jaeger
 build/jaeger: tools/jaeger/go.mod tools/jaeger/go.sum
 	cd tools/jaeger && $(GO) build -trimpath -o ../../build/jaeger github.com/jaegertracing/jaeger/cmd/jaeger
 
+## bench-tracing: throughput of the benchmark MLP (binary, concurrency 64) with tracing off, on at
+## sampling_ratio 1.0 and at 0, alternating in one run (bench/cmd/tracebench, docs/tracing.md)
+bench-tracing: build
+	$(GO) run ./bench/cmd/tracebench $(BENCH_TRACING_FLAGS)
+
 ## e2e: system-level suites (real binary on the PaddleOCR models)
 e2e: deps jaeger
 	./scripts/fetch-ocr-models.sh build/ocr-models

@@ -56,6 +56,7 @@ var allowed = map[string][]string{
 	"logging":                         {},
 	"bench/cmd/bench":                 {"internal/testmodels", "perf", "tensor"},
 	"bench/cmd/floor":                 {},
+	"bench/cmd/tracebench":            {"internal/testmodels", "perf"},
 	"cluster":                         {},
 	"auth":                            {"kserve"},
 	"tlsconf":                         {},
