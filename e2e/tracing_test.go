@@ -247,6 +247,8 @@ targets = [{ version = "1", node = "n2", weight = 100 }]
 	for _, n := range c.nodes {
 		// Export every 100 ms, and give up on a collector after 500 ms.
 		n.env = append(n.env, "OTEL_BSP_SCHEDULE_DELAY=100", "OTEL_BSP_EXPORT_TIMEOUT=500")
+		// At debug level every request is logged, with its trace's ids.
+		n.env = append(n.env, "INFERD_LOG_LEVEL=debug")
 	}
 	c.startAll("m/1", "m/2")
 	n1 := c.nodes[0]
@@ -299,6 +301,12 @@ targets = [{ version = "1", node = "n2", weight = 100 }]
 	}
 	if tagOf(batch.Tags, "inferd.batch.requests") == "" || tagOf(server2.Tags, "inferd.model.version") != "1" || tagOf(server1.Tags, "inferd.served_by") != "n2" {
 		t.Errorf("attributes: batch %v, n2 server %v, n1 server %v", batch.Tags, server2.Tags, server1.Tags)
+	}
+
+	// n2 served it, and logs it at debug level (n1 only forwarded it, which it logs only when
+	// a try fails).
+	if logs := c.nodes[1].d.Logs(); !strings.Contains(logs, "trace_id="+traceID+" span_id="+server2.SpanID) {
+		t.Errorf("n2 logged no line with trace_id=%s span_id=%s", traceID, server2.SpanID)
 	}
 
 	// The collector dies under load.

@@ -276,15 +276,15 @@ func (g *generation) shutdown(ctx context.Context) error {
 }
 
 func (t *Tracing) newGeneration(s Settings) (*generation, error) {
-	exp, err := t.export(s)
-	if err != nil {
-		return nil, err
-	}
 	res, service, err := t.resource(s)
 	if err != nil {
 		return nil, err
 	}
 	opts, err := t.queueOptions()
+	if err != nil {
+		return nil, err
+	}
+	exp, err := t.export(s)
 	if err != nil {
 		return nil, err
 	}

@@ -190,7 +190,7 @@ func (rt *Router) serve(w http.ResponseWriter, r *http.Request, p *plan, local h
 			if !rt.budget.withdraw() {
 				p.tried = p.tried[:len(p.tried)-1]
 				rt.exhausted.Add(1)
-				rt.log.Debug("retry budget exhausted", "model", p.model, "node", c.name)
+				rt.log.DebugContext(ctx, "retry budget exhausted", "model", p.model, "node", c.name)
 				break
 			}
 			rt.retries.Add(1)
@@ -219,7 +219,7 @@ func (rt *Router) serve(w http.ResponseWriter, r *http.Request, p *plan, local h
 			return
 		}
 		last = o
-		rt.log.Debug("try failed", "model", p.model, "node", c.name, "status", o.status, "err", o.err)
+		rt.log.DebugContext(ctx, "try failed", "model", p.model, "node", c.name, "status", o.status, "err", o.err)
 	}
 	if tries == 0 {
 		rt.serveUnplaced(w, r, p, local)
