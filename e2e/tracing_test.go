@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -17,7 +16,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -91,7 +89,7 @@ exporters:
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	logs := &lockedBuffer{}
+	logs := &lockedLog{}
 	j.cmd = exec.Command(bin, "--config", path)
 	j.cmd.Stdout, j.cmd.Stderr = logs, logs
 	if err := j.cmd.Start(); err != nil {
@@ -186,7 +184,9 @@ func tagOf(tags []jaegerTag, key string) string {
 }
 
 // node is the inferd node that recorded s (its process's inferd.node tag).
-func (tr jaegerTrace) node(s jaegerSpan) string { return tagOf(tr.Processes[s.ProcessID].Tags, "inferd.node") }
+func (tr jaegerTrace) node(s jaegerSpan) string {
+	return tagOf(tr.Processes[s.ProcessID].Tags, "inferd.node")
+}
 
 // find returns the spans named name that node recorded.
 func (tr jaegerTrace) find(name, node string) []jaegerSpan {
@@ -372,20 +372,3 @@ func droppedSpans(t *testing.T, n *clusterNode) float64 {
 	return sum
 }
 
-// lockedBuffer collects a process's output for a failure message.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}

@@ -3,7 +3,6 @@ package tracing
 import (
 	"context"
 	"net/http"
-	"strings"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -12,6 +11,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/inferd/inferd/cluster/route"
 	"github.com/inferd/inferd/scheduler"
 	"github.com/inferd/inferd/tracing/span"
 )
@@ -69,7 +69,7 @@ func (t *Tracing) Wrap(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		model, route, ok := inferRoute(r.URL.Path)
+		model, route, ok := inferRoute(r.URL.EscapedPath())
 		if !ok {
 			next.ServeHTTP(w, r)
 			return
@@ -109,24 +109,17 @@ func (t *Tracing) Wrap(next http.Handler) http.Handler {
 	})
 }
 
-// inferRoute matches /v2/models/{m}/infer and /v2/models/{m}/versions/{v}/infer, and returns
-// the model and the route template (a span name of bounded cardinality).
-func inferRoute(path string) (model, route string, ok bool) {
-	rest, ok := strings.CutPrefix(path, "/v2/models/")
-	if !ok {
+// inferRoute is the model of an inference path (cluster/route's parsing, escapes and all) and
+// its route template, a span name of bounded cardinality.
+func inferRoute(escaped string) (model, tmpl string, ok bool) {
+	model, version, ok := route.ParseInferPath(escaped)
+	switch {
+	case !ok:
 		return "", "", false
+	case version != "":
+		return model, "/v2/models/{model}/versions/{version}/infer", true
 	}
-	m, rest, ok := strings.Cut(rest, "/")
-	if !ok || m == "" {
-		return "", "", false
-	}
-	if rest == "infer" {
-		return m, "/v2/models/{model}/infer", true
-	}
-	if v, ok := strings.CutPrefix(rest, "versions/"); ok && strings.HasSuffix(v, "/infer") && len(v) > len("/infer") {
-		return m, "/v2/models/{model}/versions/{version}/infer", true
-	}
-	return "", "", false
+	return model, "/v2/models/{model}/infer", true
 }
 
 // recorder remembers the status and size of a traced response.

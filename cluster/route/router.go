@@ -274,6 +274,9 @@ func (rt *Router) relayFailure(w http.ResponseWriter, r *http.Request, p *plan, 
 		p.model, ErrNoNode, strings.Join(p.tried, ", "), o.err))
 }
 
+// ParseInferPath is parseInferPath for other packages (tracing names its spans by it).
+func ParseInferPath(escaped string) (model, version string, ok bool) { return parseInferPath(escaped) }
+
 // parseInferPath matches /v2/models/{m}/infer and /v2/models/{m}/versions/{v}/infer in the
 // escaped path, segment by segment as net/http's ServeMux does.
 func parseInferPath(path string) (model, version string, ok bool) {

@@ -61,7 +61,7 @@ var allowed = map[string][]string{
 	"auth":                            {"kserve"},
 	"tlsconf":                         {},
 	"cluster/route":                   {"cluster", "kserve/kservehttp", "tracing/span"},
-	"tracing":                         {"scheduler", "tracing/span"},
+	"tracing":                         {"cluster/route", "scheduler", "tracing/span"},
 	"tracing/span":                    {},
 	"cluster/rollout":                 {"cluster", "internal/tomlx"},
 	"cluster/policy":                  {"cluster", "cluster/rollout", "cluster/route", "internal/tomlx"},
