@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/metadata"
+
 	"github.com/inferd/inferd/internal/testutil"
 )
 
@@ -242,7 +244,7 @@ func TestTracingAcrossNodesInJaeger(t *testing.T) {
 model = "m"
 targets = [{ version = "1", node = "n2", weight = 100 }]
 `)
-	c := newTestCluster(t, clusterSpec{nodes: 2, repo: clusterRepo(t), policy: policy,
+	c := newTestCluster(t, clusterSpec{nodes: 2, repo: clusterRepo(t), policy: policy, grpc: true,
 		extra: fmt.Sprintf("[tracing]\nendpoint = \"http://%s\"\nsampling_ratio = 1.0\n", j.otlpHTTP)})
 	for _, n := range c.nodes {
 		// Export every 100 ms, and give up on a collector after 500 ms.
@@ -301,6 +303,44 @@ targets = [{ version = "1", node = "n2", weight = 100 }]
 	}
 	if tagOf(batch.Tags, "inferd.batch.requests") == "" || tagOf(server2.Tags, "inferd.model.version") != "1" || tagOf(server1.Tags, "inferd.served_by") != "n2" {
 		t.Errorf("attributes: batch %v, n2 server %v, n1 server %v", batch.Tags, server2.Tags, server1.Tags)
+	}
+
+	// The same over gRPC: the server span's parent comes from the call's metadata, and the
+	// forward to n2 (over HTTP) continues the trace.
+	var conns grpcConns
+	defer conns.closeAll()
+	client, err := conns.client(n1.grpc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	grpcTrace, grpcClientSpan := randomHex(t, 16), randomHex(t, 8)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ctx = metadata.AppendToOutgoingContext(ctx, "traceparent", "00-"+grpcTrace+"-"+grpcClientSpan+"-01")
+	resp, err := client.ModelInfer(ctx, grpcFP32Request("m", "input", "traced", true, addConstInput))
+	if err == nil {
+		err = checkAddConst(resp)
+	}
+	if err != nil {
+		t.Fatalf("gRPC request: %v", err)
+	}
+	var gtr jaegerTrace
+	testutil.Eventually(t, 30*time.Second, func() string {
+		var ok bool
+		if gtr, ok = j.trace(t, grpcTrace); !ok {
+			return "Jaeger has no trace " + grpcTrace
+		}
+		if len(gtr.find("inference.GRPCInferenceService/ModelInfer", "n1")) != 1 || len(gtr.find("forward", "n1")) != 1 ||
+			len(gtr.find("POST /v2/models/{model}/versions/{version}/infer", "n2")) != 1 || len(gtr.find("batch", "n2")) != 1 {
+			return fmt.Sprintf("gRPC trace %s has %d spans", grpcTrace, len(gtr.Spans))
+		}
+		return ""
+	})
+	gserver := gtr.find("inference.GRPCInferenceService/ModelInfer", "n1")[0]
+	gfwd := gtr.find("forward", "n1")[0]
+	if parentOf(gserver) != grpcClientSpan || parentOf(gfwd) != gserver.SpanID ||
+		parentOf(gtr.find("POST /v2/models/{model}/versions/{version}/infer", "n2")[0]) != gfwd.SpanID {
+		t.Errorf("gRPC trace: n1's server span under %q (want %s), forward under %q (want %s)", parentOf(gserver), grpcClientSpan, parentOf(gfwd), gserver.SpanID)
 	}
 
 	// n2 served it, and logs it at debug level (n1 only forwarded it, which it logs only when
@@ -371,4 +411,3 @@ func droppedSpans(t *testing.T, n *clusterNode) float64 {
 	}
 	return sum
 }
-
