@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"os"
+	"time"
 
 	"github.com/inferd/inferd/api"
 	"github.com/inferd/inferd/config"
@@ -53,8 +54,15 @@ func (d *Daemon) tracingComponent() api.Component {
 	return c
 }
 
-// closeTracing exports what is queued within ctx and stops the exporter.
+// closeTracingTimeout bounds the last flush at shutdown, which comes after the drain (whose
+// context may have run out already): a collector that answers takes milliseconds, and one that
+// does not must not hold the stop up.
+const closeTracingTimeout = 2 * time.Second
+
+// closeTracing exports what is queued, within closeTracingTimeout, and stops the exporter.
 func (d *Daemon) closeTracing(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), closeTracingTimeout)
+	defer cancel()
 	if err := d.tracing.Close(ctx); err != nil {
 		d.log.Warn("tracing did not shut down cleanly", "err", err)
 	}
