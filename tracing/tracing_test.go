@@ -27,6 +27,7 @@ import (
 	"github.com/inferd/inferd/models"
 	"github.com/inferd/inferd/scheduler"
 	"github.com/inferd/inferd/tracing"
+	"github.com/inferd/inferd/tracing/span"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -320,6 +321,10 @@ func TestOffCostsNothing(t *testing.T) {
 			t.Error("an untraced request got a queue trace")
 		}
 		tracing.SetVersion(ctx, "1")
+		_, sp := span.Start(ctx, "decode")
+		sp.End()
+		_, sp = span.StartClient(ctx, "forward")
+		sp.End()
 	}); n != 0 {
 		t.Errorf("the request hooks allocate %v times with tracing off", n)
 	}
@@ -332,4 +337,40 @@ func TestOffCostsNothing(t *testing.T) {
 func waitSpans(t *testing.T, mem *tracetest.InMemoryExporter, n int) {
 	t.Helper()
 	testutil.WaitFor(t, 10*time.Second, fmt.Sprintf("%d exported spans", n), func() bool { return len(mem.GetSpans()) >= n })
+}
+
+// TestHostileTraceContext: a malformed traceparent, or an oversized tracestate, is ignored: the
+// request is served and traced as a new trace (a root span, at ratio 1).
+func TestHostileTraceContext(t *testing.T) {
+	tr, mem := newTracing(t, 1, "n")
+	h := tr.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusOK) }))
+	for _, hdr := range []http.Header{
+		{"Traceparent": {"not-a-traceparent"}},
+		{"Traceparent": {"00-00000000000000000000000000000000-0000000000000000-01"}},
+		{"Traceparent": {"ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}},
+		{"Traceparent": {"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}, "Tracestate": {strings.Repeat("k=v,", 5000)}},
+	} {
+		mem.Reset()
+		req := httptest.NewRequest(http.MethodPost, "/v2/models/mlp/infer", nil)
+		req.Header = hdr
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		if w.Code != http.StatusOK {
+			t.Errorf("%v: status %d", hdr, w.Code)
+		}
+		_ = tr.Close(context.Background())
+		spans := mem.GetSpans()
+		if len(spans) != 1 {
+			t.Fatalf("%v: %d spans", hdr, len(spans))
+		}
+		if hdr.Get("Tracestate") == "" && spans[0].Parent.IsValid() {
+			t.Errorf("%v: the span has parent %v, want a root", hdr, spans[0].Parent)
+		}
+		if n := spans[0].SpanContext.TraceState().Len(); n > 32 {
+			t.Errorf("%v: a trace state of %d members kept", hdr, n)
+		}
+		if err := tr.Apply(tracing.Settings{Endpoint: "http://collector.invalid:4318", Protocol: "http", SamplingRatio: 1, Node: "n", Version: "test"}); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
