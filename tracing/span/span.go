@@ -32,7 +32,7 @@ func Tracer(ctx context.Context) (trace.Tracer, bool) {
 func Traced(ctx context.Context) bool { return trace.SpanFromContext(ctx).IsRecording() }
 
 // Start starts a child span of ctx's span when the request is traced; otherwise it returns
-// ctx and ctx's own non-recording span, so that End and SetAttributes do nothing. Callers
+// ctx and a non-recording span, so that End and SetAttributes do nothing. Callers
 // guard attribute building with IsRecording, which is what keeps an untraced request free of
 // allocations.
 func Start(ctx context.Context, name string) (context.Context, trace.Span) {
@@ -51,7 +51,9 @@ func start(ctx context.Context, name string, kind trace.SpanKind) (context.Conte
 	}
 	t, ok := Tracer(ctx)
 	if !ok {
-		return ctx, parent
+		// A recording span that is not ours: hand back one that does nothing, never the
+		// parent, which the caller would end.
+		return ctx, trace.SpanFromContext(context.Background())
 	}
 	return t.Start(ctx, name, trace.WithSpanKind(kind))
 }
