@@ -8,12 +8,14 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
@@ -372,5 +374,64 @@ func TestHostileTraceContext(t *testing.T) {
 		if err := tr.Apply(tracing.Settings{Endpoint: "http://collector.invalid:4318", Protocol: "http", SamplingRatio: 1, Node: "n", Version: "test"}); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+type oneSplit struct{ split route.Split }
+
+func (s oneSplit) Split(string) (route.Split, bool) { return s.split, true }
+
+// TestForwardRetryIsAnotherClientSpan: the split sends the request to b, which answers 503;
+// the router retries on c. Each try is a client span under a's server span, numbered by
+// http.request.resend_count, the failed one with an error status, and c's server span is the
+// second try's child.
+func TestForwardRetryIsAnotherClientSpan(t *testing.T) {
+	trA, memA := newTracing(t, 1, "a")
+	trC, memC := newTracing(t, 1, "c")
+	b := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, `{"error":"queue full"}`, http.StatusServiceUnavailable)
+	}))
+	defer b.Close()
+	c := httptest.NewServer(trC.Wrap(mlpServer(t, "max_batch_size = 8\n")))
+	defer c.Close()
+	catalog := cluster.Catalog{Generation: 1, Models: []cluster.CatalogVersion{{Model: "mlp", Version: "1", State: "ready"}}}
+	members := staticMembers{
+		{Name: "a", Local: true, HTTPAddr: "127.0.0.1:1", Serving: cluster.ServingReady, Liveness: cluster.LivenessAlive},
+		{Name: "b", HTTPAddr: strings.TrimPrefix(b.URL, "http://"), Serving: cluster.ServingReady, Liveness: cluster.LivenessAlive, Catalog: catalog},
+		{Name: "c", HTTPAddr: strings.TrimPrefix(c.URL, "http://"), Serving: cluster.ServingReady, Liveness: cluster.LivenessAlive, Catalog: catalog},
+	}
+	rt := route.New(http.NotFoundHandler(), members, oneSplit{route.Split{Targets: []route.Target{{Node: "b", Weight: 100}}}}, route.Options{Node: "a"}, quiet)
+	defer rt.Close()
+	a := httptest.NewServer(trA.Wrap(rt))
+	defer a.Close()
+
+	tp, tid, _ := traceparent(5)
+	if resp := post(t, a.URL+"/v2/models/mlp/infer", tp); resp != nil && resp.Header.Get("Inferd-Served-By") != "c" {
+		t.Fatalf("served by %q, want c after b's 503", resp.Header.Get("Inferd-Served-By"))
+	}
+	_ = trA.Close(context.Background())
+	_ = trC.Close(context.Background())
+	fwd := byName(memA.GetSpans(), tid, "forward")
+	if len(fwd) != 2 {
+		t.Fatalf("%d forward spans, want 2 (b, then c)", len(fwd))
+	}
+	slices.SortFunc(fwd, func(x, y tracetest.SpanStub) int { return int(attr(x, "http.request.resend_count").AsInt64() - attr(y, "http.request.resend_count").AsInt64()) })
+	server := byName(memA.GetSpans(), tid, "POST /v2/models/{model}/infer")[0]
+	for i, want := range []struct {
+		peer   string
+		status int64
+		failed bool
+	}{{"b", 503, true}, {"c", 200, false}} {
+		f := fwd[i]
+		if attr(f, "inferd.peer").AsString() != want.peer || attr(f, "http.request.resend_count").AsInt64() != int64(i) ||
+			attr(f, "http.response.status_code").AsInt64() != want.status || (f.Status.Code == codes.Error) != want.failed ||
+			f.Parent.SpanID() != server.SpanContext.SpanID() {
+			t.Errorf("try %d: peer %q resend_count %d status %d span status %v parent %v; want %s, %d, %d, failed %v, under a's server span",
+				i, attr(f, "inferd.peer").AsString(), attr(f, "http.request.resend_count").AsInt64(), attr(f, "http.response.status_code").AsInt64(), f.Status, f.Parent.SpanID(), want.peer, i, want.status, want.failed)
+		}
+	}
+	if sc := byName(memC.GetSpans(), tid, "POST /v2/models/{model}/infer"); len(sc) != 1 || sc[0].Parent.SpanID() != fwd[1].SpanContext.SpanID() {
+		t.Errorf("c's server spans %d, parent %v; want one under the second try", len(sc), sc)
 	}
 }
