@@ -416,7 +416,9 @@ func TestForwardRetryIsAnotherClientSpan(t *testing.T) {
 	if len(fwd) != 2 {
 		t.Fatalf("%d forward spans, want 2 (b, then c)", len(fwd))
 	}
-	slices.SortFunc(fwd, func(x, y tracetest.SpanStub) int { return int(attr(x, "http.request.resend_count").AsInt64() - attr(y, "http.request.resend_count").AsInt64()) })
+	slices.SortFunc(fwd, func(x, y tracetest.SpanStub) int {
+		return int(attr(x, "http.request.resend_count").AsInt64() - attr(y, "http.request.resend_count").AsInt64())
+	})
 	server := byName(memA.GetSpans(), tid, "POST /v2/models/{model}/infer")[0]
 	for i, want := range []struct {
 		peer   string
