@@ -40,18 +40,16 @@ func (d *Daemon) tracingSettings(cfg *config.Config) tracing.Settings {
 	}
 }
 
-// tracingComponent is /health's view of tracing: off, or where spans go and how many were
-// exported and dropped; degraded while exports fail.
+// tracingComponent is /health's view of tracing: off, or where spans go, how many were
+// exported and dropped, and whether exports fail now. A collector that is down costs traces,
+// not inference: the component stays "ok" (a degraded /health would read as a node in
+// trouble), and detail.failing says so.
 func (d *Daemon) tracingComponent() api.Component {
 	st, on := d.tracing.State()
 	if !on {
 		return api.Component{State: "none"}
 	}
-	c := api.Component{State: "ok", Detail: st}
-	if st.Failing {
-		c.State = "degraded"
-	}
-	return c
+	return api.Component{State: "ok", Detail: st}
 }
 
 // closeTracingTimeout bounds the last flush at shutdown, which comes after the drain (whose
