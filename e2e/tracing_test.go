@@ -360,6 +360,22 @@ targets = [{ version = "1", node = "n2", weight = 100 }]
 			if d := droppedSpans(t, n); d == 0 {
 				return n.name + " has dropped no span since the collector died"
 			}
+			var h struct {
+				Components struct {
+					Tracing struct {
+						State  string `json:"state"`
+						Detail struct {
+							Failing bool `json:"failing"`
+						} `json:"detail"`
+					} `json:"tracing"`
+				} `json:"components"`
+			}
+			if err := n.getJSON(context.Background(), "/health", &h); err != nil {
+				return err.Error()
+			}
+			if tc := h.Components.Tracing; tc.State != "ok" || !tc.Detail.Failing {
+				return fmt.Sprintf("%s /health tracing: state %q, failing %v; want ok and failing", n.name, tc.State, tc.Detail.Failing)
+			}
 			return ""
 		})
 	}
