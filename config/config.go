@@ -70,6 +70,7 @@ type Config struct {
 	Limits    Limits    `toml:"limits"`
 	Auth      Auth      `toml:"auth" reload:"restart"`
 	Cluster   Cluster   `toml:"cluster" reload:"restart"`
+	Tracing   Tracing   `toml:"tracing"`
 }
 
 // Server configures the HTTP listener. Timeouts map onto net/http.Server;
@@ -294,5 +295,6 @@ func Default() Config {
 			// "draining" before the listener stops taking requests.
 			LeaveTimeout: 2 * time.Second,
 		},
+		Tracing: defaultTracing(),
 	}
 }

@@ -34,9 +34,12 @@ type queue struct {
 	workers    sync.WaitGroup
 
 	instances []*instance // guarded by mu once the queue runs: autoscaling changes them
+	started   int         // instances started so far (instance.index)
 	scale     scaling     // scale.go
 	// limit is the most rows one batch may hold (batchLimit).
 	limit int64
+	// model and version name the target's series, for traces (BatchInfo).
+	model, version string
 
 	mu       sync.Mutex
 	levels   [][]*pending  // FIFO per priority level; levels[0] is priority 1
@@ -57,7 +60,10 @@ type queue struct {
 // instance is one session and the state its worker and direct runs share under queue.mu.
 type instance struct {
 	sess engine.Session
-	busy bool // running a batch, taken by its worker or by a caller (queue.push)
+	// index numbers the queue's instances in the order they started (traces name it); one
+	// that autoscaling adds takes the next number
+	index int
+	busy  bool // running a batch, taken by its worker or by a caller (queue.push)
 	// retiring: autoscaling told it to go (scale.go); it takes no batch, and its worker exits
 	// once it is free
 	retiring bool
@@ -118,6 +124,9 @@ func startQueue(t Target, log *slog.Logger, budget *cores) (*queue, error) {
 	}
 	q.abort = sync.OnceFunc(q.stopRuns)
 	q.limit = q.batchLimit()
+	if named, ok := t.(Series); ok {
+		q.model, q.version = named.Series()
+	}
 	if p.MaxRunTime > 0 {
 		q.runTimeout = fmt.Errorf("%w %s", ErrRunTimeout, p.MaxRunTime)
 	}
@@ -132,6 +141,8 @@ func startQueue(t Target, log *slog.Logger, budget *cores) (*queue, error) {
 // startWorkerLocked adds inst to the queue's instances and starts its worker. Before the queue
 // is published, or with mu held.
 func (q *queue) startWorkerLocked(inst *instance) {
+	inst.index = q.started
+	q.started++
 	q.instances = append(q.instances, inst)
 	q.workers.Add(1)
 	go q.work(inst)
@@ -514,6 +525,11 @@ func (q *queue) run(inst *instance, batch []*pending, direct bool) {
 	// (every caller left) goes to the session with its context ended and fails at once.
 	held, _ := q.cores.acquire(q.acct, q.policy.Threads, inst.ctx.Done())
 	start := time.Now()
+	var rows int64
+	for _, p := range batch {
+		rows += p.rows
+	}
+	bt := q.traceBatch(inst, batch, rows, start)
 	// inst.gen is inst's to read: it changes only when inst is taken for a run.
 	var timer *time.Timer
 	if q.runTimeout != nil {
@@ -545,12 +561,11 @@ func (q *queue) run(inst *instance, batch []*pending, direct bool) {
 		parts, err = split(batch, outputs)
 	}
 	end := time.Now()
+	if bt != nil {
+		bt.End(err)
+	}
 	// The books are closed before anyone hears back: a client that sends its next request, or
 	// reads the statistics, as soon as it has its answer sees this batch finished.
-	var rows int64
-	for _, p := range batch {
-		rows += p.rows
-	}
 	q.mu.Lock()
 	q.running -= rows
 	q.runningN -= len(batch)

@@ -109,6 +109,8 @@ type Request struct {
 	Priority int
 	// Timeout bounds the time in the queue; 0 = the policy's default.
 	Timeout time.Duration
+	// Trace, when set, follows the request through the queue and its batch (trace.go).
+	Trace Trace
 }
 
 // Errors of Infer; the API maps them to statuses with errors.Is.
