@@ -1,0 +1,136 @@
+package daemon_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/inferd/inferd/config"
+	"github.com/inferd/inferd/daemon"
+	"github.com/inferd/inferd/internal/testutil"
+	"github.com/inferd/inferd/status"
+)
+
+func readStatus(t *testing.T, url string) status.Status {
+	t.Helper()
+	var st status.Status
+	body := get(t, url+status.Path)
+	if err := json.Unmarshal([]byte(body), &st); err != nil {
+		t.Fatalf("%v: %s", err, body)
+	}
+	return st
+}
+
+func hasEvent(st status.Status, kind, level, model, version, text string) bool {
+	for _, e := range st.Events {
+		if e.Kind == kind && e.Level == level && e.Model == model && e.Version == version && strings.Contains(e.Message, text) {
+			return true
+		}
+	}
+	return false
+}
+
+// A version that fails to load and a configuration reload that fails both show in the
+// status: as events with their reasons, in the version's row, and as the node's "degraded"
+// state while it stays ready.
+func TestStatusShowsFailures(t *testing.T) {
+	dir := t.TempDir()
+	repo := filepath.Join(dir, "models")
+	// Version 2 is not registered with the fake engine: its load fails.
+	testutil.WriteFile(t, repo, "double/2/model.onnx", []byte("fake"))
+	testutil.WriteFile(t, repo, "double/model.toml", []byte("[version_policy]\nall = true\n"))
+	cfgPath := filepath.Join(dir, "inferd.toml")
+	base := "[models]\nrepository = \"models\"\nquiet_period = \"1h\"\n"
+	if err := os.WriteFile(cfgPath, []byte(base), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(cfgPath, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, d := launch(t, repo, cfg, daemon.Options{ConfigPath: cfgPath})
+	st := readStatus(t, h.url)
+	if !st.Node.Ready || st.Node.State != status.StateDegraded || !strings.Contains(st.Node.Reason, "double version 2 unavailable") {
+		t.Errorf("node with a failed version: %+v", st.Node)
+	}
+	if len(st.Models) != 2 {
+		t.Fatalf("models %+v", st.Models)
+	}
+	v1, v2 := st.Models[0], st.Models[1]
+	if v1.State != "ready" || v1.LastLoad == nil || v1.LastLoad.Result != "loaded" {
+		t.Errorf("version 1: %+v", v1)
+	}
+	if v2.State != "unavailable" || v2.Reason == "" || v2.LastLoad == nil || v2.LastLoad.Result != "failed" || v2.LastLoad.Error == "" {
+		t.Errorf("version 2: %+v", v2)
+	}
+	if !hasEvent(st, "load_failed", "error", "double", "2", "failed to load: ") || !hasEvent(st, "load", "info", "double", "1", "loaded") {
+		t.Errorf("load events: %+v", st.Events)
+	}
+
+	if err := os.WriteFile(cfgPath, []byte(base+"[server]\nmax_request_bytes = \"lots\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Reload(context.Background()); err == nil {
+		t.Fatal("a broken configuration reloaded")
+	}
+	st = readStatus(t, h.url)
+	if !hasEvent(st, "config_failed", "error", "", "", "the previous one stays in force") {
+		t.Errorf("no config_failed event: %+v", st.Events)
+	}
+	if !strings.Contains(st.Node.Reason, "configuration reload failed") {
+		t.Errorf("reason after a failed reload: %q", st.Node.Reason)
+	}
+	if err := os.WriteFile(cfgPath, []byte(base+"[log]\nlevel = \"debug\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Reload(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	st = readStatus(t, h.url)
+	if !hasEvent(st, "config_reload", "info", "", "", "configuration reloaded from "+cfgPath) || strings.Contains(st.Node.Reason, "configuration") {
+		t.Errorf("after a good reload: %+v, %+v", st.Node, st.Events)
+	}
+}
+
+// A rollout's steps are events, and the status shows the rollout and each version's weight.
+func TestStatusRollout(t *testing.T) {
+	h, _, _ := soloCluster(t, rolloutPolicy)
+	waitCanaryWeight(t, h.url, 10)
+	var st status.Status
+	testutil.Eventually(t, 10*time.Second, func() string {
+		st = readStatus(t, h.url)
+		if hasEvent(st, "rollout", "info", "double", "", "paused at step 1: canary 2 has 10%") {
+			return ""
+		}
+		return "no rollout event yet"
+	})
+	if len(st.Rollouts) != 1 || st.Rollouts[0].Phase != "paused" || st.Rollouts[0].CanaryPercent != 10 {
+		t.Errorf("rollouts %+v", st.Rollouts)
+	}
+	if w := st.Models[0].WeightPercent; w == nil || *w != 90 {
+		t.Errorf("weight of the stable version: %v", w)
+	}
+	if st.Node.Name != "solo" || !st.Node.Clustered {
+		t.Errorf("node %+v", st.Node)
+	}
+	// Abort: the abort is an event of its own kind.
+	resp, err := http.Post(h.url+"/v2/cluster/rollouts/double/abort", "application/json", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("abort: %s", resp.Status)
+	}
+	testutil.Eventually(t, 10*time.Second, func() string {
+		if hasEvent(readStatus(t, h.url), "rollout_abort", "warning", "double", "", "aborted") {
+			return ""
+		}
+		return "no rollout_abort event"
+	})
+}
