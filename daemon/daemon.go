@@ -180,6 +180,7 @@ func New(cfg *config.Config, opts Options, log *slog.Logger) (*Daemon, error) {
 		return nil, err
 	}
 	d.sec = sec
+	m.Registry.MustRegister(metrics.NewNode(d.nodeSample))
 	d.api = api.New(repo, sched, api.Options{
 		Name:          "inferd",
 		Version:       opts.Version,

@@ -3,6 +3,7 @@ package daemon
 import (
 	"cmp"
 	"context"
+	"crypto/x509"
 	"fmt"
 	"math"
 	"net/http"
@@ -18,6 +19,7 @@ import (
 	"github.com/inferd/inferd/cluster/rollout"
 	"github.com/inferd/inferd/events"
 	"github.com/inferd/inferd/hostinfo"
+	"github.com/inferd/inferd/metrics"
 	"github.com/inferd/inferd/models"
 	"github.com/inferd/inferd/scheduler"
 	"github.com/inferd/inferd/status"
@@ -411,4 +413,27 @@ func (d *Daemon) startObserver(ctx context.Context) (stop func()) {
 		cancel()
 		wg.Wait()
 	}
+}
+
+// nodeSample is what inferd_ready, inferd_cluster_members, inferd_rollout_* and the
+// certificate's expiry report.
+func (d *Daemon) nodeSample() metrics.NodeSample {
+	s := metrics.NodeSample{Ready: d.nodeStatus().Ready}
+	if c := d.cluster.Load(); c != nil {
+		s.Members = map[string]int{}
+		for _, m := range c.node.Members() {
+			s.Members[string(m.Liveness)]++
+		}
+		for _, r := range c.rollouts.Status() {
+			s.Rollouts = append(s.Rollouts, metrics.RolloutSample{Model: r.Model, Phase: string(r.Phase), CanaryWeight: r.CanaryWeight})
+		}
+	}
+	if d.sec.tls != nil {
+		if cert := d.sec.tls.Certificate(); cert != nil && len(cert.Certificate) > 0 {
+			if leaf, err := x509.ParseCertificate(cert.Certificate[0]); err == nil {
+				s.CertificateNotAfter = leaf.NotAfter
+			}
+		}
+	}
+	return s
 }

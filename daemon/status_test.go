@@ -2,7 +2,19 @@ package daemon_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"strconv"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -133,4 +145,75 @@ func TestStatusRollout(t *testing.T) {
 		}
 		return "no rollout_abort event"
 	})
+}
+
+// The node collector reports readiness, members, rollout phases and, with TLS, when the
+// listener's certificate expires.
+func TestNodeMetrics(t *testing.T) {
+	h, _, _ := soloCluster(t, rolloutPolicy)
+	waitCanaryWeight(t, h.url, 10)
+	m := get(t, h.url+"/metrics")
+	for _, want := range []string{
+		"inferd_ready 1",
+		`inferd_cluster_members{liveness="alive"} 1`,
+		`inferd_cluster_members{liveness="dead"} 0`,
+		`inferd_rollout_phase{model="double",phase="paused"} 1`,
+		`inferd_rollout_phase{model="double",phase="aborted"} 0`,
+		`inferd_rollout_canary_weight_percent{model="double"} 10`,
+	} {
+		if !strings.Contains(m, want) {
+			t.Errorf("metrics lack %q:\n%s", want, grepLines(m, "inferd_"))
+		}
+	}
+	if strings.Contains(m, "inferd_tls_certificate_expiry_timestamp_seconds") {
+		t.Error("a certificate expiry without TLS")
+	}
+
+	dir := t.TempDir()
+	notAfter := time.Now().Add(72 * time.Hour).Truncate(time.Second)
+	certFile, keyFile := writeSelfSigned(t, dir, notAfter)
+	cfg := config.Default()
+	cfg.Server.TLS.CertFile, cfg.Server.TLS.KeyFile = certFile, keyFile
+	th, _ := launch(t, filepath.Join(dir, "models"), &cfg, daemon.Options{})
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	url := strings.Replace(th.url, "http://", "https://", 1)
+	resp, err := client.Get(url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	want := fmt.Sprintf("inferd_tls_certificate_expiry_timestamp_seconds %s", strconv.FormatFloat(float64(notAfter.Unix()), 'g', -1, 64))
+	if !strings.Contains(string(body), want) {
+		t.Errorf("metrics over TLS lack %q:\n%s", want, grepLines(string(body), "inferd_tls"))
+	}
+}
+
+// writeSelfSigned writes a self-signed certificate for 127.0.0.1 expiring at notAfter and its
+// key, and returns their paths.
+func writeSelfSigned(t *testing.T, dir string, notAfter time.Time) (certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "inferd test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: notAfter, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
 }

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/exposition.golden from the current output")
@@ -110,7 +111,12 @@ func fixture(t *testing.T) *Metrics {
 	tuning := NewTuning(func() []TuningState {
 		return []TuningState{{Model: "mlp", Version: "1", Instances: 2, IntraOpThreads: 1, BatchTarget: 32}, {Model: "ocr", Version: "3", Instances: 1, IntraOpThreads: 2}}
 	})
-	m.Registry.MustRegister(inf, states, tuning)
+	node := NewNode(func() NodeSample {
+		return NodeSample{Ready: true, Members: map[string]int{"alive": 2, "dead": 1},
+			Rollouts:            []RolloutSample{{Model: "mlp", Phase: "paused", CanaryWeight: 10}},
+			CertificateNotAfter: time.Unix(1800000000, 0)}
+	})
+	m.Registry.MustRegister(inf, states, tuning, node)
 	return m
 }
 
