@@ -17,6 +17,7 @@ import (
 	"github.com/inferd/inferd/cluster"
 	"github.com/inferd/inferd/cluster/policy"
 	"github.com/inferd/inferd/cluster/rollout"
+	"github.com/inferd/inferd/dashboard"
 	"github.com/inferd/inferd/events"
 	"github.com/inferd/inferd/hostinfo"
 	"github.com/inferd/inferd/metrics"
@@ -145,6 +146,9 @@ func (d *Daemon) withStatus(next http.Handler) http.Handler {
 		srv.Peers = func() []status.Peer { return peersOf(c.node.Members()) }
 	}
 	srv.Register(mux)
+	dash := dashboard.Handler(func() bool { return d.config().Server.Dashboard })
+	mux.Handle("GET "+dashboard.PagePath+"{$}", dash)
+	mux.Handle("GET "+dashboard.AssetPrefix, dash)
 	mux.Handle("/", next)
 	return mux
 }
