@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/inferd/inferd/internal/daemontest"
+	"github.com/inferd/inferd/internal/testmodels"
 	"github.com/inferd/inferd/internal/testutil"
 )
 
@@ -154,5 +156,60 @@ steps = [ { set_weight = 10 }, { pause = {} } ]
 	}
 	if errs := page.consoleErrors(); len(errs) > 0 {
 		t.Errorf("the page logged errors: %v", errs)
+	}
+}
+
+// TestDashboardToken: with tokens on, the page asks for one, keeps it for the session only
+// (sessionStorage, not localStorage) and shows the node once given a valid infer token.
+func TestDashboardToken(t *testing.T) {
+	b := startChromium(t)
+	root := t.TempDir()
+	repo := filepath.Join(root, "models")
+	writeModel(t, repo, "m", 1, testmodels.AddConst(1))
+	const token = "dashboard-token-0123456789"
+	if err := os.WriteFile(filepath.Join(root, "tokens"), []byte("infer "+token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WriteFile(t, root, "inferd.toml", []byte(fmt.Sprintf("[models]\nrepository = %q\ncontrol = \"none\"\n[auth]\ntokens_file = %q\n",
+		repo, filepath.Join(root, "tokens"))))
+	d := daemontest.Start(t, daemontest.Build(t, t.TempDir()), filepath.Join(root, "inferd.toml"))
+	d.WaitReady(t)
+
+	page := b.page(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := page.call(ctx, "Page.navigate", map[string]any{"url": d.URL + "/"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 30*time.Second, func() string {
+		var msg string
+		if err := page.eval(ctx, `document.querySelector('#auth').hidden ? '' : document.querySelector('#auth-message').textContent`, &msg); err != nil {
+			return err.Error()
+		}
+		if !strings.Contains(msg, "401") {
+			return "no token box yet: " + msg
+		}
+		return ""
+	})
+	var ok bool
+	if err := page.eval(ctx, `(() => { document.querySelector('#token').value = '`+token+`'; document.querySelector('#token-form').requestSubmit(); return true })()`, &ok); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 30*time.Second, func() string {
+		var rows int
+		if err := page.eval(ctx, `document.querySelector('#auth').hidden ? document.querySelectorAll('#models tbody tr[data-model="m"]').length : -1`, &rows); err != nil {
+			return err.Error()
+		}
+		if rows != 1 {
+			return fmt.Sprintf("model rows %d after the token", rows)
+		}
+		return ""
+	})
+	var stored []string
+	if err := page.eval(ctx, `[sessionStorage.getItem('inferd-token'), String(localStorage.length)]`, &stored); err != nil {
+		t.Fatal(err)
+	}
+	if len(stored) != 2 || stored[0] != token || stored[1] != "0" {
+		t.Errorf("token kept as %q", stored)
 	}
 }
