@@ -162,6 +162,8 @@ func peersOf(members []cluster.Member) []status.Peer {
 	return out
 }
 
+func (s statusSource) Name() string { return s.d.nodeName() }
+
 func (s statusSource) Events(since uint64, limit int) (uint64, []events.Event) {
 	o := s.d.obs
 	return o.events.Last(), o.events.Since(since, limit)

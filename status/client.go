@@ -8,6 +8,8 @@ import (
 	"io"
 	"net/http"
 	"strings"
+
+	"github.com/inferd/inferd/kserve"
 )
 
 // maxAnswer bounds what the client reads of an answer (a cluster of many nodes with many
@@ -73,14 +75,7 @@ func (c Client) get(ctx context.Context, path string, out any) error {
 		return fmt.Errorf("GET %s: %w", req.URL, err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		e := &HTTPError{URL: req.URL.String(), Code: resp.StatusCode, Message: strings.TrimSpace(string(data))}
-		var kerr struct {
-			Error string `json:"error"`
-		}
-		if json.Unmarshal(data, &kerr) == nil && kerr.Error != "" {
-			e.Message = kerr.Error
-		}
-		return e
+		return &HTTPError{URL: req.URL.String(), Code: resp.StatusCode, Message: strings.TrimSpace(kserve.ErrorMessage(data))}
 	}
 	if err := json.Unmarshal(data, out); err != nil {
 		return fmt.Errorf("GET %s: unreadable answer: %w", req.URL, err)

@@ -17,6 +17,8 @@ import (
 // Source is the daemon as the endpoints read it. Its methods answer from memory (GPU
 // telemetry within its own timeout) and are called concurrently.
 type Source interface {
+	// Name is the node's name.
+	Name() string
 	Status(ctx context.Context) Status
 	Events(since uint64, limit int) (last uint64, evs []events.Event)
 	History() History
@@ -91,7 +93,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	if evs == nil {
 		evs = []events.Event{}
 	}
-	writeJSON(w, http.StatusOK, Events{Node: s.Source.Status(r.Context()).Node.Name, Last: last, Events: evs})
+	writeJSON(w, http.StatusOK, Events{Node: s.Source.Name(), Last: last, Events: evs})
 }
 
 // cluster asks every member at once, each within the member timeout, and lists them in the

@@ -16,6 +16,7 @@ import (
 // fixed is a Source that answers the same status always.
 type fixed struct{ st status.Status }
 
+func (f fixed) Name() string                         { return f.st.Node.Name }
 func (f fixed) Status(context.Context) status.Status { return f.st }
 func (f fixed) Events(since uint64, limit int) (uint64, []events.Event) {
 	return 0, nil
@@ -106,7 +107,7 @@ func TestClusterFanOut(t *testing.T) {
 	}
 	err = json.NewDecoder(resp.Body).Decode(&evs)
 	resp.Body.Close()
-	if err != nil || evs.Events == nil {
+	if err != nil || evs.Events == nil || evs.Node != "a" {
 		t.Errorf("events: %v %+v", err, evs)
 	}
 }
