@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -157,6 +158,32 @@ steps = [ { set_weight = 10 }, { pause = {} } ]
 	if errs := page.consoleErrors(); len(errs) > 0 {
 		t.Errorf("the page logged errors: %v", errs)
 	}
+
+	// A frozen member (SIGSTOP: its port accepts, nothing answers) shows as unreachable, and
+	// the page keeps updating.
+	victim := c.nodes[1]
+	load.remove(t, victim.name)
+	if err := syscall.Kill(victim.d.PID(), syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = syscall.Kill(victim.d.PID(), syscall.SIGCONT) }()
+	var before string
+	if err := page.eval(ctx, `document.querySelector('#updated').textContent`, &before); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 30*time.Second, func() string {
+		var row, updated string
+		if err := page.eval(ctx, `document.querySelector('#nodes tbody tr[data-node="`+victim.name+`"]').textContent`, &row); err != nil {
+			return err.Error()
+		}
+		if err := page.eval(ctx, `document.querySelector('#updated').textContent`, &updated); err != nil {
+			return err.Error()
+		}
+		if !strings.Contains(row, "unreachable") || updated == before {
+			return fmt.Sprintf("%s's row %q, %s", victim.name, row, updated)
+		}
+		return ""
+	})
 }
 
 // TestDashboardToken: with tokens on, the page asks for one, keeps it for the session only

@@ -4,8 +4,8 @@
 // scheduler.Totals once a second, the package keeps a ring of those cumulative samples per
 // series, and a window's figures are differences between two samples — quantiles come from
 // the differences of the latency histogram's buckets, interpolated as Prometheus'
-// histogram_quantile does. It does not sample by itself (Observe is called by its owner), so
-// it holds no goroutine and no clock.
+// histogram_quantile does. Observe takes the time it is given, so tests feed it fixed times;
+// Run is the owner's once-an-interval loop around it.
 package window
 
 import (

@@ -159,3 +159,23 @@ func TestRunSamplesEveryInterval(t *testing.T) {
 		<-done
 	})
 }
+
+// BenchmarkObserve is the cost of one second's sample of 20 model versions, and of reading
+// one version's rates: what the daemon pays for the status figures.
+func BenchmarkObserve(b *testing.B) {
+	w := window.New(window.Options{})
+	totals := make([]scheduler.SeriesSnapshot, 20)
+	for i := range totals {
+		totals[i] = scheduler.SeriesSnapshot{Model: "m" + string(rune('a'+i)), Version: "1"}
+	}
+	at := t0
+	for i := 0; b.Loop(); i++ {
+		at = at.Add(time.Second)
+		for j := range totals {
+			totals[j].Outcomes[scheduler.OutcomeSuccess] += 100
+			totals[j].RequestDuration.Counts[i%10] += 100
+		}
+		w.Observe(at, totals)
+		_, _ = w.Rates("ma", "1")
+	}
+}
