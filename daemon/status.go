@@ -187,15 +187,20 @@ func (s statusSource) Status(ctx context.Context) status.Status {
 		Events:        d.obs.events.Since(0, 20),
 	}
 	var weights func(model, version string) *float64
+	rollouts := map[string]status.Rollout{}
 	if c := d.cluster.Load(); c != nil {
 		splits := policy.NewSplits(c.policy.Load, c.rollouts)
 		weights = func(model, version string) *float64 { return weightOf(splits, model, version) }
 		for _, r := range c.rollouts.Status() {
 			st.Rollouts = append(st.Rollouts, status.Rollout{Model: r.Model, Phase: string(r.Phase), Step: r.Step,
 				Stable: r.Stable, Canary: r.Canary, CanaryPercent: r.CanaryWeight, Reason: r.Reason})
+			rollouts[r.Model] = st.Rollouts[len(st.Rollouts)-1]
 		}
 	}
 	st.Models = d.modelRows(weights)
+	for i := range st.Models {
+		st.Models[i].Rollout = roleIn(rollouts, st.Models[i].Model, st.Models[i].Version)
+	}
 	if st.Node.Ready {
 		if why := degraded(st.Models, d.reloadFailure(), st.Hardware.GPUs); why != "" {
 			st.Node.State, st.Node.Reason = status.StateDegraded, why
@@ -250,6 +255,24 @@ func weightOf(splits *policy.Splits, model, version string) *float64 {
 		return nil
 	}
 	return &w
+}
+
+// roleIn is a version's part in its model's rollout, or nil.
+func roleIn(rollouts map[string]status.Rollout, model, version string) *status.VersionRollout {
+	r, ok := rollouts[model]
+	if !ok || version == "" {
+		return nil
+	}
+	role := ""
+	switch version {
+	case r.Stable:
+		role = "stable"
+	case r.Canary:
+		role = "canary"
+	default:
+		return nil
+	}
+	return &status.VersionRollout{Role: role, Phase: r.Phase, Step: r.Step}
 }
 
 func round(x float64) float64 { return math.Round(x*100) / 100 }

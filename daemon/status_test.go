@@ -127,6 +127,9 @@ func TestStatusRollout(t *testing.T) {
 	if w := st.Models[0].WeightPercent; w == nil || *w != 90 {
 		t.Errorf("weight of the stable version: %v", w)
 	}
+	if r := st.Models[0].Rollout; r == nil || *r != (status.VersionRollout{Role: "stable", Phase: "paused", Step: 1}) {
+		t.Errorf("rollout part of version 1: %+v", r)
+	}
 	if st.Node.Name != "solo" || !st.Node.Clustered {
 		t.Errorf("node %+v", st.Node)
 	}

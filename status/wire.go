@@ -118,6 +118,16 @@ type Model struct {
 	LastLoad *Load `json:"last_load,omitempty"`
 	// WeightPercent is its share of the model's traffic where a split or a rollout sets one.
 	WeightPercent *float64 `json:"weight_percent,omitempty"`
+	// Rollout is the version's part in its model's rollout: "stable" or "canary", with the
+	// rollout's phase and step; nil when no rollout names it.
+	Rollout *VersionRollout `json:"rollout,omitempty"`
+}
+
+// VersionRollout is a version's part in a rollout.
+type VersionRollout struct {
+	Role  string `json:"role"` // "stable" or "canary"
+	Phase string `json:"phase"`
+	Step  int    `json:"step"`
 }
 
 // Load is the outcome of loading a version.

@@ -250,7 +250,7 @@ func writeNode(out io.Writer, st status.Status) {
 // column when withNode.
 func writeModels(out io.Writer, nodes []status.Member, withNode bool, now time.Time) {
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-	head := "MODEL\tVERSION\tSTATE\tPROVIDER\tINSTANCES\tQUEUE\tREQ/S\tP50\tP99\tERRORS\tBATCH\tWEIGHT\tLAST LOAD"
+	head := "MODEL\tVERSION\tSTATE\tPROVIDER\tINSTANCES\tQUEUE\tREQ/S\tP50\tP99\tERRORS\tBATCH\tWEIGHT\tROLLOUT\tLAST LOAD"
 	if withNode {
 		head = "NODE\t" + head
 	}
@@ -265,9 +265,9 @@ func writeModels(out io.Writer, nodes []status.Member, withNode bool, now time.T
 			if withNode {
 				fmt.Fprintf(tw, "%s\t", m.Name)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", r.Model, dash(r.Version), r.State,
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", r.Model, dash(r.Version), r.State,
 				dash(r.Provider), r.Instances, r.QueueDepth, num(r.RequestsPerSecond), latency(r.P50Ms), latency(r.P99Ms),
-				r.Errors, num(r.BatchSize), weight(r.WeightPercent), lastLoad(r.LastLoad, now))
+				r.Errors, num(r.BatchSize), weight(r.WeightPercent), role(r.Rollout), lastLoad(r.LastLoad, now))
 		}
 	}
 	_ = tw.Flush()
@@ -385,6 +385,13 @@ func weight(w *float64) string {
 		return "-"
 	}
 	return percent(*w)
+}
+
+func role(r *status.VersionRollout) string {
+	if r == nil {
+		return "-"
+	}
+	return fmt.Sprintf("%s, %s at step %d", r.Role, r.Phase, r.Step)
 }
 
 func lastLoad(l *status.Load, now time.Time) string {
