@@ -208,6 +208,11 @@
         pen = true;
       }
       g.stroke();
+      if (l.points.length < 60) {
+        // A young series is a few pixels wide at this scale: mark its points.
+        g.fillStyle = l.color;
+        for (const [t, v] of l.points) if (v != null && t >= t0) g.fillRect(x(t) - 1.5, y(v) - 1.5, 3, 3);
+      }
     }
   }
 
