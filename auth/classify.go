@@ -14,7 +14,7 @@ type Policy struct {
 }
 
 // Classify returns the classifier of inferd's routes under the policy: probes are open unless
-// protected; requests that change what the node serves (repository load and unload, rollout
+// protected; the dashboard's page and assets are open; requests that change what the node serves (repository load and unload, rollout
 // control, any other non-GET under /v2/cluster) need admin; everything else needs infer.
 func Classify(p Policy) Classifier {
 	return func(r *http.Request) Scope {
@@ -27,6 +27,9 @@ func Classify(p Policy) Classifier {
 			return Open
 		case path == "/metrics":
 			return p.Metrics
+		case path == "/" || strings.HasPrefix(path, "/ui/"):
+			// The dashboard's page and assets hold no data; what it reads needs infer.
+			return Open
 		case strings.HasPrefix(path, "/v2/repository/models/"):
 			return Admin
 		case strings.HasPrefix(path, "/v2/cluster/") && r.Method != http.MethodGet && r.Method != http.MethodHead:

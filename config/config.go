@@ -93,6 +93,7 @@ type Server struct {
 	MaxConnections       int           `toml:"max_connections" reload:"restart" check:"min=0" doc:"open client connections at most; more wait in the kernel's backlog; 0 = no limit"`
 	StateDir             string        `toml:"state_dir" reload:"restart" path:"file" doc:"directory of the node's own state (calibration profiles in profiles/); relative paths are relative to this file's directory; empty = nothing kept: every load calibrates"`
 	TLS                  TLS           `toml:"tls" reload:"restart"`
+	Dashboard            bool          `toml:"dashboard" doc:"serve the built-in dashboard at / (it needs an infer token where tokens are on)"`
 }
 
 // TLS configures HTTPS on the listener and for forwarding to cluster peers. The files are
@@ -223,6 +224,7 @@ func Default() Config {
 			MaxHeaderBytes: 64 << 10,
 			MaxConnections: 4096,
 			TLS:            TLS{ClientAuth: "none"},
+			Dashboard:      true,
 		},
 		Models: Models{
 			Repository:   "/var/lib/inferd/models",

@@ -540,8 +540,8 @@ func TestKeys(t *testing.T) {
 	for k := range want {
 		t.Errorf("key %s missing from Keys()", k)
 	}
-	if len(keys) != 74 {
-		t.Errorf("len(Keys()) = %d, want 74", len(keys))
+	if len(keys) != 75 {
+		t.Errorf("len(Keys()) = %d, want 75", len(keys))
 	}
 }
 

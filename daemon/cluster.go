@@ -140,6 +140,11 @@ func (d *Daemon) startCluster(ctx context.Context, cfg *config.Config, httpAddr 
 		defer c.done.Done()
 		d.publishCatalog(runCtx, node)
 	}()
+	c.done.Add(1)
+	go func() {
+		defer c.done.Done()
+		d.clusterEvents(runCtx, c)
+	}()
 
 	mux := http.NewServeMux()
 	admin.Server{Node: node, Router: c.router, Rollouts: c.rollouts}.Register(mux)

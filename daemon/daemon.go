@@ -119,6 +119,8 @@ type Daemon struct {
 	handler handlerSwitch             // what the listener serves: the API, then the cluster's router
 	cluster atomic.Pointer[clustered] // set once the node joined (cluster.go)
 	tracing *tracing.Tracing          // set in New (tracing.go)
+
+	obs *observer // events and windowed statistics for the status endpoint (status.go)
 }
 
 // reloadState is what /health says about configuration reloads.
@@ -161,7 +163,9 @@ func New(cfg *config.Config, opts Options, log *slog.Logger) (*Daemon, error) {
 	// more threads than that together.
 	sched.SetCores(runtime.GOMAXPROCS(0))
 	repo.SetDrainer(drainer{sched})
+	d.obs = newObserver()
 	repo.OnEvent(func(e models.Event) {
+		d.obs.modelLoaded(e)
 		result := "success"
 		if e.Err != nil {
 			result = "failure"
@@ -181,6 +185,7 @@ func New(cfg *config.Config, opts Options, log *slog.Logger) (*Daemon, error) {
 	if err := d.setupTracing(cfg); err != nil {
 		return nil, err
 	}
+	m.Registry.MustRegister(metrics.NewNode(d.nodeSample))
 	d.api = api.New(repo, sched, api.Options{
 		Name:          "inferd",
 		Version:       opts.Version,
@@ -247,7 +252,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}
 	}
 	ln = d.sec.listener(ln, cfg.Server.MaxConnections)
-	d.handler.set(d.front(d.api, cfg))
+	d.handler.set(d.front(d.withStatus(d.api), cfg))
 	hs := &http.Server{
 		Handler: &d.handler,
 		// net/http answers headers over this bound itself, in plain text; below it, front
@@ -279,6 +284,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 	stopExtending := d.extendTimeoutWhile("loading models from " + cfg.Models.Repository)
 	stopHardware := d.startHardware(ctx)
 	defer stopHardware()
+	stopObserving := d.startObserver(ctx)
+	defer stopObserving()
 	err := d.repo.Sync(ctx)
 	stopExtending()
 	if err != nil && ctx.Err() == nil {
@@ -292,7 +299,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 			return err
 		}
 		d.cluster.Store(c)
-		d.handler.set(d.front(h, cfg))
+		d.handler.set(d.front(d.withStatus(h), cfg))
 	}
 	watchCtx, stopWatching := context.WithCancel(ctx)
 	d.startWatchers(watchCtx)

@@ -56,6 +56,7 @@ func (d *Daemon) Reload(ctx context.Context) error {
 			status = fmt.Sprintf("configuration reloaded; restart needed for %v", restart)
 		}
 	}
+	d.obs.configReloaded(d.opts.ConfigPath, result, restart, err)
 	d.stateMu.Lock()
 	d.reload = st
 	d.stateMu.Unlock()

@@ -294,6 +294,18 @@ func liveProbes(clustered bool) map[string]probe {
 	// bigBody is over the base's max_request_bytes (1000).
 	bigBody := `{"id":"` + strings.Repeat("x", 2000) + `",` + body[1:]
 	ps := map[string]probe{
+		// The dashboard's page is served, then 404 once it is turned off.
+		"server.dashboard": {set: map[string]string{"server.dashboard": "false"},
+			before: func(t *testing.T, r *reloader) {
+				if code := r.getCode(t, "/"); code != http.StatusOK {
+					t.Errorf("dashboard before the reload: %d", code)
+				}
+			},
+			check: func(t *testing.T, r *reloader) {
+				if code := r.getCode(t, "/"); code != http.StatusNotFound {
+					t.Errorf("dashboard after server.dashboard = false: %d, want 404", code)
+				}
+			}},
 		// A budget of 64 bytes cannot take the buffer of any inference body, even alone: every
 		// request is refused with 413 naming the key.
 		"server.max_body_bytes_in_flight": {set: map[string]string{"server.max_body_bytes_in_flight": "64"},
@@ -407,6 +419,16 @@ func (r *reloader) infer(t *testing.T, req string) (int, string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
+}
+
+func (r *reloader) getCode(t *testing.T, path string) int {
+	t.Helper()
+	resp, err := http.Get(r.h.url + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }
 
 func (r *reloader) postCode(t *testing.T, path, req string) int {

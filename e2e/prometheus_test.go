@@ -56,8 +56,8 @@ func freeLoopbackPort(t *testing.T) int {
 }
 
 // startPrometheus runs a real Prometheus server on loopback with temporary storage, scraping
-// target every second, and returns its URL once it is ready.
-func startPrometheus(t *testing.T, target string) string {
+// target every second and evaluating ruleFiles, and returns its URL once it is ready.
+func startPrometheus(t *testing.T, target string, ruleFiles ...string) string {
 	t.Helper()
 	bin, err := exec.LookPath("prometheus")
 	if err != nil {
@@ -72,11 +72,12 @@ func startPrometheus(t *testing.T, target string) string {
   scrape_interval: 1s
   scrape_timeout: 1s
   evaluation_interval: 1s
+rule_files: [%s]
 scrape_configs:
   - job_name: inferd
     static_configs:
       - targets: [%q]
-`, target)))
+`, quoted(ruleFiles), target)))
 	addr := fmt.Sprintf("127.0.0.1:%d", freeLoopbackPort(t))
 	cmd := exec.Command(bin,
 		"--config.file="+cfg,
@@ -116,6 +117,15 @@ scrape_configs:
 		return ""
 	})
 	return promURL
+}
+
+// quoted lists paths as YAML flow items.
+func quoted(paths []string) string {
+	q := make([]string, len(paths))
+	for i, p := range paths {
+		q[i] = strconv.Quote(p)
+	}
+	return strings.Join(q, ", ")
 }
 
 // promSample is one element of an instant vector from Prometheus' query API.

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/exposition.golden from the current output")
@@ -113,7 +114,12 @@ func fixture(t *testing.T) *Metrics {
 	traces := NewTracing(func() TracingStats {
 		return TracingStats{Exported: 120, DroppedQueueFull: 7, DroppedExportFailed: 16}
 	})
-	m.Registry.MustRegister(inf, states, tuning, traces)
+	node := NewNode(func() NodeSample {
+		return NodeSample{Ready: true, Members: map[string]int{"alive": 2, "dead": 1},
+			Rollouts:            []RolloutSample{{Model: "mlp", Phase: "paused", CanaryWeight: 10}},
+			CertificateNotAfter: time.Unix(1800000000, 0)}
+	})
+	m.Registry.MustRegister(inf, states, tuning, traces, node)
 	return m
 }
 

@@ -7,8 +7,6 @@ import (
 	"errors"
 	"flag"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -21,9 +19,7 @@ import (
 	"github.com/inferd/inferd/cluster"
 	"github.com/inferd/inferd/cluster/admin"
 	"github.com/inferd/inferd/config"
-	"github.com/inferd/inferd/daemon"
 	"github.com/inferd/inferd/engine"
-	"github.com/inferd/inferd/engine/enginetest"
 	"github.com/inferd/inferd/internal/testutil"
 	"github.com/inferd/inferd/tensor"
 )
@@ -183,51 +179,14 @@ func identity(in []tensor.Tensor) ([]tensor.Tensor, error) {
 // 1 and 2 of model "double", and returns its URL.
 func startNode(t *testing.T, name string, join []string, policy string) string {
 	t.Helper()
-	repo := t.TempDir()
-	rt := enginetest.New()
-	for _, v := range []string{"1", "2"} {
-		testutil.WriteFile(t, repo, "double/"+v+"/model.onnx", []byte("fake"))
-		rt.Register(filepath.Join(repo, "double", v, "model.onnx"), doubleSig, identity)
-	}
-	testutil.WriteFile(t, repo, "double/model.toml", []byte("[version_policy]\nall = true\n"))
-	cfg := config.Default()
-	cfg.Models.Repository = repo
-	cfg.Cluster.Enabled = true
-	cfg.Cluster.Name = name
-	cfg.Cluster.Bind = "127.0.0.1:0"
-	cfg.Cluster.Join = join
-	cfg.Cluster.PolicyFile = policy
-	cfg.Cluster.LeaveTimeout = 10 * time.Millisecond
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := slog.New(slog.DiscardHandler)
-	d, err := daemon.New(&cfg, daemon.Options{Version: "test", Runtime: rt, Listener: ln}, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			t.Error("daemon did not stop")
-		}
-	})
-	url := "http://" + ln.Addr().String()
-	testutil.WaitFor(t, 20*time.Second, name+" serves the cluster endpoints", func() bool {
-		resp, err := http.Get(url + "/v2/cluster/members")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
-	return url
+	return startDaemon(t, name, func(cfg *config.Config) {
+		cfg.Cluster.Enabled = true
+		cfg.Cluster.Name = name
+		cfg.Cluster.Bind = "127.0.0.1:0"
+		cfg.Cluster.Join = join
+		cfg.Cluster.PolicyFile = policy
+		cfg.Cluster.LeaveTimeout = 10 * time.Millisecond
+	}, "/v2/cluster/members")
 }
 
 // TestClusterCommandsAgainstDaemons drives members and every rollout action against two real

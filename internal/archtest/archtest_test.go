@@ -36,9 +36,9 @@ var allowed = map[string][]string{
 	"kserve/kservepb":                 {},
 	"kserve/kservegrpc":               {"kserve", "kserve/kservepb", "tensor"},
 	"grpcapi":                         {"auth", "dispatch", "kserve", "kserve/kservegrpc", "kserve/kservepb", "models", "scheduler", "tensor", "tracing", "tracing/span"},
-	"daemon":                          {"api", "auth", "cluster", "cluster/admin", "cluster/policy", "cluster/rollout", "cluster/route", "config", "engine", "gpu", "grpcapi", "hostinfo", "kserve", "kserve/kservehttp", "metrics", "models", "scheduler", "tensor", "tlsconf", "tuning", "watch", "tracing"},
+	"daemon":                          {"api", "auth", "cluster", "cluster/admin", "cluster/policy", "cluster/rollout", "cluster/route", "config", "dashboard", "engine", "events", "gpu", "grpcapi", "hostinfo", "kserve", "kserve/kservehttp", "metrics", "models", "scheduler", "status", "tensor", "tlsconf", "tracing", "tuning", "watch", "window"},
 	"metrics":                         {},
-	"cmd/inferd":                      {"api", "cluster/admin", "cluster/rollout", "config", "daemon", "engine", "engine/ort", "engine/worker", "gpu", "hostinfo", "internal/buildinfo", "internal/mlpmodel", "logging", "perf", "tensor"},
+	"cmd/inferd":                      {"api", "cluster/admin", "cluster/rollout", "config", "daemon", "engine", "engine/ort", "engine/worker", "events", "gpu", "hostinfo", "internal/buildinfo", "internal/mlpmodel", "logging", "perf", "status", "tensor"},
 	"perf":                            {"engine", "kserve", "kserve/kservegrpc", "kserve/kservepb", "tensor"},
 	"internal/buildinfo":              {},
 	"internal/onnxgen":                {},
@@ -70,6 +70,10 @@ var allowed = map[string][]string{
 	"hostinfo":                        {},
 	"placement":                       {},
 	"e2e/gpu":                         {},
+	"events":                          {},
+	"window":                          {"scheduler"},
+	"status":                          {"events", "kserve", "kserve/kservehttp", "window"},
+	"dashboard":                       {"kserve/kservehttp"},
 }
 
 // exclusive names third-party modules that only one package may import.
