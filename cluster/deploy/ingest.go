@@ -1,0 +1,76 @@
+package deploy
+
+import (
+	"archive/tar"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+)
+
+// Ingest reads an upload, a tar stream of the version's files, into the store and returns the
+// version's manifest. Only regular files and directories are accepted: a symbolic or hard
+// link, a device or a FIFO is refused, as is a name that ValidPath refuses or a total over
+// maxBytes. The blobs written stay in the store (content-addressed, collected by GC when no
+// manifest needs them).
+func (s *Store) Ingest(r io.Reader, model, version, deployer string, maxBytes int64, now time.Time) (Manifest, error) {
+	m := Manifest{Model: model, Version: version, Deployer: deployer, Time: now.UTC()}
+	if err := ValidModel(model); err != nil {
+		return m, err
+	}
+	if err := ValidVersion(version); err != nil {
+		return m, err
+	}
+	tr := tar.NewReader(r)
+	var total int64
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return m, fmt.Errorf("%w: upload is not a readable tar stream: %v", ErrInvalid, err)
+		}
+		name := strings.TrimPrefix(h.Name, "./")
+		switch h.Typeflag {
+		case tar.TypeDir:
+			if name = strings.TrimSuffix(name, "/"); name != "" && name != "." {
+				if err := ValidPath(name); err != nil {
+					return m, err
+				}
+			}
+			continue
+		case tar.TypeReg:
+		default:
+			return m, fmt.Errorf("%w: %q is not a regular file (tar type %q): links, devices and FIFOs are refused",
+				ErrInvalid, h.Name, string(h.Typeflag))
+		}
+		if err := ValidPath(name); err != nil {
+			return m, err
+		}
+		if len(m.Files) == maxFiles {
+			return m, fmt.Errorf("%w: more than %d files", ErrInvalid, maxFiles)
+		}
+		if h.Size < 0 || total+h.Size > maxBytes {
+			return m, fmt.Errorf("%w: over cluster.deploy_max_bytes (%d bytes)", ErrTooLarge, maxBytes)
+		}
+		size, sum, err := s.ingest(tr, h.Size)
+		if err != nil {
+			return m, fmt.Errorf("file %q: %w", name, err)
+		}
+		total += size
+		m.Files = append(m.Files, File{Path: name, Size: size, SHA256: sum})
+	}
+	cs, err := ChunkSizeFor(total, len(m.Files))
+	if err != nil {
+		return m, err
+	}
+	m.ChunkSize = cs
+	for i := range m.Files {
+		if m.Files[i].Chunks, err = s.chunkHashes(m.Files[i].SHA256, cs); err != nil {
+			return m, err
+		}
+	}
+	return m, m.Validate(maxBytes)
+}

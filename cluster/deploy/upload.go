@@ -1,0 +1,117 @@
+package deploy
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"slices"
+	"sort"
+	"time"
+
+	"github.com/inferd/inferd/cluster"
+)
+
+// Request is what an upload asks besides its files.
+type Request struct {
+	Model, Version string
+	Deployer       string
+	// Nodes limits the targets (empty: every member, also later ones).
+	Nodes []string
+	// Wave is the size of the first wave (0: 1); the other targets form the second.
+	Wave int
+}
+
+// Result is an upload's outcome.
+type Result struct {
+	Deployment Deployment
+	// Unchanged: the same content was deployed already; nothing was done.
+	Unchanged bool
+}
+
+// Upload stores an upload's files (a tar stream), checks it against what the cluster holds
+// (immutable versions), and records the deployment; the waves then run by themselves.
+// declared is the upload's size as the client announced it (-1 unknown), checked against the
+// free space before a byte is stored.
+func (s *Service) Upload(body io.Reader, declared int64, req Request) (Result, error) {
+	if err := ValidModel(req.Model); err != nil {
+		return Result{}, err
+	}
+	if err := ValidVersion(req.Version); err != nil {
+		return Result{}, err
+	}
+	if declared > s.cfg.MaxBytes {
+		return Result{}, fmt.Errorf("%w: %d bytes, cluster.deploy_max_bytes is %d", ErrTooLarge, declared, s.cfg.MaxBytes)
+	}
+	if err := checkSpace(s.cfg.Store.Dir(), max(declared, 0), s.cfg.Reserve); err != nil {
+		return Result{}, err
+	}
+	plan, all, err := s.plan(req)
+	if err != nil {
+		return Result{}, err
+	}
+	m, err := s.cfg.Store.Ingest(body, req.Model, req.Version, req.Deployer, s.cfg.MaxBytes, time.Now())
+	if err != nil {
+		return Result{}, err
+	}
+	d := Deployment{Manifest: m, Digest: m.Digest(), Origin: s.cfg.Node.Name(), AllNodes: all, Plan: plan, Released: 1, Phase: PhaseActive}
+	key := deploymentKey(req.Model, req.Version)
+	var gen uint64
+	if cur, ok := s.deployments()[key]; ok {
+		gen = cur.gen
+		if cur.Phase != PhaseRemoved {
+			if cur.Digest == d.Digest {
+				return Result{Deployment: cur.Deployment, Unchanged: true}, nil
+			}
+			return Result{}, fmt.Errorf("%w: %s version %s is deployed with digest %s, this upload's is %s; versions are immutable: undeploy it first or deploy another version number",
+				ErrImmutable, req.Model, req.Version, cur.Digest[:12], d.Digest[:12])
+		}
+	}
+	if s.cfg.Store.installedDigest(req.Model, req.Version) == "" {
+		if _, _, found := s.cfg.Loader.State(req.Model, req.Version); found {
+			return Result{}, fmt.Errorf("%w: %s version %s is in this node's repository already, not installed by a deployment",
+				ErrImmutable, req.Model, req.Version)
+		}
+	}
+	data, err := json.Marshal(d)
+	if err != nil {
+		return Result{}, err
+	}
+	s.cfg.Node.PutRecord(cluster.Record{Kind: KindDeployment, Key: key, Generation: gen + 1, Data: data})
+	s.log.Info("version deployed", "model", req.Model, "version", req.Version, "digest", d.Digest[:12],
+		"bytes", m.Size(), "waves", plan, "deployer", req.Deployer)
+	s.poke()
+	return Result{Deployment: d}, nil
+}
+
+// plan orders the targets into waves: this node first when it is a target (it holds the files,
+// so the first wave costs no transfer), then by name; the first wave has req.Wave nodes, the
+// second the rest.
+func (s *Service) plan(req Request) ([][]string, bool, error) {
+	self := s.cfg.Node.Name()
+	alive := map[string]bool{}
+	for _, m := range s.cfg.Node.Members() {
+		if m.Liveness == cluster.LivenessAlive || m.Local {
+			alive[m.Name] = true
+		}
+	}
+	targets := slices.Clone(req.Nodes)
+	all := len(targets) == 0
+	if all {
+		for n := range alive {
+			targets = append(targets, n)
+		}
+	}
+	slices.Sort(targets)
+	targets = slices.Compact(targets)
+	for _, n := range targets {
+		if _, ok := alive[n]; !ok {
+			return nil, false, fmt.Errorf("%w: node %q is not an alive member", ErrInvalid, n)
+		}
+	}
+	sort.SliceStable(targets, func(a, b int) bool { return targets[a] == self && targets[b] != self })
+	wave := max(req.Wave, 1)
+	if wave >= len(targets) {
+		return [][]string{targets}, all, nil
+	}
+	return [][]string{targets[:wave], targets[wave:]}, all, nil
+}

@@ -1,0 +1,264 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/inferd/inferd/internal/testmodels"
+	"github.com/inferd/inferd/internal/testutil"
+)
+
+// The deploy suites start clusters whose nodes have their own model repository and state
+// directory each (as separate machines would) and move versions between them with
+// `inferd deploy`: every byte a node serves was fetched from its peers.
+
+// deployCluster is a test cluster whose node i keeps its repository and state under dirs[i].
+type deployCluster struct {
+	*testCluster
+	dirs []string
+}
+
+// newDeployCluster writes the configurations of nodes with empty repositories; env[i], when
+// given, is added to node i's environment.
+func newDeployCluster(t *testing.T, nodes int, extra string, env ...[]string) *deployCluster {
+	t.Helper()
+	empty := filepath.Join(t.TempDir(), "unused")
+	if err := os.MkdirAll(empty, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	c := &deployCluster{testCluster: newTestCluster(t, clusterSpec{nodes: nodes, repo: empty, extra: extra})}
+	for i, n := range c.nodes {
+		dir := filepath.Join(c.dir, n.name)
+		for _, sub := range []string{"models", "state"} {
+			if err := os.MkdirAll(filepath.Join(dir, sub), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		c.dirs = append(c.dirs, dir)
+		n.env = append(n.env, "INFERD_MODELS_REPOSITORY="+filepath.Join(dir, "models"), "INFERD_SERVER_STATE_DIR="+filepath.Join(dir, "state"))
+		if i < len(env) {
+			n.env = append(n.env, env[i]...)
+		}
+	}
+	return c
+}
+
+// versionDir writes a version to upload: AddConst(tag(version, gen)) as model.onnx, a
+// model.toml that serves every version, and a data file of extra bytes (random: several
+// chunks that peers exchange).
+func versionDir(t *testing.T, version, gen, extra int) string {
+	t.Helper()
+	dir := t.TempDir()
+	testutil.WriteFile(t, dir, "model.onnx", testmodels.AddConst(tag(version, gen)))
+	testutil.WriteFile(t, dir, "model.toml", []byte("[version_policy]\nall = true\n"))
+	if extra > 0 {
+		data := make([]byte, extra)
+		r := rand.NewChaCha8([32]byte{byte(version), byte(gen)})
+		_, _ = r.Read(data)
+		testutil.WriteFile(t, dir, "assets/table.bin", data)
+	}
+	return dir
+}
+
+// run runs the inferd CLI and returns its output and error.
+func (c *deployCluster) run(args ...string) (string, error) {
+	out, err := exec.Command(c.bin, args...).CombinedOutput()
+	return string(out), err
+}
+
+// sameFiles checks that node i's repository holds the version's files byte for byte.
+func (c *deployCluster) sameFiles(t *testing.T, i int, model, version, src string) {
+	t.Helper()
+	for _, f := range []string{"model.onnx", "assets/table.bin"} {
+		want, err := os.ReadFile(filepath.Join(src, f))
+		if os.IsNotExist(err) {
+			continue
+		}
+		got, err := os.ReadFile(filepath.Join(c.dirs[i], "models", model, version, f))
+		if err != nil {
+			t.Fatalf("%s: %v", c.nodes[i].name, err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("%s: %s/%s/%s differs from the upload", c.nodes[i].name, model, version, f)
+		}
+	}
+}
+
+// counter reads one unlabelled counter from a node's /metrics.
+func (n *clusterNode) counter(t *testing.T, name string) float64 {
+	t.Helper()
+	status, body, err := n.get(context.Background(), "/metrics")
+	if err != nil || status != http.StatusOK {
+		t.Fatalf("%s /metrics: %d %v", n.name, status, err)
+	}
+	m := regexp.MustCompile(`(?m)^` + name + ` (\S+)$`).FindSubmatch(body)
+	if m == nil {
+		t.Fatalf("%s /metrics has no %s", n.name, name)
+	}
+	v, _ := strconv.ParseFloat(string(m[1]), 64)
+	return v
+}
+
+// deployment reads one deployment as a node sees it.
+type deploymentInfo struct {
+	Phase  string `json:"phase"`
+	Reason string `json:"reason"`
+	Digest string `json:"digest"`
+	Nodes  []struct {
+		Node   string `json:"node"`
+		State  string `json:"state"`
+		Done   int64  `json:"done"`
+		Reason string `json:"reason"`
+	} `json:"nodes"`
+}
+
+func (n *clusterNode) deployment(model, version string) (deploymentInfo, bool, error) {
+	var v struct {
+		Deployments []struct {
+			Model, Version string
+			deploymentInfo
+		} `json:"deployments"`
+	}
+	if err := n.getJSON(context.Background(), "/v2/cluster/deployments?model="+model, &v); err != nil {
+		return deploymentInfo{}, false, err
+	}
+	for _, d := range v.Deployments {
+		if d.Model == model && d.Version == version {
+			return d.deploymentInfo, true, nil
+		}
+	}
+	return deploymentInfo{}, false, nil
+}
+
+func (d deploymentInfo) state(node string) string {
+	for _, n := range d.Nodes {
+		if n.Node == node {
+			return n.State
+		}
+	}
+	return ""
+}
+
+// postTar sends a hand-made upload (entries of name → content; a "->" in a name makes a
+// symbolic link) to a node and returns the status and body.
+func postTar(t *testing.T, n *clusterNode, model, version string, entries [][2]string) (int, string) {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, e := range entries {
+		h := &tar.Header{Name: e[0], Mode: 0o644, Size: int64(len(e[1])), Typeflag: tar.TypeReg}
+		if name, target, ok := strings.Cut(e[0], "->"); ok {
+			h = &tar.Header{Name: name, Linkname: target, Typeflag: tar.TypeSymlink}
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		if h.Typeflag == tar.TypeReg {
+			_, _ = tw.Write([]byte(e[1]))
+		}
+	}
+	_ = tw.Close()
+	req, _ := http.NewRequest(http.MethodPost, n.url()+"/v2/cluster/deployments/"+model+"/"+version, &buf)
+	resp, err := n.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body bytes.Buffer
+	_, _ = body.ReadFrom(resp.Body)
+	return resp.StatusCode, body.String()
+}
+
+func fileDigest(t *testing.T, path string) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:])
+}
+
+// TestDeploy deploys a version (model.onnx, model.toml and a 6 MiB data file: 7 chunks) to
+// three nodes through the second: it waits for READY everywhere, every node holds the same
+// bytes, and the two that fetched received what they hold from their peers; the same content
+// again is a no-op, other content under the same version is refused (409), and so are bad
+// names, links and paths that climb out of the version.
+func TestDeploy(t *testing.T) {
+	c := newDeployCluster(t, 3, "")
+	c.startAll()
+	src := versionDir(t, 1, 0, 6<<20)
+	out, err := c.run("deploy", "--server", c.nodes[1].url(), "m", "1", src)
+	t.Logf("inferd deploy:\n%s", out)
+	if err != nil {
+		t.Fatalf("inferd deploy: %v", err)
+	}
+	c.waitConverged(20*time.Second, "m/1")
+	for i := range c.nodes {
+		c.sameFiles(t, i, "m", "1", src)
+	}
+	var fetched float64
+	for _, i := range []int{0, 2} {
+		fetched += c.nodes[i].counter(t, "inferd_deploy_fetched_bytes_total")
+	}
+	if size := float64(6<<20 + 200); fetched < 2*(6<<20) || fetched > 3*size {
+		t.Errorf("n1 and n3 fetched %.0f bytes together, want about twice the version's %d", fetched, 6<<20)
+	}
+	if got := c.nodes[1].counter(t, "inferd_deploy_fetched_bytes_total"); got != 0 {
+		t.Errorf("the origin fetched %.0f bytes, want 0", got)
+	}
+
+	out, err = c.run("deploy", "--server", c.nodes[0].url(), "m", "1", src)
+	if err != nil || !strings.Contains(out, "nothing to do") {
+		t.Errorf("same content again: %v\n%s", err, out)
+	}
+	out, err = c.run("deploy", "--server", c.nodes[2].url(), "m", "1", versionDir(t, 1, 1, 0))
+	if err == nil || !strings.Contains(out, "409") || !strings.Contains(out, "immutable") {
+		t.Errorf("other content under the same version: want a 409 naming immutability, got %v\n%s", err, out)
+	}
+	for _, tc := range []struct {
+		model, version string
+		entries        [][2]string
+		want           string
+	}{
+		{"m", "01", [][2]string{{"model.onnx", "x"}}, "version"},
+		{".m", "3", [][2]string{{"model.onnx", "x"}}, "model name"},
+		{"m", "3", [][2]string{{"model.onnx", "x"}, {"../escape", "x"}}, "'..'"},
+		{"m", "3", [][2]string{{"model.onnx", "x"}, {"/etc/passwd", "x"}}, "absolute"},
+		{"m", "3", [][2]string{{"model.onnx->/etc/passwd", ""}}, "not a regular file"},
+		{"m", "3", [][2]string{{"weights.bin", "x"}}, "no model.onnx"},
+	} {
+		status, body := postTar(t, c.nodes[0], tc.model, tc.version, tc.entries)
+		if status != http.StatusBadRequest || !strings.Contains(body, tc.want) {
+			t.Errorf("upload %s/%s %v: %d %s, want 400 naming %q", tc.model, tc.version, tc.entries, status, body, tc.want)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(c.dirs[0], "models", "m", "3")); !os.IsNotExist(err) {
+		t.Errorf("a refused upload left m/3 in the repository: %v", err)
+	}
+	out = c.cli("deploy", "status", "--server", c.nodes[2].url(), "m")
+	for _, n := range c.nodes {
+		if !regexp.MustCompile(`(?m)^` + n.name + `\s+ready$`).MatchString(out) {
+			t.Errorf("deploy status does not show %s ready:\n%s", n.name, out)
+		}
+	}
+	_ = json.Valid
+	_ = fmt.Sprint
+	_ = fileDigest
+}
