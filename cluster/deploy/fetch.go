@@ -57,9 +57,9 @@ func (s *Service) fetch(ctx context.Context, key string, d *Deployment, p *progr
 		queue <- i
 	}
 	var (
-		wg      sync.WaitGroup
-		mu      sync.Mutex
-		left    = len(todo)
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		left     = len(todo)
 		firstErr error
 	)
 	done := make(chan struct{})

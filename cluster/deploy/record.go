@@ -88,13 +88,13 @@ func decodeDeployment(r cluster.Record) (Deployment, error) {
 
 // Node states, in the order a node goes through them.
 const (
-	StateWaiting    = "waiting"    // a target whose wave is not released yet
-	StateFetching   = "fetching"   // chunks arriving
-	StateInstalled  = "installed"  // in the repository, loading
-	StateReady      = "ready"      // READY in the repository
-	StateFailed     = "failed"     // Reason says why
-	StateRemoved    = "removed"    // undeployed here
-	StateStored     = "stored"     // the origin, not a target: holds the files for peers
+	StateWaiting    = "waiting"   // a target whose wave is not released yet
+	StateFetching   = "fetching"  // chunks arriving
+	StateInstalled  = "installed" // in the repository, loading
+	StateReady      = "ready"     // READY in the repository
+	StateFailed     = "failed"    // Reason says why
+	StateRemoved    = "removed"   // undeployed here
+	StateStored     = "stored"    // the origin, not a target: holds the files for peers
 	maxReasonLength = 1024
 )
 
@@ -127,11 +127,11 @@ func decodeStatus(r cluster.Record) (NodeStatus, error) {
 // bitmap is a set of chunk indexes.
 type bitmap []byte
 
-func newBitmap(n int) bitmap          { return make(bitmap, (n+7)/8) }
-func (b bitmap) has(i int) bool       { return i/8 < len(b) && b[i/8]&(1<<(i%8)) != 0 }
-func (b bitmap) set(i int)            { b[i/8] |= 1 << (i % 8) }
-func (b bitmap) encode() string       { return base64.RawStdEncoding.EncodeToString(b) }
-func decodeBitmap(s string) bitmap    { b, _ := base64.RawStdEncoding.DecodeString(s); return b }
+func newBitmap(n int) bitmap       { return make(bitmap, (n+7)/8) }
+func (b bitmap) has(i int) bool    { return i/8 < len(b) && b[i/8]&(1<<(i%8)) != 0 }
+func (b bitmap) set(i int)         { b[i/8] |= 1 << (i % 8) }
+func (b bitmap) encode() string    { return base64.RawStdEncoding.EncodeToString(b) }
+func decodeBitmap(s string) bitmap { b, _ := base64.RawStdEncoding.DecodeString(s); return b }
 func (b bitmap) count(n int) (c int) {
 	for i := range n {
 		if b.has(i) {
