@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"math"
 	"strings"
 
 	"github.com/inferd/inferd/cluster"
@@ -76,6 +77,9 @@ func decodeDeployment(r cluster.Record) (Deployment, error) {
 	var d Deployment
 	if err := json.Unmarshal(r.Data, &d); err != nil {
 		return d, fmt.Errorf("%w: deployment record %s: %v", ErrInvalid, r.Key, err)
+	}
+	if err := d.Manifest.Validate(math.MaxInt64); err != nil {
+		return d, fmt.Errorf("deployment record %s: %w", r.Key, err)
 	}
 	if d.Manifest.Digest() != d.Digest || deploymentKey(d.Manifest.Model, d.Manifest.Version) != r.Key {
 		return d, fmt.Errorf("%w: deployment record %s: digest or key does not match its manifest", ErrInvalid, r.Key)

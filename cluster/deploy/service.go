@@ -342,6 +342,9 @@ func (s *Service) startWorker(ctx context.Context, wg *sync.WaitGroup, key strin
 // work is one node's deployment of a version: space check, fetch, verify, install, load.
 func (s *Service) work(ctx context.Context, key string, d *Deployment, p *progress) error {
 	m := &d.Manifest
+	if m.Size() > s.cfg.MaxBytes {
+		return fmt.Errorf("%w: %d bytes, this node's cluster.deploy_max_bytes is %d", ErrTooLarge, m.Size(), s.cfg.MaxBytes)
+	}
 	var need int64
 	for _, f := range m.Files {
 		if !s.cfg.Store.HasBlob(f.SHA256) {

@@ -1,0 +1,183 @@
+package deploy
+
+import (
+	"encoding/json"
+	"slices"
+	"testing"
+
+	"github.com/inferd/inferd/cluster"
+)
+
+func newTestService(t *testing.T, n *fakeNode) *Service {
+	t.Helper()
+	s, err := OpenStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return New(Config{Node: n, Store: s, MaxBytes: 1 << 30, Repository: func() string { return t.TempDir() }})
+}
+
+// The plan puts the origin first when it is a target, then the others by name; the first
+// wave has --wave nodes and the second the rest. Named targets must be alive members.
+func TestPlan(t *testing.T) {
+	n := newFakeNode("n2", "n1", "n3", "n4")
+	n.setLiveness("n4", cluster.LivenessDead)
+	s := newTestService(t, n)
+	for _, tc := range []struct {
+		req  Request
+		want [][]string
+		all  bool
+	}{
+		{Request{}, [][]string{{"n2"}, {"n1", "n3"}}, true},
+		{Request{Wave: 2}, [][]string{{"n2", "n1"}, {"n3"}}, true},
+		{Request{Wave: 5}, [][]string{{"n2", "n1", "n3"}}, true},
+		{Request{Nodes: []string{"n3", "n1"}}, [][]string{{"n1"}, {"n3"}}, false},
+		{Request{Nodes: []string{"n3", "n2", "n3"}}, [][]string{{"n2"}, {"n3"}}, false},
+	} {
+		got, all, err := s.plan(tc.req)
+		if err != nil || all != tc.all || !slices.EqualFunc(got, tc.want, slices.Equal) {
+			t.Errorf("plan(%+v) = %v, %v, %v; want %v, %v", tc.req, got, all, err, tc.want, tc.all)
+		}
+	}
+	for _, nodes := range [][]string{{"n4"}, {"nobody"}} {
+		if _, _, err := s.plan(Request{Nodes: nodes}); err == nil {
+			t.Errorf("plan to %v accepted", nodes)
+		}
+	}
+}
+
+func testDeployment() Deployment {
+	m := Manifest{Model: "m", Version: "1", ChunkSize: 1 << 20,
+		Files: []File{{Path: "model.onnx", Size: 3, SHA256: hexSum([]byte("abc")), Chunks: []string{hexSum([]byte("abc"))}}}}
+	return Deployment{Manifest: m, Digest: m.Digest(), Origin: "n1", Plan: [][]string{{"n1"}, {"n2", "n3"}}, Released: 1, Phase: PhaseActive}
+}
+
+func putDeployment(t *testing.T, n *fakeNode, d Deployment, gen uint64) {
+	t.Helper()
+	data, err := json.Marshal(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.PutRecord(cluster.Record{Kind: KindDeployment, Key: "m/1", Generation: gen, Data: data})
+}
+
+func putStatus(t *testing.T, n *fakeNode, d Deployment, node, state, reason string, gen uint64) {
+	t.Helper()
+	data, _ := json.Marshal(NodeStatus{Node: node, Digest: d.Digest, State: state, Reason: reason})
+	n.PutRecord(cluster.Record{Kind: KindNodeStatus, Key: statusKey("m", "1", node), Generation: gen, Data: data})
+}
+
+// advanceOnce runs the coordinator once and returns the deployment as recorded after.
+func advanceOnce(t *testing.T, s *Service, n *fakeNode) Deployment {
+	t.Helper()
+	d, ok := s.deployments()["m/1"]
+	if !ok {
+		t.Fatal("no deployment record")
+	}
+	s.advance(d, n.Members())
+	return s.deployments()["m/1"].Deployment
+}
+
+// The coordinator releases the second wave only once the first is READY, stops the deployment
+// at a failure with that node's reason, and does not wait for a node that is down.
+func TestAdvanceWaves(t *testing.T) {
+	n := newFakeNode("n1", "n2", "n3")
+	s := newTestService(t, n)
+	d := testDeployment()
+	putDeployment(t, n, d, 1)
+
+	putStatus(t, n, d, "n1", StateInstalled, "", 1)
+	if got := advanceOnce(t, s, n); got.Released != 1 || got.Phase != PhaseActive {
+		t.Fatalf("first wave loading: released %d, phase %s", got.Released, got.Phase)
+	}
+	putStatus(t, n, d, "n1", StateReady, "", 2)
+	if got := advanceOnce(t, s, n); got.Released != 2 || got.Phase != PhaseActive {
+		t.Fatalf("first wave ready: released %d, phase %s; want the second wave released", got.Released, got.Phase)
+	}
+	if !d.releasedTo("n1") || d.releasedTo("n2") {
+		t.Error("releasedTo before the second wave")
+	}
+	putStatus(t, n, d, "n2", StateReady, "", 1)
+	putStatus(t, n, d, "n3", StateFetching, "", 1)
+	if got := advanceOnce(t, s, n); got.Phase != PhaseActive {
+		t.Fatalf("n3 still fetching: phase %s", got.Phase)
+	}
+	n.setLiveness("n3", cluster.LivenessDead)
+	got := advanceOnce(t, s, n)
+	if got.Phase != PhaseComplete {
+		t.Fatalf("n3 down, the others ready: phase %s, want complete", got.Phase)
+	}
+	if !got.releasedTo("n3") {
+		t.Error("a complete deployment is not released to a target that was down")
+	}
+
+	// A failure in the first wave stops everything.
+	n2 := newFakeNode("n1", "n2", "n3")
+	s2 := newTestService(t, n2)
+	putDeployment(t, n2, d, 1)
+	putStatus(t, n2, d, "n1", StateFailed, "load failed: not an ONNX model", 1)
+	got = advanceOnce(t, s2, n2)
+	if got.Phase != PhaseFailed || got.Reason != "node n1: load failed: not an ONNX model" || got.Released != 1 {
+		t.Fatalf("after a failure: %+v", got)
+	}
+	if got.releasedTo("n2") {
+		t.Error("a failed deployment released the next wave")
+	}
+	// Status records for another digest (an earlier deployment of the version) do not count.
+	n3 := newFakeNode("n1", "n2", "n3")
+	s3 := newTestService(t, n3)
+	putDeployment(t, n3, d, 1)
+	other := d
+	other.Digest = hexSum([]byte("other"))
+	putStatus(t, n3, other, "n1", StateReady, "", 1)
+	if got := advanceOnce(t, s3, n3); got.Released != 1 {
+		t.Errorf("a status of another digest released a wave")
+	}
+}
+
+// Only the origin coordinates while it is alive; then the lowest routable member does.
+func TestCoordinates(t *testing.T) {
+	d := testDeployment()
+	d.Origin = "n2"
+	members := func(origin cluster.Liveness) []cluster.Member {
+		return []cluster.Member{
+			{Name: "n1", Local: true, Liveness: cluster.LivenessAlive, Serving: cluster.ServingReady},
+			{Name: "n2", Liveness: origin, Serving: cluster.ServingReady},
+			{Name: "n3", Liveness: cluster.LivenessAlive, Serving: cluster.ServingReady},
+		}
+	}
+	if coordinates(&d, "n1", members(cluster.LivenessAlive)) || !coordinates(&d, "n2", members(cluster.LivenessAlive)) {
+		t.Error("with the origin alive, only it coordinates")
+	}
+	if !coordinates(&d, "n1", members(cluster.LivenessDead)) || coordinates(&d, "n3", members(cluster.LivenessDead)) {
+		t.Error("with the origin dead, the lowest routable member coordinates")
+	}
+}
+
+// A record whose manifest does not match its digest or key, or breaks a limit, is ignored.
+func TestDecodeDeploymentRefuses(t *testing.T) {
+	d := testDeployment()
+	good, _ := json.Marshal(d)
+	if _, err := decodeDeployment(cluster.Record{Key: "m/1", Data: good}); err != nil {
+		t.Fatalf("good record: %v", err)
+	}
+	if _, err := decodeDeployment(cluster.Record{Key: "m/2", Data: good}); err == nil {
+		t.Error("a record under another key accepted")
+	}
+	bad := d
+	bad.Manifest.Files[0].Path = "../../etc/cron.d/x"
+	bad.Digest = bad.Manifest.Digest()
+	data, _ := json.Marshal(bad)
+	if _, err := decodeDeployment(cluster.Record{Key: "m/1", Data: data}); err == nil {
+		t.Error("a manifest with a climbing path accepted")
+	}
+	lie := d
+	lie.Digest = hexSum([]byte("x"))
+	data, _ = json.Marshal(lie)
+	if _, err := decodeDeployment(cluster.Record{Key: "m/1", Data: data}); err == nil {
+		t.Error("a digest that is not the manifest's accepted")
+	}
+	if _, err := decodeDeployment(cluster.Record{Key: "m/1", Data: []byte("{")}); err == nil {
+		t.Error("garbage accepted")
+	}
+}
