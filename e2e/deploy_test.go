@@ -262,3 +262,85 @@ func TestDeploy(t *testing.T) {
 	_ = fmt.Sprint
 	_ = fileDigest
 }
+
+// tokenClient adds a bearer token to every request of the test's own calls.
+type tokenClient struct {
+	token string
+	next  http.RoundTripper
+}
+
+func (c tokenClient) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	if r.Header.Get("Authorization") == "" {
+		r.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	return c.next.RoundTrip(r)
+}
+
+// TestDeployWavesAndRefusals runs three nodes with bearer tokens on: n1 accepts versions of at
+// most 4 KiB, n3 keeps a free-space reserve larger than its disk. Deploying needs an admin
+// token; an upload over the size bound gets 413, one over the disk 507; a version that fails
+// to load on the first wave stops the deploy with that node's reason before any other node
+// fetches a byte; a good version reaches n1 but fails on n3 for lack of space (checked before
+// fetching), and the command says so.
+func TestDeployWavesAndRefusals(t *testing.T) {
+	const infer, admin = "infer-token-0123456789abcdef", "admin-token-0123456789abcdef"
+	tokens := filepath.Join(t.TempDir(), "tokens")
+	if err := os.WriteFile(tokens, []byte("infer "+infer+"\nadmin "+admin+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := newDeployCluster(t, 3, fmt.Sprintf("[auth]\ntokens_file = %q\n", tokens),
+		[]string{"INFERD_CLUSTER_DEPLOY_MAX_BYTES=4096"}, nil, []string{"INFERD_CLUSTER_DEPLOY_RESERVE_BYTES=4611686018427387904"})
+	for _, n := range c.nodes {
+		n.client = &http.Client{Transport: tokenClient{infer, loopbackClient.Transport}}
+	}
+	c.startAll()
+	good := versionDir(t, 1, 0, 0)
+
+	out, err := c.run("deploy", "--server", c.nodes[1].url(), "--token", infer, "m", "1", good)
+	if err == nil || !strings.Contains(out, "403") {
+		t.Errorf("deploy with an infer token: want 403, got %v\n%s", err, out)
+	}
+	out, err = c.run("deploy", "--server", c.nodes[1].url(), "--token", "", "m", "1", good)
+	if err == nil || !strings.Contains(out, "401") {
+		t.Errorf("deploy without a token: want 401, got %v\n%s", err, out)
+	}
+	out, err = c.run("deploy", "--server", c.nodes[0].url(), "--token", admin, "m", "1", versionDir(t, 1, 0, 6<<20))
+	if err == nil || !strings.Contains(out, "413") || !strings.Contains(out, "deploy_max_bytes") {
+		t.Errorf("deploy over n1's size bound: want 413, got %v\n%s", err, out)
+	}
+	out, err = c.run("deploy", "--server", c.nodes[2].url(), "--token", admin, "m", "1", good)
+	if err == nil || !strings.Contains(out, "507") || !strings.Contains(out, "disk space") {
+		t.Errorf("deploy to n3 without space: want 507, got %v\n%s", err, out)
+	}
+
+	broken := t.TempDir()
+	testutil.WriteFile(t, broken, "model.onnx", []byte("this is not an ONNX model"))
+	out, err = c.run("deploy", "--server", c.nodes[1].url(), "--token", admin, "bad", "1", broken)
+	t.Logf("broken version:\n%s", out)
+	if err == nil || !strings.Contains(out, "stopped") || !strings.Contains(out, "n2: load failed") {
+		t.Errorf("a version that fails to load on the first wave: want the deploy stopped with n2's reason, got %v\n%s", err, out)
+	}
+	for _, i := range []int{0, 2} {
+		if _, err := os.Stat(filepath.Join(c.dirs[i], "models", "bad")); !os.IsNotExist(err) {
+			t.Errorf("%s installed the broken version of a stopped deploy: %v", c.nodes[i].name, err)
+		}
+		if got := c.nodes[i].counter(t, "inferd_deploy_fetched_bytes_total"); got != 0 {
+			t.Errorf("%s fetched %.0f bytes of a deploy stopped at the first wave", c.nodes[i].name, got)
+		}
+	}
+	d, _, err := c.nodes[0].deployment("bad", "1")
+	if err != nil || d.Phase != "failed" || d.state("n1") != "waiting" {
+		t.Errorf("n1's view of the stopped deploy: %+v %v", d, err)
+	}
+
+	out, err = c.run("deploy", "--server", c.nodes[1].url(), "--token", admin, "m", "1", good)
+	t.Logf("good version, n3 without space:\n%s", out)
+	if err == nil || !strings.Contains(out, "n3: deploy: not enough disk space") {
+		t.Errorf("want the deploy to fail on n3 for disk space, got %v\n%s", err, out)
+	}
+	c.sameFiles(t, 0, "m", "1", good)
+	if _, err := os.Stat(filepath.Join(c.dirs[2], "models", "m")); !os.IsNotExist(err) {
+		t.Errorf("n3 installed a version it has no space for: %v", err)
+	}
+}

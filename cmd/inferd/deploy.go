@@ -160,7 +160,7 @@ func settled(d deploy.DeploymentView) (bool, error) {
 func nodeLine(n deploy.NodeStatus) string {
 	switch n.State {
 	case deploy.StateFetching:
-		return fmt.Sprintf("fetching %s / %s", bytesText(n.Done/(1<<20)<<20), bytesText(n.Total))
+		return fmt.Sprintf("fetching %s / %s", bytesText(n.Done), bytesText(n.Total))
 	case deploy.StateFailed:
 		return "failed: " + n.Reason
 	}
