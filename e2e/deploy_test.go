@@ -18,6 +18,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -343,4 +344,86 @@ func TestDeployWavesAndRefusals(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(c.dirs[2], "models", "m")); !os.IsNotExist(err) {
 		t.Errorf("n3 installed a version it has no space for: %v", err)
 	}
+}
+
+// TestDeployCatchUpAndUndeploy deploys to a cluster with one node stopped and one not yet
+// started: both get the version when they come (push-pull and the deployment's records).
+// Then a second version, the undeploy of the first (every node removes it and its blobs), the
+// refusal to undeploy the only version left without --force, and the forced undeploy.
+func TestDeployCatchUpAndUndeploy(t *testing.T) {
+	c := newDeployCluster(t, 4, "")
+	all := c.nodes
+	for _, n := range all[:3] {
+		c.start(n)
+	}
+	c.nodes = all[:3] // waitConverged looks at the started nodes
+	c.waitConverged(30 * time.Second)
+	c.nodes[2].d.Signal(t, syscall.SIGTERM)
+	if code, err := c.nodes[2].d.Wait(context.Background()); err != nil || code != 0 {
+		t.Fatalf("n3 stopped with %d, %v", code, err)
+	}
+	v1 := versionDir(t, 1, 0, 3<<20)
+	out, err := c.run("deploy", "--server", c.nodes[0].url(), "m", "1", v1)
+	t.Logf("deploy with n3 down and n4 not started:\n%s", out)
+	if err != nil {
+		t.Fatalf("inferd deploy: %v", err)
+	}
+	c.nodes = all
+	c.start(c.nodes[2])
+	c.start(c.nodes[3])
+	c.waitConverged(60*time.Second, "m/1")
+	for i := range c.nodes {
+		c.sameFiles(t, i, "m", "1", v1)
+	}
+
+	v2 := versionDir(t, 2, 0, 3<<20)
+	if out, err := c.run("deploy", "--server", c.nodes[3].url(), "--wave", "2", "m", "2", v2); err != nil {
+		t.Fatalf("deploy of version 2: %v\n%s", err, out)
+	}
+	c.waitConverged(30*time.Second, "m/1", "m/2")
+	out, err = c.run("undeploy", "--server", c.nodes[1].url(), "m", "1")
+	t.Logf("undeploy m 1:\n%s", out)
+	if err != nil {
+		t.Fatalf("undeploy of version 1: %v", err)
+	}
+	gone := []string{fileDigest(t, filepath.Join(v1, "model.onnx")), fileDigest(t, filepath.Join(v1, "assets", "table.bin"))}
+	testutil.Eventually(t, 30*time.Second, func() string {
+		for i, n := range c.nodes {
+			if _, err := os.Stat(filepath.Join(c.dirs[i], "models", "m", "1")); !os.IsNotExist(err) {
+				return n.name + " still has m/1"
+			}
+			for _, h := range gone {
+				if _, err := os.Stat(filepath.Join(c.dirs[i], "state", "deploy", "blobs", h)); !os.IsNotExist(err) {
+					return n.name + " still holds blob " + h[:12]
+				}
+			}
+		}
+		return c.converged(c.nodes, "m/2")
+	})
+	for i := range c.nodes {
+		c.sameFiles(t, i, "m", "2", v2)
+	}
+
+	out, err = c.run("undeploy", "--server", c.nodes[2].url(), "m", "2")
+	if err == nil || !strings.Contains(out, "only version") {
+		t.Errorf("undeploy of the only version without --force: want a refusal, got %v\n%s", err, out)
+	}
+	out, err = c.run("undeploy", "--server", c.nodes[2].url(), "m", "9")
+	if err == nil || !strings.Contains(out, "no such deployment") {
+		t.Errorf("undeploy of a version never deployed: got %v\n%s", err, out)
+	}
+	if out, err := c.run("undeploy", "--server", c.nodes[2].url(), "--force", "m", "2"); err != nil {
+		t.Fatalf("forced undeploy: %v\n%s", err, out)
+	}
+	testutil.Eventually(t, 30*time.Second, func() string {
+		for i, n := range c.nodes {
+			if _, err := os.Stat(filepath.Join(c.dirs[i], "models", "m")); !os.IsNotExist(err) {
+				return n.name + " still has model m"
+			}
+			if blobs, _ := os.ReadDir(filepath.Join(c.dirs[i], "state", "deploy", "blobs")); len(blobs) != 0 {
+				return fmt.Sprintf("%s still holds %d blobs", n.name, len(blobs))
+			}
+		}
+		return ""
+	})
 }
