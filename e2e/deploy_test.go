@@ -427,3 +427,120 @@ func TestDeployCatchUpAndUndeploy(t *testing.T) {
 		return ""
 	})
 }
+
+// wideDir writes the ~100 MB MLP (1024→4096→4096→1024, internal/testmodels.Wide, as make
+// bench uses) as a version to upload; calibration is off so that its load takes seconds.
+func wideDir(t *testing.T) (string, int64) {
+	t.Helper()
+	dir := t.TempDir()
+	model := testmodels.Wide(1024, 4096, 1024)
+	testutil.WriteFile(t, dir, "model.onnx", model)
+	cfg := []byte("[tuning]\nauto = false\n")
+	testutil.WriteFile(t, dir, "model.toml", cfg)
+	return dir, int64(len(model) + len(cfg))
+}
+
+// waitState waits until node n sees node's state on the deployment, and returns the
+// deployment as seen then.
+func (c *deployCluster) waitState(t *testing.T, n *clusterNode, model, version, node string, timeout time.Duration, ok func(deploymentInfo) bool) deploymentInfo {
+	t.Helper()
+	var d deploymentInfo
+	testutil.Eventually(t, timeout, func() string {
+		var found bool
+		var err error
+		d, found, err = n.deployment(model, version)
+		switch {
+		case err != nil:
+			return err.Error()
+		case !found:
+			return "no deployment yet"
+		case d.Phase == "failed":
+			t.Fatalf("deployment failed: %s", d.Reason)
+		case !ok(d):
+			return fmt.Sprintf("%s is %s", node, d.state(node))
+		}
+		return ""
+	})
+	return d
+}
+
+func (d deploymentInfo) done(node string) int64 {
+	for _, n := range d.Nodes {
+		if n.Node == node {
+			return n.Done
+		}
+	}
+	return 0
+}
+
+func mib(n float64) string { return fmt.Sprintf("%.1f MiB", n/(1<<20)) }
+
+// TestDeployResumeAfterKill SIGKILLs a node halfway through fetching the 100 MB MLP (both
+// nodes limited to 25 MB/s each way, so the fetch takes seconds): after its restart it keeps
+// the chunks it had verified, fetches only the rest, and becomes READY with the uploaded
+// bytes. The bytes fetched twice are what the origin sent in all minus the version's size.
+func TestDeployResumeAfterKill(t *testing.T) {
+	c := newDeployCluster(t, 2, "deploy_bandwidth = 25000000\n")
+	c.startAll()
+	src, size := wideDir(t)
+	if out, err := c.run("deploy", "--server", c.nodes[0].url(), "--no-wait", "mlp", "1", src); err != nil {
+		t.Fatalf("inferd deploy: %v\n%s", err, out)
+	}
+	d := c.waitState(t, c.nodes[0], "mlp", "1", "n2", 120*time.Second, func(d deploymentInfo) bool {
+		return d.state("n2") == "fetching" && d.done("n2") >= size/2
+	})
+	c.nodes[1].d.Signal(t, syscall.SIGKILL)
+	_, _ = c.nodes[1].d.Wait(context.Background())
+	killedAt := d.done("n2")
+	c.start(c.nodes[1])
+	c.waitState(t, c.nodes[0], "mlp", "1", "n2", 120*time.Second, func(d deploymentInfo) bool { return d.state("n2") == "ready" })
+	c.sameFiles(t, 1, "mlp", "1", src)
+	sent := c.nodes[0].counter(t, "inferd_deploy_served_bytes_total")
+	after := c.nodes[1].counter(t, "inferd_deploy_fetched_bytes_total")
+	again := sent - float64(size)
+	t.Logf("deploy resume: version %s; n2 SIGKILLed at %s held (%.0f%%); after the restart it fetched %s; the origin sent %s in all: %s (%.1f%% of the version) fetched twice",
+		mib(float64(size)), mib(float64(killedAt)), 100*float64(killedAt)/float64(size), mib(after), mib(sent), mib(again), 100*again/float64(size))
+	if again > 0.1*float64(size) {
+		t.Errorf("%s fetched twice, over 10%% of the version's %s", mib(again), mib(float64(size)))
+	}
+	if after > float64(size-killedAt)+0.1*float64(size) {
+		t.Errorf("after the restart n2 fetched %s, the version is %s and it had %s", mib(after), mib(float64(size)), mib(float64(killedAt)))
+	}
+}
+
+// TestDeployCorruptChunk tampers with every MiB of a blob on the origin after the deploy, then
+// starts a node that joins late: it fetches from the origin and from a good peer, detects
+// each corrupt chunk, counts it, fetches it again from the other, and installs exactly the
+// uploaded bytes.
+func TestDeployCorruptChunk(t *testing.T) {
+	c := newDeployCluster(t, 3, "")
+	all := c.nodes
+	c.nodes = all[:2]
+	c.startAll()
+	src := versionDir(t, 1, 0, 16<<20)
+	if out, err := c.run("deploy", "--server", c.nodes[0].url(), "m", "1", src); err != nil {
+		t.Fatalf("inferd deploy: %v\n%s", err, out)
+	}
+	blob := filepath.Join(c.dirs[0], "state", "deploy", "blobs", fileDigest(t, filepath.Join(src, "assets", "table.bin")))
+	data, err := os.ReadFile(blob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for off := 0; off < len(data); off += 1 << 20 {
+		data[off+12345] ^= 0xff
+	}
+	if err := os.WriteFile(blob, data, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	c.nodes = all
+	c.start(c.nodes[2])
+	c.waitConverged(60*time.Second, "m/1")
+	c.sameFiles(t, 2, "m", "1", src)
+	corrupt := c.nodes[2].counter(t, "inferd_deploy_corrupt_chunks_total")
+	fromGood := c.nodes[1].counter(t, "inferd_deploy_served_bytes_total")
+	t.Logf("deploy corrupt chunks: n3 detected %.0f corrupt chunks from n1 (16 tampered) and fetched %s from n2; what it installed matches the upload",
+		corrupt, mib(fromGood))
+	if corrupt < 1 {
+		t.Errorf("no corrupt chunk counted")
+	}
+}
