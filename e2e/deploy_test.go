@@ -429,13 +429,14 @@ func TestDeployCatchUpAndUndeploy(t *testing.T) {
 }
 
 // wideDir writes the ~100 MB MLP (1024→4096→4096→1024, internal/testmodels.Wide, as make
-// bench uses) as a version to upload; calibration is off so that its load takes seconds.
+// bench uses) as a version to upload; calibration and warmup are off so that its load takes
+// about a second, and the measurements are of the transfers.
 func wideDir(t *testing.T) (string, int64) {
 	t.Helper()
 	dir := t.TempDir()
 	model := testmodels.Wide(1024, 4096, 1024)
 	testutil.WriteFile(t, dir, "model.onnx", model)
-	cfg := []byte("[tuning]\nauto = false\n")
+	cfg := []byte("[tuning]\nauto = false\n[warmup]\nbatch_sizes = []\n")
 	testutil.WriteFile(t, dir, "model.toml", cfg)
 	return dir, int64(len(model) + len(cfg))
 }
@@ -542,5 +543,113 @@ func TestDeployCorruptChunk(t *testing.T) {
 		corrupt, mib(fromGood))
 	if corrupt < 1 {
 		t.Errorf("no corrupt chunk counted")
+	}
+}
+
+// timedDeploy runs `inferd deploy` and polls the origin's view every 50ms meanwhile: when
+// each node first held the version installed (fetched, verified, in its repository) and
+// when it was first READY, from the command's start; total is the command's own time.
+func (c *deployCluster) timedDeploy(t *testing.T, origin *clusterNode, args ...string) (installed, ready map[string]time.Duration, total time.Duration) {
+	t.Helper()
+	model, version := args[len(args)-3], args[len(args)-2]
+	installed, ready = map[string]time.Duration{}, map[string]time.Duration{}
+	cmd := exec.Command(c.bin, append([]string{"deploy", "--server", origin.url()}, args...)...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for over := false; ; {
+		select {
+		case err := <-exited:
+			total = time.Since(start)
+			if err != nil {
+				t.Fatalf("inferd deploy %v: %v\n%s", args, err, out.String())
+			}
+			over = true // one last look: the command may have seen the end between two polls
+		case <-tick.C:
+		}
+		d, found, err := origin.deployment(model, version)
+		if err != nil || !found {
+			continue
+		}
+		for _, n := range d.Nodes {
+			at := time.Since(start)
+			if _, ok := installed[n.Node]; !ok && (n.State == "installed" || n.State == "ready") {
+				installed[n.Node] = at
+			}
+			if _, ok := ready[n.Node]; !ok && n.State == "ready" {
+				ready[n.Node] = at
+			}
+		}
+		if over {
+			return installed, ready, total
+		}
+	}
+}
+
+func latest(m map[string]time.Duration) time.Duration {
+	var l time.Duration
+	for _, d := range m {
+		l = max(l, d)
+	}
+	return l
+}
+
+// TestDeployFiveNodes measures the ~100 MB MLP's deploy from one node to five, every node
+// limited to 25 MB/s each way (deploy_bandwidth), against one node fetching it alone from
+// the same origin (then undeployed, so the five fetch it afresh): the origin must send at most
+// twice the version's size, and every node must hold it installed within twice the time the
+// one node took. The times to READY are printed beside: on this test's shared cores five
+// daemons load the model at once, which a real cluster of five machines does not.
+func TestDeployFiveNodes(t *testing.T) {
+	c := newDeployCluster(t, 5, "deploy_bandwidth = 25000000\n")
+	c.startAll()
+	src, size := wideDir(t)
+	origin := c.nodes[0]
+
+	soloInstalled, soloReady, solo := c.timedDeploy(t, origin, "--nodes", "n2", "mlp", "1", src)
+	soloSent := origin.counter(t, "inferd_deploy_served_bytes_total")
+	if out, err := c.run("undeploy", "--server", origin.url(), "--force", "mlp", "1"); err != nil {
+		t.Fatalf("undeploy: %v\n%s", err, out)
+	}
+	testutil.Eventually(t, 30*time.Second, func() string {
+		for i, n := range c.nodes {
+			if blobs, _ := os.ReadDir(filepath.Join(c.dirs[i], "state", "deploy", "blobs")); len(blobs) != 0 {
+				return fmt.Sprintf("%s still holds %d blobs", n.name, len(blobs))
+			}
+		}
+		return ""
+	})
+
+	installed, ready, five := c.timedDeploy(t, origin, "mlp", "2", src)
+	sent := origin.counter(t, "inferd_deploy_served_bytes_total") - soloSent
+	var peers float64
+	for _, n := range c.nodes[1:] {
+		peers += n.counter(t, "inferd_deploy_served_bytes_total")
+	}
+	for i := range c.nodes {
+		c.sameFiles(t, i, "mlp", "2", src)
+	}
+	if len(installed) != 5 || len(ready) != 5 || soloInstalled["n2"] == 0 || soloReady["n2"] == 0 {
+		t.Fatalf("not every node was seen installed and ready: %v %v (one node: %v %v)", installed, ready, soloInstalled, soloReady)
+	}
+	soloFetch, fiveFetch := soloInstalled["n2"], latest(installed)
+	t.Logf("deploy to five nodes at 25 MB/s per node, version %s: the origin sent %s (%.2f× the version), the peers %s to each other; "+
+		"every node installed (fetched and verified) after %s vs one node alone %s: %.2f×; every node READY after %s vs one node %s: %.2f×; commands %s and %s",
+		mib(float64(size)), mib(sent), sent/float64(size), mib(peers),
+		fiveFetch.Round(10*time.Millisecond), soloFetch.Round(10*time.Millisecond), fiveFetch.Seconds()/soloFetch.Seconds(),
+		latest(ready).Round(10*time.Millisecond), soloReady["n2"].Round(10*time.Millisecond), latest(ready).Seconds()/soloReady["n2"].Seconds(),
+		five.Round(10*time.Millisecond), solo.Round(10*time.Millisecond))
+	if sent > 2*float64(size) {
+		t.Errorf("the origin sent %s, over twice the version's %s", mib(sent), mib(float64(size)))
+	}
+	if fiveFetch > 2*soloFetch {
+		t.Errorf("the five nodes held the version after %s, over twice the %s one node took alone", fiveFetch, soloFetch)
 	}
 }

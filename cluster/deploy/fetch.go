@@ -21,7 +21,7 @@ const PathPeer = "/v2/cluster/deploy/peer/"
 
 // noHolderWait is how long a fetch waits before looking again when no member holds a chunk it
 // needs (the holders' progress arrives by gossip).
-const noHolderWait = 200 * time.Millisecond
+const noHolderWait = 50 * time.Millisecond
 
 // fetch brings every chunk of the deployment into the store, from the members that hold it:
 // other fetchers first (their progress bitmaps are gossiped), the origin and the nodes that
@@ -51,76 +51,59 @@ func (s *Service) fetch(ctx context.Context, key string, d *Deployment, p *progr
 		}
 		todo = append(todo, i)
 	}
-	rand.Shuffle(len(todo), func(a, b int) { todo[a], todo[b] = todo[b], todo[a] })
-	queue := make(chan int, len(todo))
+	sc := &schedule{pending: map[int]bool{}, left: len(todo)}
 	for _, i := range todo {
-		queue <- i
-	}
-	var (
-		wg       sync.WaitGroup
-		mu       sync.Mutex
-		left     = len(todo)
-		firstErr error
-	)
-	done := make(chan struct{})
-	if left == 0 {
-		close(done)
+		sc.pending[i] = true
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	var (
+		wg       sync.WaitGroup
+		errMu    sync.Mutex
+		firstErr error
+	)
 	for range min(s.cfg.Transfers, max(len(todo), 1)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			bad := map[[2]int]bool{} // (chunk, holder index) that served bad bytes, this worker
-			for {
-				var i int
-				select {
-				case <-ctx.Done():
+			bad := map[[2]int]bool{} // (chunk, holder) pairs that served bad bytes, this worker
+			for ctx.Err() == nil {
+				i, fromDone, ok, finished := sc.next(s.peers(d))
+				if finished {
 					return
-				case i = <-queue:
+				}
+				if !ok {
+					if !sleep(ctx, noHolderWait) {
+						return
+					}
+					continue
 				}
 				err := s.fetchChunk(ctx, d, chunks[i], i, parts[chunks[i].File], bad)
+				sc.done(i, fromDone, err == nil)
 				if errors.Is(err, errNoHolder) {
-					queue <- i // another chunk meanwhile; this one later
-					t := time.NewTimer(noHolderWait)
-					select {
-					case <-ctx.Done():
-						t.Stop()
+					if !sleep(ctx, noHolderWait) {
 						return
-					case <-t.C:
 					}
 					continue
 				}
 				if err != nil {
-					mu.Lock()
+					errMu.Lock()
 					if firstErr == nil {
 						firstErr = err
 					}
-					mu.Unlock()
+					errMu.Unlock()
 					cancel()
 					return
 				}
 				s.mark(key, p, i, chunks[i].Length, true)
-				mu.Lock()
-				left--
-				if left == 0 {
-					close(done)
-				}
-				mu.Unlock()
 			}
 		}()
 	}
-	select {
-	case <-done:
-	case <-ctx.Done():
-	}
-	cancel()
 	wg.Wait()
 	if firstErr != nil {
 		return firstErr
 	}
-	if left > 0 {
+	if sc.remaining() > 0 {
 		return ctx.Err()
 	}
 	for _, f := range m.Files {
@@ -144,6 +127,109 @@ func (s *Service) mark(key string, p *progress, i int, n int64, publish bool) {
 	s.mu.Unlock()
 	if publish {
 		s.publish(key, false)
+	}
+}
+
+// schedule hands a fetch's chunks to its workers: a chunk that another fetching node holds
+// first (the fetchers serve each other), else one from a node that is done (the origin) but,
+// while other nodes fetch too, only one such transfer at a time, so that the origin's bandwidth goes to different chunks
+// on different nodes and every chunk leaves it about once.
+type schedule struct {
+	mu       sync.Mutex
+	pending  map[int]bool // not held, not in flight
+	fromDone int          // transfers in flight from nodes that are done
+	left     int          // not held
+}
+
+// next picks a chunk: ok false means none may start now (retry after a wait); finished means
+// every chunk is held.
+func (sc *schedule) next(v peerView) (i int, fromDone, ok, finished bool) {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if sc.left == 0 {
+		return 0, false, false, true
+	}
+	var fallback []int
+	for c := range sc.pending { // map order: random enough for chunks to spread
+		if v.fetchingHas(c) {
+			delete(sc.pending, c)
+			return c, false, true, false
+		}
+		if v.doneCount > 0 && len(fallback) == 0 {
+			fallback = append(fallback, c)
+		}
+	}
+	if len(fallback) == 0 || sc.fromDone > 0 && len(v.fetching) > 0 {
+		return 0, false, false, false
+	}
+	delete(sc.pending, fallback[0])
+	sc.fromDone++
+	return fallback[0], true, true, false
+}
+
+// done ends a transfer; a chunk not held goes back among the pending ones.
+func (sc *schedule) done(i int, fromDone, held bool) {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if fromDone {
+		sc.fromDone--
+	}
+	if held {
+		sc.left--
+	} else {
+		sc.pending[i] = true
+	}
+}
+
+func (sc *schedule) remaining() int {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	return sc.left
+}
+
+// peerView is what the other members hold of a deployment, read once per scheduling choice.
+type peerView struct {
+	fetching  []bitmap // bitmaps of the members still fetching
+	doneCount int      // members that hold everything
+}
+
+func (v peerView) fetchingHas(i int) bool {
+	for _, b := range v.fetching {
+		if b.has(i) {
+			return true
+		}
+	}
+	return false
+}
+
+// peers reads what the alive members hold of the deployment.
+func (s *Service) peers(d *Deployment) peerView {
+	var v peerView
+	st := s.statuses(d.Manifest.Model, d.Manifest.Version, d.Digest)
+	for _, m := range s.cfg.Node.Members() {
+		if m.Local || m.Liveness != cluster.LivenessAlive {
+			continue
+		}
+		ns, ok := st[m.Name]
+		switch {
+		case !ok:
+		case ns.State == StateStored || ns.State == StateInstalled || ns.State == StateReady:
+			v.doneCount++
+		case ns.State == StateFetching || ns.State == StateFailed:
+			v.fetching = append(v.fetching, decodeBitmap(ns.Have))
+		}
+	}
+	return v
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
 

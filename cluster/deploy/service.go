@@ -114,7 +114,7 @@ func (s *Service) Stats() Stats {
 }
 
 // statusInterval bounds how often fetching progress is gossiped.
-const statusInterval = 250 * time.Millisecond
+const statusInterval = 100 * time.Millisecond
 
 // Run reconciles on every change of the cluster's records and every tick, until ctx ends; it
 // waits for its workers before it returns.
@@ -354,14 +354,20 @@ func (s *Service) work(ctx context.Context, key string, d *Deployment, p *progre
 	if err := checkSpace(s.cfg.Store.Dir(), need, s.cfg.Reserve); err != nil {
 		return err
 	}
+	start := time.Now()
 	if err := s.fetch(ctx, key, d, p); err != nil {
 		return err
+	}
+	if need > 0 {
+		s.log.Info("version fetched", "model", m.Model, "version", m.Version, "bytes", need, "in", time.Since(start).Round(time.Millisecond))
 	}
 	repo := s.cfg.Repository()
 	if err := s.cfg.Store.install(repo, m, d.Digest); err != nil {
 		return err
 	}
 	s.log.Info("version installed", "model", m.Model, "version", m.Version, "digest", d.Digest[:12])
+	s.setState(key, StateInstalled, "", true)
+	s.publish(key, true)
 	s.cfg.Loader.Load(ctx, m.Model)
 	return nil
 }
