@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -149,22 +150,28 @@ func (sc *schedule) next(v peerView) (i int, fromDone, ok, finished bool) {
 	if sc.left == 0 {
 		return 0, false, false, true
 	}
-	var fallback []int
+	fallback, mine := -1, -1
 	for c := range sc.pending { // map order: random enough for chunks to spread
 		if v.fetchingHas(c) {
 			delete(sc.pending, c)
 			return c, false, true, false
 		}
-		if v.doneCount > 0 && len(fallback) == 0 {
-			fallback = append(fallback, c)
+		if v.doneCount > 0 {
+			fallback = c
+			if v.of > 0 && c%v.of == v.rank {
+				mine = c
+			}
 		}
 	}
-	if len(fallback) == 0 || sc.fromDone > 0 && len(v.fetching) > 0 {
+	if mine >= 0 {
+		fallback = mine // the share of the origin's chunks no other fetcher asks it for
+	}
+	if fallback < 0 || sc.fromDone > 0 && len(v.fetching) > 0 {
 		return 0, false, false, false
 	}
-	delete(sc.pending, fallback[0])
+	delete(sc.pending, fallback)
 	sc.fromDone++
-	return fallback[0], true, true, false
+	return fallback, true, true, false
 }
 
 // done ends a transfer; a chunk not held goes back among the pending ones.
@@ -188,9 +195,13 @@ func (sc *schedule) remaining() int {
 }
 
 // peerView is what the other members hold of a deployment, read once per scheduling choice.
+// From the nodes that are done, fetcher rank of of asks first for the chunks i with
+// i % of == rank, so that concurrent fetchers ask the origin for different chunks and
+// exchange them, and each chunk leaves the origin about once.
 type peerView struct {
 	fetching  []bitmap // bitmaps of the members still fetching
 	doneCount int      // members that hold everything
+	rank, of  int
 }
 
 func (v peerView) fetchingHas(i int) bool {
@@ -205,9 +216,11 @@ func (v peerView) fetchingHas(i int) bool {
 // peers reads what the alive members hold of the deployment.
 func (s *Service) peers(d *Deployment) peerView {
 	var v peerView
+	self := s.cfg.Node.Name()
+	names := []string{self}
 	st := s.statuses(d.Manifest.Model, d.Manifest.Version, d.Digest)
 	for _, m := range s.cfg.Node.Members() {
-		if m.Local || m.Liveness != cluster.LivenessAlive {
+		if m.Local || m.Name == self || m.Liveness != cluster.LivenessAlive {
 			continue
 		}
 		ns, ok := st[m.Name]
@@ -217,8 +230,13 @@ func (s *Service) peers(d *Deployment) peerView {
 			v.doneCount++
 		case ns.State == StateFetching || ns.State == StateFailed:
 			v.fetching = append(v.fetching, decodeBitmap(ns.Have))
+			if ns.State == StateFetching {
+				names = append(names, m.Name)
+			}
 		}
 	}
+	slices.Sort(names)
+	v.rank, v.of = slices.Index(names, self), len(names)
 	return v
 }
 
