@@ -653,3 +653,61 @@ func TestDeployFiveNodes(t *testing.T) {
 		t.Errorf("the five nodes held the version after %s, over twice the %s one node took alone", fiveFetch, soloFetch)
 	}
 }
+
+// TestDeployRolloutUnderLoad keeps four clients on model m while version 1 serves, version 2
+// is deployed with --rollout (a canary at 50%, paused), promoted, and version 1 undeployed:
+// not one request fails, and at the end every request is served by version 2 from files the
+// nodes fetched from each other.
+func TestDeployRolloutUnderLoad(t *testing.T) {
+	policy := writePolicy(t, `
+[[rollout]]
+model = "m"
+stable = "1"
+canary = "2"
+steps = [ { set_weight = 50 }, { pause = {} } ]
+`)
+	env := []string{"INFERD_CLUSTER_POLICY_FILE=" + policy}
+	c := newDeployCluster(t, 3, "", env, env, env)
+	c.startAll()
+	if out, err := c.run("deploy", "--server", c.nodes[0].url(), "m", "1", versionDir(t, 1, 0, 2<<20)); err != nil {
+		t.Fatalf("deploy of version 1: %v\n%s", err, out)
+	}
+	c.waitConverged(30*time.Second, "m/1")
+	load := startLoad(4, "m", c.nodes...)
+	defer load.stopLoad()
+	load.waitResults(t, 300, "requests on version 1", func(r inferResult) bool { return r.version == "1" })
+
+	out, err := c.run("deploy", "--server", c.nodes[1].url(), "--rollout", "m", "2", versionDir(t, 2, 0, 2<<20))
+	t.Logf("inferd deploy --rollout:\n%s", out)
+	if err != nil || !strings.Contains(out, "rollout of m started") {
+		t.Fatalf("deploy --rollout of version 2: %v", err)
+	}
+	c.waitRollout("m", "paused", 50, 30*time.Second)
+	load.waitResults(t, 300, "requests on the canary", func(r inferResult) bool { return r.version == "2" })
+	out, err = c.run("undeploy", "--server", c.nodes[2].url(), "m", "1")
+	if err == nil || !strings.Contains(out, "rollout") {
+		t.Errorf("undeploy of the stable version during the rollout: want a refusal naming the rollout, got %v\n%s", err, out)
+	}
+	c.cli("rollout", "promote", "m", "--url", c.nodes[2].url())
+	c.waitRollout("m", "completed", 100, 30*time.Second)
+	if out, err := c.run("undeploy", "--server", c.nodes[2].url(), "m", "1"); err != nil {
+		t.Fatalf("undeploy of version 1 after the promotion: %v\n%s", err, out)
+	}
+	testutil.Eventually(t, 30*time.Second, func() string {
+		for i, n := range c.nodes {
+			if _, err := os.Stat(filepath.Join(c.dirs[i], "models", "m", "1")); !os.IsNotExist(err) {
+				return n.name + " still has m/1"
+			}
+		}
+		return c.converged(c.nodes, "m/2")
+	})
+	load.waitResults(t, 300, "requests after the undeploy", func(r inferResult) bool { return r.version == "2" })
+	rs := load.stopLoad()
+	k, list := failedResults(rs)
+	share, _ := shareOf(rs, func(r inferResult) string { return r.version })
+	t.Logf("deploy + canary + promote + undeploy under load: %d of %d requests failed; version 1 served %.1f%%, version 2 %.1f%%",
+		k, len(rs), share["1"], share["2"])
+	if k > 0 {
+		t.Fatalf("%d requests failed:%s", k, list)
+	}
+}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/inferd/inferd/cluster/admin"
 	"github.com/inferd/inferd/cluster/deploy"
 )
 
@@ -44,9 +45,10 @@ const pollInterval = 500 * time.Millisecond
 
 func deployCommand(env []string) *cobra.Command {
 	var (
-		f      deployFlags
-		noWait bool
-		o      deploy.UploadOptions
+		f       deployFlags
+		noWait  bool
+		rollout bool
+		o       deploy.UploadOptions
 	)
 	cmd := &cobra.Command{
 		Use:   "deploy [flags] MODEL VERSION PATH",
@@ -56,7 +58,8 @@ func deployCommand(env []string) *cobra.Command {
 (--wave nodes, this node first) installs and loads it, and only once it is READY there do the
 other target nodes fetch it, from every member that already holds it. The command waits until
 the version is READY on every target and exits non-zero with each failed node's reason.
-Versions are immutable: the same MODEL VERSION with other content is refused (409).`,
+Versions are immutable: the same MODEL VERSION with other content is refused (409). With
+--rollout, the model's [[rollout]] in routing.toml starts once the version is READY everywhere.`,
 		Args: cobra.ExactArgs(3),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Deployer = deployer(env)
@@ -75,12 +78,24 @@ Versions are immutable: the same MODEL VERSION with other content is refused (40
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), f.timeout)
 			defer cancel()
-			return waitDeployed(ctx, f.deployClient(), dv, out)
+			if err := waitDeployed(ctx, f.deployClient(), dv, out); err != nil {
+				return err
+			}
+			if !rollout {
+				return nil
+			}
+			st, err := f.client().Act(ctx, dv.Model, admin.ActionStart, "")
+			if err != nil {
+				return fmt.Errorf("%s version %s is READY, but its rollout did not start: %w", dv.Model, dv.Version, err)
+			}
+			fmt.Fprintf(out, "rollout of %s started: %s → %s, %s at %s\n", st.Model, st.Stable, st.Canary, st.Phase, percent(st.CanaryWeight))
+			return nil
 		},
 	}
 	f.register(cmd, env)
 	fl := cmd.Flags()
 	fl.BoolVar(&noWait, "no-wait", false, "return once the node has stored the version")
+	fl.BoolVar(&rollout, "rollout", false, "once READY on every target, start the model's [[rollout]] from routing.toml (inferd rollout start)")
 	fl.IntVar(&o.Wave, "wave", 1, "nodes in the first wave; the others fetch once these are READY")
 	fl.StringSliceVar(&o.Nodes, "nodes", nil, "target nodes (names, comma-separated); default every member, also those that join later")
 	cmd.AddCommand(deployStatusCommand(env))
