@@ -8,10 +8,10 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -259,9 +259,40 @@ func TestDeploy(t *testing.T) {
 			t.Errorf("deploy status does not show %s ready:\n%s", n.name, out)
 		}
 	}
-	_ = json.Valid
-	_ = fmt.Sprint
-	_ = fileDigest
+
+	// --from: n3 downloads version 2's model.onnx from a plain HTTP server (as from an S3
+	// presigned URL), checks its sha256, and the others fetch it from n3.
+	model2 := testmodels.AddConst(tag(2, 0))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/bucket/model.onnx" {
+			http.NotFound(w, r)
+			return
+		}
+		_, _ = w.Write(model2)
+	}))
+	defer srv.Close()
+	sum := sha256.Sum256(model2)
+	wrong := sha256.Sum256([]byte("other"))
+	out, err = c.run("deploy", "--server", c.nodes[2].url(), "--from", srv.URL+"/bucket/model.onnx", "--sha256", hex.EncodeToString(wrong[:]), "m", "2")
+	if err == nil || !strings.Contains(out, "422") || !strings.Contains(out, "sha256") {
+		t.Errorf("--from with the wrong --sha256: want 422 naming the hash, got %v\n%s", err, out)
+	}
+	out, err = c.run("deploy", "--server", c.nodes[2].url(), "--from", srv.URL+"/bucket/missing.onnx", "--sha256", hex.EncodeToString(sum[:]), "m", "2")
+	if err == nil || !strings.Contains(out, "502") {
+		t.Errorf("--from a URL that answers 404: want 502, got %v\n%s", err, out)
+	}
+	out, err = c.run("deploy", "--server", c.nodes[2].url(), "--from", srv.URL+"/bucket/model.onnx", "--sha256", hex.EncodeToString(sum[:]), "m", "2")
+	t.Logf("inferd deploy --from:\n%s", out)
+	if err != nil {
+		t.Fatalf("deploy --from: %v", err)
+	}
+	c.waitConverged(20*time.Second, "m/1", "m/2")
+	for i, n := range c.nodes {
+		got, err := os.ReadFile(filepath.Join(c.dirs[i], "models", "m", "2", "model.onnx"))
+		if err != nil || !bytes.Equal(got, model2) {
+			t.Errorf("%s: m/2/model.onnx is not the downloaded file: %v", n.name, err)
+		}
+	}
 }
 
 // tokenClient adds a bearer token to every request of the test's own calls.

@@ -53,16 +53,7 @@ func (c Client) Upload(ctx context.Context, model, version, path string, o Uploa
 	}
 	pr, pw := io.Pipe()
 	go func() { pw.CloseWithError(writeTar(pw, files)) }()
-	q := url.Values{}
-	if len(o.Nodes) > 0 {
-		q.Set("nodes", strings.Join(o.Nodes, ","))
-	}
-	if o.Wave > 0 {
-		q.Set("wave", strconv.Itoa(o.Wave))
-	}
-	if o.Deployer != "" {
-		q.Set("deployer", o.Deployer)
-	}
+	q := uploadQuery(o)
 	u := strings.TrimRight(c.URL, "/") + PathDeployments + "/" + url.PathEscape(model) + "/" + url.PathEscape(version) + "?" + q.Encode()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, pr)
 	if err != nil {
@@ -74,6 +65,35 @@ func (c Client) Upload(ctx context.Context, model, version, path string, o Uploa
 	err = c.do(req, &dv)
 	pr.Close()
 	return dv, err
+}
+
+// UploadFrom asks the node to download the version's model.onnx from an HTTP(S) URL (an S3 or
+// MinIO presigned URL, say) and check its sha256; peers then fetch it from that node.
+func (c Client) UploadFrom(ctx context.Context, model, version, from, sha string, o UploadOptions) (DeploymentView, error) {
+	q := uploadQuery(o)
+	q.Set("from", from)
+	q.Set("sha256", sha)
+	u := strings.TrimRight(c.URL, "/") + PathDeployments + "/" + url.PathEscape(model) + "/" + url.PathEscape(version) + "?" + q.Encode()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, nil)
+	if err != nil {
+		return DeploymentView{}, err
+	}
+	var dv DeploymentView
+	return dv, c.do(req, &dv)
+}
+
+func uploadQuery(o UploadOptions) url.Values {
+	q := url.Values{}
+	if len(o.Nodes) > 0 {
+		q.Set("nodes", strings.Join(o.Nodes, ","))
+	}
+	if o.Wave > 0 {
+		q.Set("wave", strconv.Itoa(o.Wave))
+	}
+	if o.Deployer != "" {
+		q.Set("deployer", o.Deployer)
+	}
+	return q
 }
 
 // Status asks for the deployments the node knows (of one model when model is set).

@@ -150,7 +150,8 @@ func (h Handler) upload(w http.ResponseWriter, r *http.Request) {
 	_ = rc.SetReadDeadline(time.Time{})
 	_ = rc.SetWriteDeadline(time.Time{})
 	q := r.URL.Query()
-	req := Request{Model: r.PathValue("model"), Version: r.PathValue("version"), Deployer: q.Get("deployer")}
+	req := Request{Model: r.PathValue("model"), Version: r.PathValue("version"), Deployer: q.Get("deployer"),
+		From: q.Get("from"), SHA256: q.Get("sha256")}
 	if s := q.Get("wave"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 || n > maxWave {
@@ -169,7 +170,7 @@ func (h Handler) upload(w http.ResponseWriter, r *http.Request) {
 	if n, err := strconv.ParseInt(r.Header.Get(HeaderBytes), 10, 64); err == nil && n >= 0 {
 		declared = n
 	}
-	res, err := h.Service.Upload(r.Body, declared, req)
+	res, err := h.Service.Upload(r.Context(), r.Body, declared, req)
 	if err != nil {
 		h.Service.log.Warn("upload refused", "model", req.Model, "version", req.Version, "remote", r.RemoteAddr, "err", err)
 		writeError(w, statusOf(err), err.Error())
@@ -286,6 +287,10 @@ func statusOf(err error) int {
 		return http.StatusNotFound
 	case errors.Is(err, ErrInvalid):
 		return http.StatusBadRequest
+	case errors.Is(err, ErrCorrupt):
+		return http.StatusUnprocessableEntity
+	case errors.Is(err, ErrSource):
+		return http.StatusBadGateway
 	case errors.Is(err, context.Canceled):
 		return http.StatusServiceUnavailable
 	}

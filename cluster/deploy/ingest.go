@@ -23,7 +23,7 @@ func (s *Store) Ingest(r io.Reader, model, version, deployer string, maxBytes in
 		return m, err
 	}
 	tr := tar.NewReader(r)
-	var total int64
+	var total int64 // bounds the upload as it arrives
 	for {
 		h, err := tr.Next()
 		if errors.Is(err, io.EOF) {
@@ -62,7 +62,27 @@ func (s *Store) Ingest(r io.Reader, model, version, deployer string, maxBytes in
 		total += size
 		m.Files = append(m.Files, File{Path: name, Size: size, SHA256: sum})
 	}
-	cs, err := ChunkSizeFor(total, len(m.Files))
+	return s.finish(m, maxBytes)
+}
+
+// IngestFile stores one file (a download) as the version's model.onnx and returns the
+// manifest; the file's sha256 must be want.
+func (s *Store) IngestFile(r io.Reader, want, model, version, deployer string, maxBytes int64, now time.Time) (Manifest, error) {
+	m := Manifest{Model: model, Version: version, Deployer: deployer, Time: now.UTC()}
+	size, sum, err := s.ingest(r, maxBytes)
+	if err != nil {
+		return m, err
+	}
+	if sum != want {
+		return m, fmt.Errorf("%w: the download's sha256 is %s, --sha256 says %s", ErrCorrupt, sum, want)
+	}
+	m.Files = []File{{Path: ModelFile, Size: size, SHA256: sum}}
+	return s.finish(m, maxBytes)
+}
+
+// finish chunks the manifest's files (held as blobs) and validates it.
+func (s *Store) finish(m Manifest, maxBytes int64) (Manifest, error) {
+	cs, err := ChunkSizeFor(m.Size(), len(m.Files))
 	if err != nil {
 		return m, err
 	}

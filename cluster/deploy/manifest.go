@@ -26,8 +26,10 @@ var (
 	ErrNotFound = errors.New("deploy: no such deployment")
 	// ErrConflict: the request conflicts with what the cluster serves (409).
 	ErrConflict = errors.New("deploy: conflict")
-	// ErrCorrupt: bytes whose hash does not match the manifest.
+	// ErrCorrupt: bytes whose hash does not match the manifest (or --sha256) (422).
 	ErrCorrupt = errors.New("deploy: hash mismatch")
+	// ErrSource: the --from server could not be read (502).
+	ErrSource = errors.New("deploy: download failed")
 )
 
 // Limits of a manifest: it travels as one cluster record (64 KiB), so its chunk list is bounded.

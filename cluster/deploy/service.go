@@ -53,6 +53,9 @@ type Config struct {
 	// Scheme is "https" when that is on.
 	Peers  *http.Client
 	Scheme string
+	// Download is the client --from URLs are fetched with (default: one whose response
+	// headers must come within 30s).
+	Download *http.Client
 	Logger *slog.Logger
 }
 
@@ -100,6 +103,9 @@ func New(cfg Config) *Service {
 	}
 	if cfg.Peers == nil {
 		cfg.Peers = http.DefaultClient
+	}
+	if cfg.Download == nil {
+		cfg.Download = &http.Client{Transport: &http.Transport{Proxy: http.ProxyFromEnvironment, ResponseHeaderTimeout: 30 * time.Second}}
 	}
 	if cfg.Scheme == "" {
 		cfg.Scheme = "http"

@@ -1,9 +1,12 @@
 package deploy
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
+	"net/url"
 	"slices"
 	"sort"
 	"time"
@@ -19,6 +22,10 @@ type Request struct {
 	Nodes []string
 	// Wave is the size of the first wave (0: 1); the other targets form the second.
 	Wave int
+	// From, when set, is an HTTP(S) URL this node downloads the version's model.onnx from
+	// instead of reading the request's body; SHA256 is the file's hash, checked before
+	// anything is recorded.
+	From, SHA256 string
 }
 
 // Result is an upload's outcome.
@@ -32,7 +39,7 @@ type Result struct {
 // (immutable versions), and records the deployment; the waves then run by themselves.
 // declared is the upload's size as the client announced it (-1 unknown), checked against the
 // free space before a byte is stored.
-func (s *Service) Upload(body io.Reader, declared int64, req Request) (Result, error) {
+func (s *Service) Upload(ctx context.Context, body io.Reader, declared int64, req Request) (Result, error) {
 	if err := ValidModel(req.Model); err != nil {
 		return Result{}, err
 	}
@@ -49,7 +56,12 @@ func (s *Service) Upload(body io.Reader, declared int64, req Request) (Result, e
 	if err != nil {
 		return Result{}, err
 	}
-	m, err := s.cfg.Store.Ingest(body, req.Model, req.Version, req.Deployer, s.cfg.MaxBytes, time.Now())
+	var m Manifest
+	if req.From != "" {
+		m, err = s.download(ctx, req)
+	} else {
+		m, err = s.cfg.Store.Ingest(body, req.Model, req.Version, req.Deployer, s.cfg.MaxBytes, time.Now())
+	}
 	if err != nil {
 		return Result{}, err
 	}
@@ -81,6 +93,40 @@ func (s *Service) Upload(body io.Reader, declared int64, req Request) (Result, e
 		"bytes", m.Size(), "waves", plan, "deployer", req.Deployer)
 	s.poke()
 	return Result{Deployment: d}, nil
+}
+
+// download fetches req.From into the store as the version's model.onnx.
+func (s *Service) download(ctx context.Context, req Request) (Manifest, error) {
+	u, err := url.Parse(req.From)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return Manifest{}, fmt.Errorf("%w: --from %q: want an http or https URL", ErrInvalid, req.From)
+	}
+	if !validHash(req.SHA256) {
+		return Manifest{}, fmt.Errorf("%w: --sha256 %q: want 64 lower-case hex digits", ErrInvalid, req.SHA256)
+	}
+	hr, err := http.NewRequestWithContext(ctx, http.MethodGet, req.From, nil)
+	if err != nil {
+		return Manifest{}, fmt.Errorf("%w: --from: %v", ErrInvalid, err)
+	}
+	resp, err := s.cfg.Download.Do(hr)
+	if err != nil {
+		return Manifest{}, fmt.Errorf("%w: downloading %s: %v", ErrSource, u.Redacted(), err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return Manifest{}, fmt.Errorf("%w: downloading %s: %s", ErrSource, u.Redacted(), resp.Status)
+	}
+	if resp.ContentLength > s.cfg.MaxBytes {
+		return Manifest{}, fmt.Errorf("%w: %s is %d bytes, cluster.deploy_max_bytes is %d", ErrTooLarge, u.Redacted(), resp.ContentLength, s.cfg.MaxBytes)
+	}
+	if err := checkSpace(s.cfg.Store.Dir(), max(resp.ContentLength, 0), s.cfg.Reserve); err != nil {
+		return Manifest{}, err
+	}
+	m, err := s.cfg.Store.IngestFile(resp.Body, req.SHA256, req.Model, req.Version, req.Deployer, s.cfg.MaxBytes, time.Now())
+	if err != nil {
+		return m, fmt.Errorf("downloading %s: %w", u.Redacted(), err)
+	}
+	return m, nil
 }
 
 // plan orders the targets into waves: this node first when it is a target (it holds the files,

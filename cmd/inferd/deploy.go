@@ -49,9 +49,11 @@ func deployCommand(env []string) *cobra.Command {
 		noWait  bool
 		rollout bool
 		o       deploy.UploadOptions
+		from    string
+		sha     string
 	)
 	cmd := &cobra.Command{
-		Use:   "deploy [flags] MODEL VERSION PATH",
+		Use:   "deploy [flags] MODEL VERSION PATH | --from URL --sha256 HEX MODEL VERSION",
 		Short: "Upload a model version to the cluster; every target node fetches, installs and loads it",
 		Long: `Upload a version (a directory with model.onnx and the files it needs, model.toml included, or one
 .onnx file) to the node at --server. That node stores it and records a deployment; the first wave
@@ -60,10 +62,24 @@ other target nodes fetch it, from every member that already holds it. The comman
 the version is READY on every target and exits non-zero with each failed node's reason.
 Versions are immutable: the same MODEL VERSION with other content is refused (409). With
 --rollout, the model's [[rollout]] in routing.toml starts once the version is READY everywhere.`,
-		Args: cobra.ExactArgs(3),
+		Args: func(cmd *cobra.Command, args []string) error {
+			if from != "" {
+				return cobra.ExactArgs(2)(cmd, args)
+			}
+			return cobra.ExactArgs(3)(cmd, args)
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.Deployer = deployer(env)
-			dv, err := f.deployClient().Upload(cmd.Context(), args[0], args[1], args[2], o)
+			var dv deploy.DeploymentView
+			var err error
+			if from != "" {
+				if sha == "" {
+					return errors.New("--from needs --sha256 (the file's sha256, checked by the node that downloads it)")
+				}
+				dv, err = f.deployClient().UploadFrom(cmd.Context(), args[0], args[1], from, sha, o)
+			} else {
+				dv, err = f.deployClient().Upload(cmd.Context(), args[0], args[1], args[2], o)
+			}
 			if err != nil {
 				return fmt.Errorf("deploy %s %s: %w", args[0], args[1], err)
 			}
@@ -97,6 +113,8 @@ Versions are immutable: the same MODEL VERSION with other content is refused (40
 	fl.BoolVar(&noWait, "no-wait", false, "return once the node has stored the version")
 	fl.BoolVar(&rollout, "rollout", false, "once READY on every target, start the model's [[rollout]] from routing.toml (inferd rollout start)")
 	fl.IntVar(&o.Wave, "wave", 1, "nodes in the first wave; the others fetch once these are READY")
+	fl.StringVar(&from, "from", "", "instead of PATH: an HTTP(S) URL of the model.onnx (an S3 or MinIO presigned URL) that the node downloads")
+	fl.StringVar(&sha, "sha256", "", "with --from: the file's sha256 (hex), checked before anything is deployed")
 	fl.StringSliceVar(&o.Nodes, "nodes", nil, "target nodes (names, comma-separated); default every member, also those that join later")
 	cmd.AddCommand(deployStatusCommand(env))
 	return cmd
