@@ -15,6 +15,7 @@ import (
 	"github.com/inferd/inferd/cluster/deploy"
 	"github.com/inferd/inferd/cluster/rollout"
 	"github.com/inferd/inferd/config"
+	"github.com/inferd/inferd/hostinfo"
 	"github.com/inferd/inferd/metrics"
 )
 
@@ -41,6 +42,10 @@ func (d *Daemon) startDeploy(cfg *config.Config, c *clustered, advertiseHTTP str
 		Repository: func() string { return d.config().Models.Repository },
 		MaxBytes:   cc.DeployMaxBytes, Reserve: cc.DeployReserveBytes, Bandwidth: cc.DeployBandwidth, Transfers: cc.DeployTransfers,
 		Peers: peerClient(advertiseHTTP, peerTLS), Scheme: scheme, Logger: log.With("part", "deploy"),
+		Memory: func() (uint64, error) {
+			m, err := hostinfo.DetectMemory()
+			return m.UsableAvailable, err
+		},
 	})
 	h.Service = svc
 	d.metrics.Registry.MustRegister(metrics.NewDeploy(func() metrics.DeployStats {

@@ -200,7 +200,8 @@ func fileDigest(t *testing.T, path string) string {
 // three nodes through the second: it waits for READY everywhere, every node holds the same
 // bytes, and the two that fetched received what they hold from their peers; the same content
 // again is a no-op, other content under the same version is refused (409), and so are bad
-// names, links and paths that climb out of the version.
+// names, links and paths that climb out of the version. Then --from (a node downloads from
+// an HTTP server and checks --sha256) and --replicas.
 func TestDeploy(t *testing.T) {
 	c := newDeployCluster(t, 3, "")
 	c.startAll()
@@ -292,6 +293,28 @@ func TestDeploy(t *testing.T) {
 		if err != nil || !bytes.Equal(got, model2) {
 			t.Errorf("%s: m/2/model.onnx is not the downloaded file: %v", n.name, err)
 		}
+	}
+
+	// --replicas: two of the three nodes (those with the most memory available) get version 3.
+	out, err = c.run("deploy", "--server", c.nodes[0].url(), "--replicas", "4", "m", "3", versionDir(t, 3, 0, 0))
+	if err == nil || !strings.Contains(out, "400") || !strings.Contains(out, "only 3 of 3 nodes") {
+		t.Errorf("--replicas 4 on three nodes: want 400, got %v\n%s", err, out)
+	}
+	v3 := versionDir(t, 3, 0, 0)
+	out, err = c.run("deploy", "--server", c.nodes[0].url(), "--replicas", "2", "m", "3", v3)
+	t.Logf("inferd deploy --replicas 2:\n%s", out)
+	if err != nil {
+		t.Fatalf("deploy --replicas 2: %v", err)
+	}
+	var have []string
+	for i, n := range c.nodes {
+		if _, err := os.Stat(filepath.Join(c.dirs[i], "models", "m", "3", "model.onnx")); err == nil {
+			c.sameFiles(t, i, "m", "3", v3)
+			have = append(have, n.name)
+		}
+	}
+	if len(have) != 2 {
+		t.Errorf("--replicas 2 installed version 3 on %v", have)
 	}
 }
 

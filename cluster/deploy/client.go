@@ -36,6 +36,7 @@ func (e *StatusError) Error() string {
 // UploadOptions are an upload's choices.
 type UploadOptions struct {
 	Nodes    []string
+	Replicas int
 	Wave     int
 	Deployer string
 }
@@ -89,6 +90,9 @@ func uploadQuery(o UploadOptions) url.Values {
 	}
 	if o.Wave > 0 {
 		q.Set("wave", strconv.Itoa(o.Wave))
+	}
+	if o.Replicas > 0 {
+		q.Set("replicas", strconv.Itoa(o.Replicas))
 	}
 	if o.Deployer != "" {
 		q.Set("deployer", o.Deployer)

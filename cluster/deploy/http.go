@@ -163,6 +163,14 @@ func (h Handler) upload(w http.ResponseWriter, r *http.Request) {
 	if s := q.Get("nodes"); s != "" {
 		req.Nodes = strings.Split(s, ",")
 	}
+	if s := q.Get("replicas"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > maxWave {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("replicas %q: a number from 1 to %d", s, maxWave))
+			return
+		}
+		req.Replicas = n
+	}
 	if len(req.Deployer) > maxNameLen {
 		req.Deployer = req.Deployer[:maxNameLen]
 	}

@@ -15,7 +15,16 @@ import (
 const (
 	KindDeployment = "deploy"
 	KindNodeStatus = "deploy-node"
+	KindCapacity   = "deploy-capacity"
 )
+
+// Capacity is what a node tells the others about the room it has for versions, so that
+// --replicas can choose where a version goes.
+type Capacity struct {
+	Node string `json:"node"`
+	// MemoryAvailable is the memory the process may still use, in bytes (0: unknown).
+	MemoryAvailable uint64 `json:"memory_available"`
+}
 
 // Phases of a deployment.
 const (

@@ -53,6 +53,9 @@ type Config struct {
 	// Scheme is "https" when that is on.
 	Peers  *http.Client
 	Scheme string
+	// Memory reports the memory the process may still use (the repository's probe), gossiped
+	// for --replicas; nil: not reported.
+	Memory func() (uint64, error)
 	// Download is the client --from URLs are fetched with (default: one whose response
 	// headers must come within 30s).
 	Download *http.Client
@@ -79,7 +82,8 @@ type Service struct {
 
 	mu      sync.Mutex
 	local   map[string]*progress // by model/version: this node's part
-	lastGen uint64               // generation of this node's last status record
+	lastGen uint64               // generation of this node's last status or capacity record
+	capAt   time.Time            // when the capacity record was last put
 	kick    chan struct{}
 }
 
@@ -186,7 +190,30 @@ func (s *Service) statuses(model, version, digest string) map[string]NodeStatus 
 	return out
 }
 
+// capacityInterval is how often the node's capacity is gossiped.
+const capacityInterval = 10 * time.Second
+
+// publishCapacity gossips this node's memory available, every capacityInterval.
+func (s *Service) publishCapacity() {
+	if s.cfg.Memory == nil || time.Since(s.capAt) < capacityInterval {
+		return
+	}
+	mem, err := s.cfg.Memory()
+	if err != nil {
+		return
+	}
+	self := s.cfg.Node.Name()
+	data, _ := json.Marshal(Capacity{Node: self, MemoryAvailable: mem})
+	s.mu.Lock()
+	s.capAt = time.Now()
+	s.lastGen = max(s.lastGen+1, uint64(time.Now().UnixNano()))
+	gen := s.lastGen
+	s.mu.Unlock()
+	s.cfg.Node.PutRecord(cluster.Record{Kind: KindCapacity, Key: self, Generation: gen, Data: data})
+}
+
 func (s *Service) reconcile(ctx context.Context, wg *sync.WaitGroup) {
+	s.publishCapacity()
 	self := s.cfg.Node.Name()
 	members := s.cfg.Node.Members()
 	removed := false

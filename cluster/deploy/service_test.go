@@ -34,13 +34,13 @@ func TestPlan(t *testing.T) {
 		{Request{Nodes: []string{"n3", "n1"}}, [][]string{{"n1"}, {"n3"}}, false},
 		{Request{Nodes: []string{"n3", "n2", "n3"}}, [][]string{{"n2"}, {"n3"}}, false},
 	} {
-		got, all, err := s.plan(tc.req)
+		got, all, err := s.plan(tc.req, 0)
 		if err != nil || all != tc.all || !slices.EqualFunc(got, tc.want, slices.Equal) {
 			t.Errorf("plan(%+v) = %v, %v, %v; want %v, %v", tc.req, got, all, err, tc.want, tc.all)
 		}
 	}
 	for _, nodes := range [][]string{{"n4"}, {"nobody"}} {
-		if _, _, err := s.plan(Request{Nodes: nodes}); err == nil {
+		if _, _, err := s.plan(Request{Nodes: nodes}, 0); err == nil {
 			t.Errorf("plan to %v accepted", nodes)
 		}
 	}
@@ -179,5 +179,41 @@ func TestDecodeDeploymentRefuses(t *testing.T) {
 	}
 	if _, err := decodeDeployment(cluster.Record{Key: "m/1", Data: []byte("{")}); err == nil {
 		t.Error("garbage accepted")
+	}
+}
+
+// --replicas takes the nodes with the most memory available among those that can admit the
+// model (twice its file), names breaking ties, and refuses when too few can.
+func TestChooseReplicas(t *testing.T) {
+	caps := []Capacity{
+		{Node: "a", MemoryAvailable: 8 << 30},
+		{Node: "b", MemoryAvailable: 16 << 30},
+		{Node: "c", MemoryAvailable: 16 << 30},
+		{Node: "d", MemoryAvailable: 1 << 30},
+		{Node: "e"}, // unknown
+	}
+	for _, tc := range []struct {
+		n     int
+		model int64
+		want  []string
+	}{
+		{1, 1 << 20, []string{"b"}},
+		{2, 1 << 20, []string{"b", "c"}},
+		{3, 1 << 20, []string{"b", "c", "a"}},
+		{4, 1 << 20, []string{"b", "c", "a", "d"}},
+		{3, 3 << 30, []string{"b", "c", "a"}},
+	} {
+		got, err := chooseReplicas(caps, tc.n, tc.model)
+		if err != nil || !slices.Equal(got, tc.want) {
+			t.Errorf("chooseReplicas(%d, %d) = %v, %v; want %v", tc.n, tc.model, got, err, tc.want)
+		}
+	}
+	for _, tc := range []struct {
+		n     int
+		model int64
+	}{{5, 1 << 20}, {3, 5 << 30}} {
+		if got, err := chooseReplicas(caps, tc.n, tc.model); err == nil {
+			t.Errorf("chooseReplicas(%d, %d) = %v, want a refusal", tc.n, tc.model, got)
+		}
 	}
 }

@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"net/url"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/inferd/inferd/cluster"
@@ -20,6 +22,9 @@ type Request struct {
 	Deployer       string
 	// Nodes limits the targets (empty: every member, also later ones).
 	Nodes []string
+	// Replicas, when set, picks that many targets: the members with the most memory available
+	// that can admit the version (chooseReplicas).
+	Replicas int
 	// Wave is the size of the first wave (0: 1); the other targets form the second.
 	Wave int
 	// From, when set, is an HTTP(S) URL this node downloads the version's model.onnx from
@@ -52,16 +57,22 @@ func (s *Service) Upload(ctx context.Context, body io.Reader, declared int64, re
 	if err := checkSpace(s.cfg.Store.Dir(), max(declared, 0), s.cfg.Reserve); err != nil {
 		return Result{}, err
 	}
-	plan, all, err := s.plan(req)
-	if err != nil {
+	if _, _, err := s.plan(req, 0); err != nil { // names checked before the bytes arrive
 		return Result{}, err
 	}
-	var m Manifest
+	var (
+		m   Manifest
+		err error
+	)
 	if req.From != "" {
 		m, err = s.download(ctx, req)
 	} else {
 		m, err = s.cfg.Store.Ingest(body, req.Model, req.Version, req.Deployer, s.cfg.MaxBytes, time.Now())
 	}
+	if err != nil {
+		return Result{}, err
+	}
+	plan, all, err := s.plan(req, modelBytes(&m))
 	if err != nil {
 		return Result{}, err
 	}
@@ -129,10 +140,65 @@ func (s *Service) download(ctx context.Context, req Request) (Manifest, error) {
 	return m, nil
 }
 
+func modelBytes(m *Manifest) int64 {
+	for _, f := range m.Files {
+		if f.Path == ModelFile {
+			return f.Size
+		}
+	}
+	return 0
+}
+
+// chooseReplicas picks n nodes among those whose capacity is known: the ones with the most
+// memory available, names breaking ties, of those that can admit a model of modelBytes under
+// the repository's rule (one copy of the weights per instance plus one while loading: twice
+// the file for the default single instance). It says why when fewer than n can.
+func chooseReplicas(caps []Capacity, n int, modelBytes int64) ([]string, error) {
+	need := 2 * uint64(modelBytes)
+	var fit []Capacity
+	for _, c := range caps {
+		if c.MemoryAvailable >= need && c.MemoryAvailable > 0 {
+			fit = append(fit, c)
+		}
+	}
+	slices.SortFunc(fit, func(a, b Capacity) int {
+		if a.MemoryAvailable != b.MemoryAvailable {
+			return cmp.Compare(b.MemoryAvailable, a.MemoryAvailable)
+		}
+		return strings.Compare(a.Node, b.Node)
+	})
+	if len(fit) < n {
+		return nil, fmt.Errorf("%w: --replicas %d, but only %d of %d nodes report the %d bytes of memory available that the model needs",
+			ErrInvalid, n, len(fit), len(caps), need)
+	}
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fit[i].Node
+	}
+	return out, nil
+}
+
+// capacities reads the alive members' capacity records.
+func (s *Service) capacities() []Capacity {
+	alive := map[string]bool{}
+	for _, m := range s.cfg.Node.Members() {
+		alive[m.Name] = m.Local || m.Liveness == cluster.LivenessAlive
+	}
+	var out []Capacity
+	for _, r := range s.cfg.Node.Records(KindCapacity) {
+		var c Capacity
+		if json.Unmarshal(r.Data, &c) != nil || c.Node != r.Key || !alive[c.Node] {
+			continue
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
 // plan orders the targets into waves: this node first when it is a target (it holds the files,
 // so the first wave costs no transfer), then by name; the first wave has req.Wave nodes, the
 // second the rest.
-func (s *Service) plan(req Request) ([][]string, bool, error) {
+func (s *Service) plan(req Request, modelBytes int64) ([][]string, bool, error) {
 	self := s.cfg.Node.Name()
 	alive := map[string]bool{}
 	for _, m := range s.cfg.Node.Members() {
@@ -140,7 +206,16 @@ func (s *Service) plan(req Request) ([][]string, bool, error) {
 			alive[m.Name] = true
 		}
 	}
+	if req.Replicas < 0 || req.Replicas > 0 && len(req.Nodes) > 0 {
+		return nil, false, fmt.Errorf("%w: --replicas and --nodes exclude each other", ErrInvalid)
+	}
 	targets := slices.Clone(req.Nodes)
+	if req.Replicas > 0 {
+		var err error
+		if targets, err = chooseReplicas(s.capacities(), req.Replicas, modelBytes); err != nil {
+			return nil, false, err
+		}
+	}
 	all := len(targets) == 0
 	if all {
 		for n := range alive {

@@ -115,6 +115,7 @@ Versions are immutable: the same MODEL VERSION with other content is refused (40
 	fl.IntVar(&o.Wave, "wave", 1, "nodes in the first wave; the others fetch once these are READY")
 	fl.StringVar(&from, "from", "", "instead of PATH: an HTTP(S) URL of the model.onnx (an S3 or MinIO presigned URL) that the node downloads")
 	fl.StringVar(&sha, "sha256", "", "with --from: the file's sha256 (hex), checked before anything is deployed")
+	fl.IntVar(&o.Replicas, "replicas", 0, "instead of --nodes: this many targets, the nodes with the most memory available that can admit the model")
 	fl.StringSliceVar(&o.Nodes, "nodes", nil, "target nodes (names, comma-separated); default every member, also those that join later")
 	cmd.AddCommand(deployStatusCommand(env))
 	return cmd
