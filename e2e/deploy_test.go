@@ -7,6 +7,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"fmt"
 	"math/rand/v2"
@@ -70,10 +72,7 @@ func versionDir(t *testing.T, version, gen, extra int) string {
 	testutil.WriteFile(t, dir, "model.onnx", testmodels.AddConst(tag(version, gen)))
 	testutil.WriteFile(t, dir, "model.toml", []byte("[version_policy]\nall = true\n"))
 	if extra > 0 {
-		data := make([]byte, extra)
-		r := rand.NewChaCha8([32]byte{byte(version), byte(gen)})
-		_, _ = r.Read(data)
-		testutil.WriteFile(t, dir, "assets/table.bin", data)
+		testutil.WriteFile(t, dir, "assets/table.bin", randomBytesE2E(extra, byte(version*16+gen)))
 	}
 	return dir
 }
@@ -253,6 +252,11 @@ func TestDeploy(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(c.dirs[0], "models", "m", "3")); !os.IsNotExist(err) {
 		t.Errorf("a refused upload left m/3 in the repository: %v", err)
+	}
+	// The chunk endpoint serves members only: this test process (127.0.0.1) is not one.
+	status, body, err := c.nodes[0].get(context.Background(), "/v2/cluster/deploy/peer/"+fileDigest(t, filepath.Join(src, "model.onnx"))+"?size=1&chunk_size=1048576&i=0")
+	if err != nil || status != http.StatusForbidden || !strings.Contains(string(body), "members only") {
+		t.Errorf("a chunk asked by a non-member: %d %s %v, want 403", status, body, err)
 	}
 	out = c.cli("deploy", "status", "--server", c.nodes[2].url(), "m")
 	for _, n := range c.nodes {
@@ -764,4 +768,49 @@ steps = [ { set_weight = 50 }, { pause = {} } ]
 	if k > 0 {
 		t.Fatalf("%d requests failed:%s", k, list)
 	}
+}
+
+// TestDeployMutualTLS deploys over a cluster whose listeners require client certificates: the
+// peer fetches its chunks over mutual TLS with the node's own certificate (a plain-HTTP or
+// anonymous fetch would be refused) and installs the uploaded bytes.
+func TestDeployMutualTLS(t *testing.T) {
+	dir := t.TempDir()
+	cert, key := nodeCert(t, dir, "127.0.0.2", "127.0.0.3")
+	pemBytes, err := os.ReadFile(cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pemBytes)
+	pair, err := tls.LoadX509KeyPair(cert, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{pair}}}}
+	c := newDeployCluster(t, 2, fmt.Sprintf("[server.tls]\ncert_file = %q\nkey_file = %q\nclient_ca_file = %q\nclient_auth = \"require\"\n", cert, key, cert))
+	for _, n := range c.nodes {
+		n.client, n.https = client, true
+	}
+	c.startAll()
+	model := testmodels.AddConst(tag(1, 0))
+	data := string(randomBytesE2E(3<<20, 7))
+	status, body := postTar(t, c.nodes[0], "m", "1", [][2]string{{"model.onnx", string(model)}, {"assets/table.bin", data}})
+	if status != http.StatusAccepted {
+		t.Fatalf("upload over mutual TLS: %d %s", status, body)
+	}
+	c.waitState(t, c.nodes[0], "m", "1", "n2", 30*time.Second, func(d deploymentInfo) bool { return d.Phase == "complete" })
+	got, err := os.ReadFile(filepath.Join(c.dirs[1], "models", "m", "1", "assets", "table.bin"))
+	if err != nil || string(got) != data {
+		t.Fatalf("n2's copy is not the upload: %v", err)
+	}
+	if fetched := c.nodes[1].counter(t, "inferd_deploy_fetched_bytes_total"); fetched < float64(len(data)) {
+		t.Errorf("n2 fetched %.0f bytes, want at least %d", fetched, len(data))
+	}
+}
+
+func randomBytesE2E(n int, seed byte) []byte {
+	b := make([]byte, n)
+	_, _ = rand.NewChaCha8([32]byte{seed}).Read(b)
+	return b
 }
