@@ -59,7 +59,7 @@ type Config struct {
 	// Download is the client --from URLs are fetched with (default: one whose response
 	// headers must come within 30s).
 	Download *http.Client
-	Logger *slog.Logger
+	Logger   *slog.Logger
 }
 
 // Stats are the node's deploy counters since it started.
