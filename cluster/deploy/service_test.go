@@ -217,3 +217,50 @@ func TestChooseReplicas(t *testing.T) {
 		}
 	}
 }
+
+// The schedule takes a chunk another fetcher holds first; from the nodes that are done only
+// one chunk at a time while others fetch too, and the chunks of its own rank first.
+func TestSchedule(t *testing.T) {
+	newSchedule := func(chunks ...int) *schedule {
+		sc := &schedule{pending: map[int]bool{}, left: len(chunks)}
+		for _, c := range chunks {
+			sc.pending[c] = true
+		}
+		return sc
+	}
+	peer := newBitmap(8)
+	peer.set(5)
+	sc := newSchedule(0, 1, 2, 3, 4, 5)
+	v := peerView{fetching: []bitmap{peer}, doneCount: 1, rank: 1, of: 2}
+	if i, fromDone, ok, _ := sc.next(v); !ok || fromDone || i != 5 {
+		t.Fatalf("first pick = %d (from done %v, ok %v), want chunk 5 from the fetching peer", i, fromDone, ok)
+	}
+	i, fromDone, ok, _ := sc.next(v)
+	if !ok || !fromDone || i%2 != 1 {
+		t.Fatalf("second pick = %d (from done %v, ok %v), want an odd chunk (rank 1 of 2) from the origin", i, fromDone, ok)
+	}
+	if _, _, ok, _ := sc.next(v); ok {
+		t.Fatal("a second transfer from the origin while another node fetches")
+	}
+	sc.done(i, true, false) // failed: back among the pending
+	if j, fromDone, ok, _ := sc.next(v); !ok || !fromDone || j%2 != 1 {
+		t.Fatalf("after a failed transfer: %d %v %v", j, fromDone, ok)
+	}
+	// Alone, a fetcher may take several chunks from the origin at once.
+	alone := newSchedule(0, 1, 2)
+	for range 3 {
+		if _, fromDone, ok, _ := alone.next(peerView{doneCount: 1, rank: 0, of: 1}); !ok || !fromDone {
+			t.Fatal("a lone fetcher was held to one transfer")
+		}
+	}
+	// Nobody holds anything: wait.
+	if _, _, ok, finished := newSchedule(0).next(peerView{}); ok || finished {
+		t.Fatal("a chunk no member holds was handed out")
+	}
+	done := newSchedule(0)
+	c, _, _, _ := done.next(peerView{doneCount: 1, of: 1})
+	done.done(c, true, true)
+	if _, _, _, finished := done.next(peerView{}); !finished {
+		t.Fatal("not finished after the last chunk")
+	}
+}
