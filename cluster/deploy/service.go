@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -80,6 +81,9 @@ type Service struct {
 
 	fetched, served, corrupt, failed atomic.Uint64
 
+	cacheMu sync.Mutex
+	cache   map[string]cachedDeployment // by record key
+
 	mu      sync.Mutex
 	local   map[string]*progress // by model/version: this node's part
 	lastGen uint64               // generation of this node's last status or capacity record
@@ -115,7 +119,7 @@ func New(cfg Config) *Service {
 		cfg.Scheme = "http"
 	}
 	return &Service{cfg: cfg, log: cfg.Logger, in: newLimiter(cfg.Bandwidth), out: newLimiter(cfg.Bandwidth),
-		local: map[string]*progress{}, kick: make(chan struct{}, 1)}
+		local: map[string]*progress{}, cache: map[string]cachedDeployment{}, kick: make(chan struct{}, 1)}
 }
 
 // Stats returns the counters.
@@ -154,18 +158,43 @@ func (s *Service) poke() {
 	}
 }
 
-// deployments decodes every deployment record, by model/version, with its generation.
+// deployments decodes every deployment record, by model/version, with its generation. A
+// record is decoded once per generation (manifests are up to 64 KiB of JSON and this runs
+// every tick); one that does not decode is logged once and ignored.
 func (s *Service) deployments() map[string]heldDeployment {
+	s.cacheMu.Lock()
+	defer s.cacheMu.Unlock()
 	out := map[string]heldDeployment{}
+	seen := map[string]bool{}
 	for _, r := range s.cfg.Node.Records(KindDeployment) {
-		d, err := decodeDeployment(r)
-		if err != nil {
-			s.log.Warn("deployment record ignored", "key", r.Key, "err", err)
-			continue
+		seen[r.Key] = true
+		c, ok := s.cache[r.Key]
+		if !ok || c.gen != r.Generation || !bytes.Equal(c.data, r.Data) {
+			d, err := decodeDeployment(r)
+			c = cachedDeployment{gen: r.Generation, data: r.Data, d: heldDeployment{d, r.Generation}, err: err}
+			s.cache[r.Key] = c
+			if err != nil {
+				s.log.Warn("deployment record ignored", "key", r.Key, "generation", r.Generation, "err", err)
+			}
 		}
-		out[r.Key] = heldDeployment{d, r.Generation}
+		if c.err == nil {
+			out[r.Key] = c.d
+		}
+	}
+	for k := range s.cache {
+		if !seen[k] {
+			delete(s.cache, k)
+		}
 	}
 	return out
+}
+
+// cachedDeployment is a decoded deployment record.
+type cachedDeployment struct {
+	gen  uint64
+	data []byte
+	d    heldDeployment
+	err  error
 }
 
 type heldDeployment struct {
