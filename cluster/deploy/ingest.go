@@ -9,12 +9,19 @@ import (
 	"time"
 )
 
+// Limits bound what an upload may store: MaxBytes the version, Reserve the free space left on
+// the store's disk (checked before each file, whatever size the client announced).
+type Limits struct {
+	MaxBytes, Reserve int64
+}
+
 // Ingest reads an upload, a tar stream of the version's files, into the store and returns the
 // version's manifest. Only regular files and directories are accepted: a symbolic or hard
-// link, a device or a FIFO is refused, as is a name that ValidPath refuses or a total over
-// maxBytes. The blobs written stay in the store (content-addressed, collected by GC when no
-// manifest needs them).
-func (s *Store) Ingest(r io.Reader, model, version, deployer string, maxBytes int64, now time.Time) (Manifest, error) {
+// link, a device or a FIFO is refused, as is a name that ValidPath refuses, a total over
+// lim.MaxBytes or a file that would leave less than lim.Reserve free. The blobs written stay in
+// the store (content-addressed, collected by GC when no manifest needs them).
+func (s *Store) Ingest(r io.Reader, model, version, deployer string, lim Limits, now time.Time) (Manifest, error) {
+	maxBytes := lim.MaxBytes
 	m := Manifest{Model: model, Version: version, Deployer: deployer, Time: now.UTC()}
 	if err := ValidModel(model); err != nil {
 		return m, err
@@ -54,6 +61,9 @@ func (s *Store) Ingest(r io.Reader, model, version, deployer string, maxBytes in
 		}
 		if h.Size < 0 || total+h.Size > maxBytes {
 			return m, fmt.Errorf("%w: over cluster.deploy_max_bytes (%d bytes)", ErrTooLarge, maxBytes)
+		}
+		if err := checkSpace(s.dir, h.Size, lim.Reserve); err != nil {
+			return m, fmt.Errorf("file %q: %w", name, err)
 		}
 		size, sum, err := s.ingest(tr, h.Size)
 		if err != nil {

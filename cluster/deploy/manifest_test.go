@@ -141,7 +141,7 @@ func TestIngestManifest(t *testing.T) {
 		t.Fatal(err)
 	}
 	m, err := s.Ingest(tarOf(t, entry{name: "model.onnx", data: model}, entry{name: "./assets/vocab.txt", data: vocab}),
-		"m", "1", "ops@a", 1<<30, time.Unix(1, 0))
+		"m", "1", "ops@a", Limits{MaxBytes: 1 << 30}, time.Unix(1, 0))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,14 +162,14 @@ func TestIngestManifest(t *testing.T) {
 	}
 	s2, _ := OpenStore(t.TempDir())
 	m2, err := s2.Ingest(tarOf(t, entry{name: "assets/vocab.txt", data: vocab}, entry{name: "model.onnx", data: model}),
-		"m", "1", "someone@else", 1<<30, time.Unix(2, 0))
+		"m", "1", "someone@else", Limits{MaxBytes: 1 << 30}, time.Unix(2, 0))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if m.Digest() != m2.Digest() {
 		t.Error("the same files in another order have another digest")
 	}
-	m3, _ := s2.Ingest(tarOf(t, entry{name: "model.onnx", data: model[1:]}), "m", "1", "", 1<<30, time.Unix(2, 0))
+	m3, _ := s2.Ingest(tarOf(t, entry{name: "model.onnx", data: model[1:]}), "m", "1", "", Limits{MaxBytes: 1 << 30}, time.Unix(2, 0))
 	if m3.Digest() == m.Digest() {
 		t.Error("other content has the same digest")
 	}
@@ -187,21 +187,27 @@ func TestIngestRefuses(t *testing.T) {
 		name    string
 		entries []entry
 		max     int64
+		reserve int64
 		want    error
 		text    string
 	}{
-		{"symlink", []entry{ok, {name: "w.bin", link: "/etc/shadow"}}, 1 << 20, ErrInvalid, "not a regular file"},
-		{"dotdot", []entry{ok, {name: "../w.bin", data: []byte("x")}}, 1 << 20, ErrInvalid, "'..'"},
-		{"absolute", []entry{ok, {name: "/w.bin", data: []byte("x")}}, 1 << 20, ErrInvalid, "absolute"},
-		{"no model", []entry{{name: "w.bin", data: []byte("x")}}, 1 << 20, ErrInvalid, "no model.onnx"},
-		{"too large", []entry{{name: "model.onnx", data: make([]byte, 2000)}}, 1000, ErrTooLarge, "deploy_max_bytes"},
-		{"file and dir", []entry{ok, {name: "a", data: []byte("x")}, {name: "a/b", data: []byte("y")}}, 1 << 20, ErrInvalid, "both a file and a directory"},
+		{"symlink", []entry{ok, {name: "w.bin", link: "/etc/shadow"}}, 1 << 20, 0, ErrInvalid, "not a regular file"},
+		{"dotdot", []entry{ok, {name: "../w.bin", data: []byte("x")}}, 1 << 20, 0, ErrInvalid, "'..'"},
+		{"absolute", []entry{ok, {name: "/w.bin", data: []byte("x")}}, 1 << 20, 0, ErrInvalid, "absolute"},
+		{"no model", []entry{{name: "w.bin", data: []byte("x")}}, 1 << 20, 0, ErrInvalid, "no model.onnx"},
+		{"too large", []entry{{name: "model.onnx", data: make([]byte, 2000)}}, 1000, 0, ErrTooLarge, "deploy_max_bytes"},
+		{"file and dir", []entry{ok, {name: "a", data: []byte("x")}, {name: "a/b", data: []byte("y")}}, 1 << 20, 0, ErrInvalid, "both a file and a directory"},
+		{"no space", []entry{ok}, 1 << 20, 1 << 62, ErrNoSpace, "deploy_reserve_bytes"},
 	} {
 		s, _ := OpenStore(t.TempDir())
-		_, err := s.Ingest(tarOf(t, tc.entries...), "m", "1", "", tc.max, time.Now())
+		_, err := s.Ingest(tarOf(t, tc.entries...), "m", "1", "", Limits{MaxBytes: tc.max, Reserve: tc.reserve}, time.Now())
 		if !errors.Is(err, tc.want) || !strings.Contains(err.Error(), tc.text) {
 			t.Errorf("%s: %v, want %v naming %q", tc.name, err, tc.want, tc.text)
 		}
+	}
+	s, _ := OpenStore(t.TempDir())
+	if _, err := s.Ingest(bytes.NewReader([]byte("\x1f\x8bnot a tar stream at all, gzip or garbage")), "m", "1", "", Limits{MaxBytes: 1 << 20}, time.Now()); !errors.Is(err, ErrInvalid) {
+		t.Errorf("garbage: %v, want ErrInvalid", err)
 	}
 }
 

@@ -112,7 +112,7 @@ func TestCompleteChecksTheWholeFile(t *testing.T) {
 // ingestManifest stores files through an upload and returns the manifest.
 func ingestManifest(t *testing.T, s *Store, model, version string, entries ...entry) Manifest {
 	t.Helper()
-	m, err := s.Ingest(tarOf(t, entries...), model, version, "", 1<<30, time.Now())
+	m, err := s.Ingest(tarOf(t, entries...), model, version, "", Limits{MaxBytes: 1 << 30}, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -67,7 +67,7 @@ func (s *Service) Upload(ctx context.Context, body io.Reader, declared int64, re
 	if req.From != "" {
 		m, err = s.download(ctx, req)
 	} else {
-		m, err = s.cfg.Store.Ingest(body, req.Model, req.Version, req.Deployer, s.cfg.MaxBytes, time.Now())
+		m, err = s.cfg.Store.Ingest(body, req.Model, req.Version, req.Deployer, Limits{MaxBytes: s.cfg.MaxBytes, Reserve: s.cfg.Reserve}, time.Now())
 	}
 	if err != nil {
 		return Result{}, err
