@@ -116,12 +116,16 @@ func (c *clustered) undeployGuard(model, version string, force bool) string {
 	if force {
 		return ""
 	}
+	removed := map[string]bool{}
+	if c.deploy != nil {
+		removed = c.deploy.Removed(model) // being removed: not serving for long
+	}
 	for _, m := range c.node.Members() {
 		if m.Liveness != cluster.LivenessAlive {
 			continue
 		}
 		for _, v := range m.Catalog.ReadyVersions(model) {
-			if v != version {
+			if v != version && !removed[v] {
 				return ""
 			}
 		}

@@ -406,8 +406,8 @@ func TestDeployWavesAndRefusals(t *testing.T) {
 
 // TestDeployCatchUpAndUndeploy deploys to a cluster with one node stopped and one not yet
 // started: both get the version when they come (push-pull and the deployment's records).
-// Then a second version, the undeploy of the first (every node removes it and its blobs), the
-// refusal to undeploy the only version left without --force, and the forced undeploy.
+// Then a second version, the undeploy of the first with n4 down (every node removes it and
+// its blobs, n4 when it returns), the refusal to undeploy the only version left without --force, and the forced undeploy.
 func TestDeployCatchUpAndUndeploy(t *testing.T) {
 	c := newDeployCluster(t, 4, "")
 	all := c.nodes
@@ -439,11 +439,23 @@ func TestDeployCatchUpAndUndeploy(t *testing.T) {
 		t.Fatalf("deploy of version 2: %v\n%s", err, out)
 	}
 	c.waitConverged(30*time.Second, "m/1", "m/2")
+	// n4 is down during the undeploy: it removes the version when it returns.
+	c.nodes[3].d.Signal(t, syscall.SIGTERM)
+	if code, err := c.nodes[3].d.Wait(context.Background()); err != nil || code != 0 {
+		t.Fatalf("n4 stopped with %d, %v", code, err)
+	}
+	c.nodes = all[:3]
+	c.waitConverged(30 * time.Second)
 	out, err = c.run("undeploy", "--server", c.nodes[1].url(), "m", "1")
-	t.Logf("undeploy m 1:\n%s", out)
+	t.Logf("undeploy m 1 with n4 down:\n%s", out)
 	if err != nil {
 		t.Fatalf("undeploy of version 1: %v", err)
 	}
+	if _, err := os.Stat(filepath.Join(c.dirs[3], "models", "m", "1")); err != nil {
+		t.Fatalf("n4 lost m/1 while it was down: %v", err)
+	}
+	c.nodes = all
+	c.start(c.nodes[3])
 	gone := []string{fileDigest(t, filepath.Join(v1, "model.onnx")), fileDigest(t, filepath.Join(v1, "assets", "table.bin"))}
 	testutil.Eventually(t, 30*time.Second, func() string {
 		for i, n := range c.nodes {

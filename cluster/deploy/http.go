@@ -212,6 +212,18 @@ func (h Handler) undeploy(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusAccepted, h.Service.view(&d))
 }
 
+// Removed lists the model's versions that are undeployed (their nodes may still be removing
+// them), which no longer count as serving.
+func (s *Service) Removed(model string) map[string]bool {
+	out := map[string]bool{}
+	for _, d := range s.deployments() {
+		if d.Manifest.Model == model && d.Phase == PhaseRemoved {
+			out[d.Manifest.Version] = true
+		}
+	}
+	return out
+}
+
 // Undeploy marks a deployed version removed, unless guard says why it may not be: every node
 // then removes it and collects the files no other deployment needs.
 func (s *Service) Undeploy(model, version string, guard func() string) (Deployment, error) {

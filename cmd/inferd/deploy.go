@@ -292,7 +292,7 @@ it is the model's only version ready on any node, unless --force.`,
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), f.timeout)
 			defer cancel()
-			return waitRemoved(ctx, f.deployClient(), dv, cmd.OutOrStdout())
+			return waitRemoved(ctx, f.deployClient(), f.client(), dv, cmd.OutOrStdout())
 		},
 	}
 	f.register(cmd, env)
@@ -301,26 +301,40 @@ it is the model's only version ready on any node, unless --force.`,
 	return cmd
 }
 
-// waitRemoved waits until no node that installed the version still has it.
-func waitRemoved(ctx context.Context, c deploy.Client, dv deploy.DeploymentView, out io.Writer) error {
+// waitRemoved waits until no alive node that installed the version still has it (one that is
+// down removes it when it returns).
+func waitRemoved(ctx context.Context, c deploy.Client, members admin.Client, dv deploy.DeploymentView, out io.Writer) error {
 	t := time.NewTicker(pollInterval)
 	defer t.Stop()
 	for {
 		v, err := c.Status(ctx, dv.Model)
-		if err == nil {
-			left := 0
+		ms, merr := members.Members(ctx)
+		if err == nil && merr == nil {
+			alive := map[string]bool{}
+			for _, m := range ms.Members {
+				alive[m.Name] = m.Liveness == "alive"
+			}
+			var left, down []string
 			for _, d := range v.Deployments {
 				if d.Model != dv.Model || d.Version != dv.Version {
 					continue
 				}
 				for _, n := range d.Nodes {
-					if n.State == deploy.StateInstalled || n.State == deploy.StateReady || n.State == deploy.StateFetching {
-						left++
+					if n.State != deploy.StateInstalled && n.State != deploy.StateReady && n.State != deploy.StateFetching {
+						continue
+					}
+					if alive[n.Node] {
+						left = append(left, n.Node)
+					} else {
+						down = append(down, n.Node)
 					}
 				}
 			}
-			if left == 0 {
-				fmt.Fprintf(out, "%s version %s removed from every node\n", dv.Model, dv.Version)
+			if len(left) == 0 {
+				fmt.Fprintf(out, "%s version %s removed from every node that is up\n", dv.Model, dv.Version)
+				if len(down) > 0 {
+					fmt.Fprintf(out, "down now, removing it when back: %s\n", strings.Join(down, ", "))
+				}
 				return nil
 			}
 		}
