@@ -42,10 +42,7 @@ func (d *Daemon) startDeploy(cfg *config.Config, c *clustered, advertiseHTTP str
 		Repository: func() string { return d.config().Models.Repository },
 		MaxBytes:   cc.DeployMaxBytes, Reserve: cc.DeployReserveBytes, Bandwidth: cc.DeployBandwidth, Transfers: cc.DeployTransfers,
 		Peers: peerClient(advertiseHTTP, peerTLS), Scheme: scheme, Logger: log.With("part", "deploy"),
-		Memory: func() (uint64, error) {
-			m, err := hostinfo.DetectMemory()
-			return m.UsableAvailable, err
-		},
+		Memory: d.deployCapacity,
 	})
 	h.Service = svc
 	d.metrics.Registry.MustRegister(metrics.NewDeploy(func() metrics.DeployStats {
@@ -54,6 +51,24 @@ func (d *Daemon) startDeploy(cfg *config.Config, c *clustered, advertiseHTTP str
 			CorruptChunks: st.CorruptChunks, FailedFetches: st.FailedFetches}
 	}))
 	return h, svc, nil
+}
+
+// deployCapacity is the memory this node may still use and the free memory of its GPU with
+// the most of it (0 without GPUs), for inferd deploy --replicas.
+func (d *Daemon) deployCapacity() (uint64, uint64, error) {
+	m, err := hostinfo.DetectMemory()
+	if err != nil {
+		return 0, 0, err
+	}
+	var gpu uint64
+	if d.opts.GPU != nil {
+		if st := d.opts.GPU.Status(); st.Available {
+			for _, dev := range st.Devices {
+				gpu = max(gpu, dev.MemoryFree)
+			}
+		}
+	}
+	return m.UsableAvailable, gpu, nil
 }
 
 // peerClient reaches the members' listeners from this node's advertised address, which is

@@ -24,6 +24,8 @@ type Capacity struct {
 	Node string `json:"node"`
 	// MemoryAvailable is the memory the process may still use, in bytes (0: unknown).
 	MemoryAvailable uint64 `json:"memory_available"`
+	// GPUMemoryFree is the free memory of the node's GPU with the most of it (0: no GPU).
+	GPUMemoryFree uint64 `json:"gpu_memory_free,omitempty"`
 }
 
 // Phases of a deployment.

@@ -54,9 +54,10 @@ type Config struct {
 	// Scheme is "https" when that is on.
 	Peers  *http.Client
 	Scheme string
-	// Memory reports the memory the process may still use (the repository's probe), gossiped
-	// for --replicas; nil: not reported.
-	Memory func() (uint64, error)
+	// Memory reports the memory the process may still use (the repository's probe) and the free
+	// memory of the GPU with the most of it (0 without GPUs), gossiped for --replicas; nil: not
+	// reported.
+	Memory func() (memory, gpu uint64, err error)
 	// Download is the client --from URLs are fetched with (default: one whose response
 	// headers must come within 30s).
 	Download *http.Client
@@ -227,12 +228,12 @@ func (s *Service) publishCapacity() {
 	if s.cfg.Memory == nil || time.Since(s.capAt) < capacityInterval {
 		return
 	}
-	mem, err := s.cfg.Memory()
+	mem, gpu, err := s.cfg.Memory()
 	if err != nil {
 		return
 	}
 	self := s.cfg.Node.Name()
-	data, _ := json.Marshal(Capacity{Node: self, MemoryAvailable: mem})
+	data, _ := json.Marshal(Capacity{Node: self, MemoryAvailable: mem, GPUMemoryFree: gpu})
 	s.mu.Lock()
 	s.capAt = time.Now()
 	s.lastGen = max(s.lastGen+1, uint64(time.Now().UnixNano()))

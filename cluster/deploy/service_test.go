@@ -3,6 +3,7 @@ package deploy
 import (
 	"encoding/json"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/inferd/inferd/cluster"
@@ -34,13 +35,13 @@ func TestPlan(t *testing.T) {
 		{Request{Nodes: []string{"n3", "n1"}}, [][]string{{"n1"}, {"n3"}}, false},
 		{Request{Nodes: []string{"n3", "n2", "n3"}}, [][]string{{"n2"}, {"n3"}}, false},
 	} {
-		got, all, err := s.plan(tc.req, 0)
+		got, all, err := s.plan(tc.req, need{})
 		if err != nil || all != tc.all || !slices.EqualFunc(got, tc.want, slices.Equal) {
 			t.Errorf("plan(%+v) = %v, %v, %v; want %v, %v", tc.req, got, all, err, tc.want, tc.all)
 		}
 	}
 	for _, nodes := range [][]string{{"n4"}, {"nobody"}} {
-		if _, _, err := s.plan(Request{Nodes: nodes}, 0); err == nil {
+		if _, _, err := s.plan(Request{Nodes: nodes}, need{}); err == nil {
 			t.Errorf("plan to %v accepted", nodes)
 		}
 	}
@@ -203,7 +204,7 @@ func TestChooseReplicas(t *testing.T) {
 		{4, 1 << 20, []string{"b", "c", "a", "d"}},
 		{3, 3 << 30, []string{"b", "c", "a"}},
 	} {
-		got, err := chooseReplicas(caps, tc.n, tc.model)
+		got, err := chooseReplicas(caps, tc.n, need{bytes: tc.model})
 		if err != nil || !slices.Equal(got, tc.want) {
 			t.Errorf("chooseReplicas(%d, %d) = %v, %v; want %v", tc.n, tc.model, got, err, tc.want)
 		}
@@ -212,9 +213,37 @@ func TestChooseReplicas(t *testing.T) {
 		n     int
 		model int64
 	}{{5, 1 << 20}, {3, 5 << 30}} {
-		if got, err := chooseReplicas(caps, tc.n, tc.model); err == nil {
+		if got, err := chooseReplicas(caps, tc.n, need{bytes: tc.model}); err == nil {
 			t.Errorf("chooseReplicas(%d, %d) = %v, want a refusal", tc.n, tc.model, got)
 		}
+	}
+	// A GPU model goes by free GPU memory; nodes without a GPU cannot take it.
+	gpus := []Capacity{
+		{Node: "a", MemoryAvailable: 64 << 30, GPUMemoryFree: 10 << 30},
+		{Node: "b", MemoryAvailable: 8 << 30, GPUMemoryFree: 70 << 30},
+		{Node: "c", MemoryAvailable: 128 << 30},
+	}
+	if got, err := chooseReplicas(gpus, 2, need{bytes: 1 << 30, gpu: true}); err != nil || !slices.Equal(got, []string{"b", "a"}) {
+		t.Errorf("GPU model: %v, %v; want [b a]", got, err)
+	}
+	if _, err := chooseReplicas(gpus, 3, need{bytes: 1 << 30, gpu: true}); err == nil || !strings.Contains(err.Error(), "GPU memory") {
+		t.Errorf("three GPU replicas with two GPU nodes: %v", err)
+	}
+	if got, err := chooseReplicas(gpus, 1, need{bytes: 1 << 30}); err != nil || !slices.Equal(got, []string{"c"}) {
+		t.Errorf("CPU model: %v, %v; want [c]", got, err)
+	}
+}
+
+// A version's need comes from its model.onnx and its model.toml's device.
+func TestNeedOf(t *testing.T) {
+	s, _ := OpenStore(t.TempDir())
+	gpu := ingestManifest(t, s, "m", "1", entry{name: "model.onnx", data: []byte("12345")}, entry{name: "model.toml", data: []byte("[instance]\ndevice = \"gpu\"\n")})
+	if n := needOf(s, &gpu); n.bytes != 5 || !n.gpu {
+		t.Errorf("GPU version: %+v", n)
+	}
+	cpu := ingestManifest(t, s, "m", "2", entry{name: "model.onnx", data: []byte("123")}, entry{name: "model.toml", data: []byte("[instance]\ndevice = \"auto\"\n")})
+	if n := needOf(s, &cpu); n.bytes != 3 || n.gpu {
+		t.Errorf("auto version: %+v", n)
 	}
 }
 

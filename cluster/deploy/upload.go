@@ -8,10 +8,13 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/pelletier/go-toml/v2"
 
 	"github.com/inferd/inferd/cluster"
 )
@@ -57,7 +60,7 @@ func (s *Service) Upload(ctx context.Context, body io.Reader, declared int64, re
 	if err := checkSpace(s.cfg.Store.Dir(), max(declared, 0), s.cfg.Reserve); err != nil {
 		return Result{}, err
 	}
-	if _, _, err := s.plan(req, 0); err != nil { // names checked before the bytes arrive
+	if _, _, err := s.plan(req, need{}); err != nil { // names checked before the bytes arrive
 		return Result{}, err
 	}
 	var (
@@ -72,7 +75,7 @@ func (s *Service) Upload(ctx context.Context, body io.Reader, declared int64, re
 	if err != nil {
 		return Result{}, err
 	}
-	plan, all, err := s.plan(req, modelBytes(&m))
+	plan, all, err := s.plan(req, needOf(s.cfg.Store, &m))
 	if err != nil {
 		return Result{}, err
 	}
@@ -140,36 +143,60 @@ func (s *Service) download(ctx context.Context, req Request) (Manifest, error) {
 	return m, nil
 }
 
-func modelBytes(m *Manifest) int64 {
+// need is what a version asks of a node's memory: the model file's bytes, and whether its
+// model.toml puts it on a GPU ([instance] device = "gpu").
+type need struct {
+	bytes int64
+	gpu   bool
+}
+
+func needOf(s *Store, m *Manifest) need {
+	var n need
 	for _, f := range m.Files {
-		if f.Path == ModelFile {
-			return f.Size
+		switch f.Path {
+		case ModelFile:
+			n.bytes = f.Size
+		case ConfigFile:
+			var cfg struct {
+				Instance struct {
+					Device string `toml:"device"`
+				} `toml:"instance"`
+			}
+			if data, err := os.ReadFile(s.blobPath(f.SHA256)); err == nil && toml.Unmarshal(data, &cfg) == nil {
+				n.gpu = cfg.Instance.Device == "gpu"
+			}
 		}
 	}
-	return 0
+	return n
 }
 
 // chooseReplicas picks n nodes among those whose capacity is known: the ones with the most
-// memory available, names breaking ties, of those that can admit a model of modelBytes under
-// the repository's rule (one copy of the weights per instance plus one while loading: twice
-// the file for the default single instance). It says why when fewer than n can.
-func chooseReplicas(caps []Capacity, n int, modelBytes int64) ([]string, error) {
-	need := 2 * uint64(modelBytes)
+// memory available (GPU memory for a GPU model), names breaking ties, of those that can admit
+// the model under the repository's rule (one copy of the weights per instance plus one while
+// loading: twice the file for the default single instance; on a GPU, the weights on the GPU
+// with the most free memory, twice for the arena). It says why when fewer than n can.
+func chooseReplicas(caps []Capacity, n int, nd need) ([]string, error) {
+	want := 2 * uint64(nd.bytes)
+	room := func(c Capacity) uint64 { return c.MemoryAvailable }
+	what := "memory available"
+	if nd.gpu {
+		room, what = func(c Capacity) uint64 { return c.GPUMemoryFree }, "free GPU memory"
+	}
 	var fit []Capacity
 	for _, c := range caps {
-		if c.MemoryAvailable >= need && c.MemoryAvailable > 0 {
+		if room(c) >= want && room(c) > 0 {
 			fit = append(fit, c)
 		}
 	}
 	slices.SortFunc(fit, func(a, b Capacity) int {
-		if a.MemoryAvailable != b.MemoryAvailable {
-			return cmp.Compare(b.MemoryAvailable, a.MemoryAvailable)
+		if room(a) != room(b) {
+			return cmp.Compare(room(b), room(a))
 		}
 		return strings.Compare(a.Node, b.Node)
 	})
 	if len(fit) < n {
-		return nil, fmt.Errorf("%w: --replicas %d, but only %d of %d nodes report the %d bytes of memory available that the model needs",
-			ErrInvalid, n, len(fit), len(caps), need)
+		return nil, fmt.Errorf("%w: --replicas %d, but only %d of %d nodes report the %d bytes of %s that the model needs",
+			ErrInvalid, n, len(fit), len(caps), want, what)
 	}
 	out := make([]string, n)
 	for i := range out {
@@ -198,7 +225,7 @@ func (s *Service) capacities() []Capacity {
 // plan orders the targets into waves: this node first when it is a target (it holds the files,
 // so the first wave costs no transfer), then by name; the first wave has req.Wave nodes, the
 // second the rest.
-func (s *Service) plan(req Request, modelBytes int64) ([][]string, bool, error) {
+func (s *Service) plan(req Request, nd need) ([][]string, bool, error) {
 	self := s.cfg.Node.Name()
 	alive := map[string]bool{}
 	for _, m := range s.cfg.Node.Members() {
@@ -212,7 +239,7 @@ func (s *Service) plan(req Request, modelBytes int64) ([][]string, bool, error) 
 	targets := slices.Clone(req.Nodes)
 	if req.Replicas > 0 {
 		var err error
-		if targets, err = chooseReplicas(s.capacities(), req.Replicas, modelBytes); err != nil {
+		if targets, err = chooseReplicas(s.capacities(), req.Replicas, nd); err != nil {
 			return nil, false, err
 		}
 	}
