@@ -826,3 +826,32 @@ func randomBytesE2E(n int, seed byte) []byte {
 	_, _ = rand.NewChaCha8([32]byte{seed}).Read(b)
 	return b
 }
+
+// TestDeployOriginKilled SIGKILLs the origin while the second wave fetches from it (2 MB/s per
+// node): the two fetchers keep what they verified and exchange it, wait for the chunks only
+// the origin held, and finish once it restarts and serves them from its store; the deploy
+// completes with every node holding the uploaded bytes.
+func TestDeployOriginKilled(t *testing.T) {
+	c := newDeployCluster(t, 3, "deploy_bandwidth = 2000000\n")
+	c.startAll()
+	src := versionDir(t, 1, 0, 6<<20)
+	if out, err := c.run("deploy", "--server", c.nodes[2].url(), "--no-wait", "m", "1", src); err != nil {
+		t.Fatalf("inferd deploy: %v\n%s", err, out)
+	}
+	c.waitState(t, c.nodes[0], "m", "1", "n1", 60*time.Second, func(d deploymentInfo) bool {
+		return d.done("n1") > 1<<20 && d.state("n1") == "fetching"
+	})
+	c.nodes[2].d.Signal(t, syscall.SIGKILL)
+	_, _ = c.nodes[2].d.Wait(context.Background())
+	d, _, err := c.nodes[0].deployment("m", "1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("origin n3 killed with n1 %s at %s and n2 %s at %s of %s", d.state("n1"), mib(float64(d.done("n1"))), d.state("n2"), mib(float64(d.done("n2"))), mib(6<<20))
+	c.start(c.nodes[2])
+	c.waitState(t, c.nodes[0], "m", "1", "n1", 60*time.Second, func(d deploymentInfo) bool { return d.Phase == "complete" })
+	c.waitConverged(30*time.Second, "m/1")
+	for i := range c.nodes {
+		c.sameFiles(t, i, "m", "1", src)
+	}
+}

@@ -3,6 +3,7 @@ package deploy
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -318,7 +319,7 @@ func statusOf(err error) int {
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	body, err := jsonMarshal(v)
+	body, err := json.Marshal(v)
 	if err != nil {
 		status, body = http.StatusInternalServerError, kserve.EncodeError("encoding response: "+err.Error())
 	}

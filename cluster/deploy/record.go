@@ -49,8 +49,6 @@ type Deployment struct {
 	Released int        `json:"released"`
 	Phase    string     `json:"phase"`
 	Reason   string     `json:"reason,omitempty"`
-	// Keep is set by a forced undeploy of the only serving version.
-	Force bool `json:"force,omitempty"`
 }
 
 // Targets is every node of the plan.
@@ -155,5 +153,3 @@ func (b bitmap) count(n int) (c int) {
 	}
 	return c
 }
-
-func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
