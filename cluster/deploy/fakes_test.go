@@ -1,6 +1,8 @@
 package deploy
 
 import (
+	"context"
+	"strconv"
 	"sync"
 
 	"github.com/inferd/inferd/cluster"
@@ -72,3 +74,12 @@ func (n *fakeNode) Changes() <-chan struct{} {
 	defer n.mu.Unlock()
 	return n.changes
 }
+
+func itoa(n int) string { return strconv.Itoa(n) }
+
+// fakeLoader is a repository that holds no version and loads nothing.
+type fakeLoader struct{}
+
+func (fakeLoader) Load(context.Context, string) {}
+
+func (fakeLoader) State(string, string) (string, string, bool) { return "", "", false }

@@ -15,7 +15,7 @@ func newTestService(t *testing.T, n *fakeNode) *Service {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return New(Config{Node: n, Store: s, MaxBytes: 1 << 30, Repository: func() string { return t.TempDir() }})
+	return New(Config{Node: n, Store: s, Loader: fakeLoader{}, MaxBytes: 1 << 30, Repository: func() string { return t.TempDir() }})
 }
 
 // The plan puts the origin first when it is a target, then the others by name; the first
