@@ -24,6 +24,7 @@ export CGO_ENABLED := 1
 .PHONY: all deps build run test test-short vet e2e bench models clean node-server-test bench-swap bench-cluster fuzz vulncheck soak bench-cluster-doc proto
 .PHONY: package package-cuda e2e-systemd e2e-hostile
 .PHONY: deps-cuda gpu-check gpu-bundle
+.PHONY: jaeger bench-tracing
 
 all: build
 
@@ -74,8 +75,20 @@ test: deps
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 10m ./...
 
+## jaeger: build the pinned Jaeger all-in-one (tools/jaeger, a module of its own) into build/jaeger,
+## the collector of the tracing e2e test; the first build compiles a large tree (minutes)
+jaeger: build/jaeger
+
+build/jaeger: tools/jaeger/go.mod tools/jaeger/go.sum
+	cd tools/jaeger && $(GO) build -trimpath -o ../../build/jaeger github.com/jaegertracing/jaeger/cmd/jaeger
+
+## bench-tracing: throughput of the benchmark MLP (binary, concurrency 64) with tracing off, on at
+## sampling_ratio 1.0 and at 0, alternating in one run (bench/cmd/tracebench, docs/tracing.md)
+bench-tracing: build
+	$(GO) run ./bench/cmd/tracebench $(BENCH_TRACING_FLAGS)
+
 ## e2e: system-level suites (real binary on the PaddleOCR models)
-e2e: deps
+e2e: deps jaeger
 	./scripts/fetch-ocr-models.sh build/ocr-models
 	$(GO) test -count=1 -timeout 20m -tags e2e -skip '^TestHostileModels$$' ./e2e/...
 	$(MAKE) --no-print-directory e2e-hostile

@@ -11,6 +11,8 @@ import (
 	"github.com/inferd/inferd/models"
 	"github.com/inferd/inferd/scheduler"
 	"github.com/inferd/inferd/tensor"
+	"github.com/inferd/inferd/tracing"
+	"github.com/inferd/inferd/tracing/span"
 )
 
 func (s *Server) inferHandler(w http.ResponseWriter, r *http.Request) {
@@ -18,6 +20,10 @@ func (s *Server) inferHandler(w http.ResponseWriter, r *http.Request) {
 		s.inferFailed(w, r, http.StatusServiceUnavailable, "server is shutting down")
 		return
 	}
+	// decode covers reading the body, decoding it and checking its parameters; it ends at
+	// the first return below that refuses the request, or before the request is queued.
+	_, decode := span.Start(r.Context(), "decode")
+	defer decode.End()
 	body, err := s.readBody(w, r)
 	if err != nil {
 		status := http.StatusBadRequest // readBody's errors are *kservehttp.Error; never panic if not
@@ -50,16 +56,18 @@ func (s *Server) inferHandler(w http.ResponseWriter, r *http.Request) {
 		s.inferFailed(w, r, statusOf(err), err.Error())
 		return
 	}
+	decode.End()
+	sreq.Trace = tracing.Queue(r.Context())
 	v, outputs, err := s.run(r, sreq)
 	if err != nil {
 		if r.Context().Err() != nil {
 			// The client went away; there is nobody to answer.
-			s.log.Debug("client left before its inference finished", "model", r.PathValue("model"), "request_id", requestID(w))
+			s.log.DebugContext(r.Context(), "client left before its inference finished", "model", r.PathValue("model"), "request_id", requestID(w))
 			return
 		}
 		status := statusOf(err)
 		if status == http.StatusInternalServerError {
-			s.log.Error("inference failed", "model", r.PathValue("model"), "version", r.PathValue("version"), "request_id", requestID(w), "err", err)
+			s.log.ErrorContext(r.Context(), "inference failed", "model", r.PathValue("model"), "version", r.PathValue("version"), "request_id", requestID(w), "err", err)
 		}
 		if errors.Is(err, scheduler.ErrQueueFull) {
 			w.Header().Set("Retry-After", "1")
@@ -67,8 +75,11 @@ func (s *Server) inferHandler(w http.ResponseWriter, r *http.Request) {
 		writeError(w, status, err.Error())
 		return
 	}
+	tracing.SetVersion(r.Context(), v.Label())
 	resp := kserve.InferResponse{ModelName: v.Model, ModelVersion: v.Label(), ID: req.ID, Outputs: outputs, Binary: req.BinaryOutputs(outputs)}
+	_, encode := span.Start(r.Context(), "encode")
 	writeResponse(w, &resp)
+	encode.End()
 }
 
 // run resolves the model version and runs the request on it (dispatch.Run: a version swapped

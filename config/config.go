@@ -70,6 +70,7 @@ type Config struct {
 	Limits    Limits    `toml:"limits"`
 	Auth      Auth      `toml:"auth" reload:"restart"`
 	Cluster   Cluster   `toml:"cluster" reload:"restart"`
+	Tracing   Tracing   `toml:"tracing"`
 }
 
 // Server configures the HTTP listener. Timeouts map onto net/http.Server;
@@ -302,5 +303,6 @@ func Default() Config {
 			DeployReserveBytes: 1 << 30,
 			DeployTransfers:    4,
 		},
+		Tracing: defaultTracing(),
 	}
 }

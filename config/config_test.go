@@ -540,8 +540,8 @@ func TestKeys(t *testing.T) {
 	for k := range want {
 		t.Errorf("key %s missing from Keys()", k)
 	}
-	if len(keys) != 73 { // 69 + the four cluster.deploy_* keys
-		t.Errorf("len(Keys()) = %d, want 73", len(keys))
+	if len(keys) != 78 { // 74 + the four cluster.deploy_* keys
+		t.Errorf("len(Keys()) = %d, want 78", len(keys))
 	}
 }
 

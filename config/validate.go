@@ -146,6 +146,7 @@ func crossChecks(c *Config) []Problem {
 	if c.Limits.MaxJSONDepth > 64 {
 		bad("limits.max_json_depth", "%d is more than 64, the decoder's own bound", c.Limits.MaxJSONDepth)
 	}
+	tracingChecks(c, bad)
 	return out
 }
 

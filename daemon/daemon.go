@@ -31,6 +31,7 @@ import (
 	"github.com/inferd/inferd/metrics"
 	"github.com/inferd/inferd/models"
 	"github.com/inferd/inferd/scheduler"
+	"github.com/inferd/inferd/tracing"
 )
 
 // Notifier sends sd_notify state lines (see sd_notify(3)); it must not block.
@@ -117,6 +118,7 @@ type Daemon struct {
 	sec     *security                 // TLS and tokens (security.go); set in New
 	handler handlerSwitch             // what the listener serves: the API, then the cluster's router
 	cluster atomic.Pointer[clustered] // set once the node joined (cluster.go)
+	tracing *tracing.Tracing          // set in New (tracing.go)
 }
 
 // reloadState is what /health says about configuration reloads.
@@ -176,6 +178,9 @@ func New(cfg *config.Config, opts Options, log *slog.Logger) (*Daemon, error) {
 		return nil, err
 	}
 	d.sec = sec
+	if err := d.setupTracing(cfg); err != nil {
+		return nil, err
+	}
 	d.api = api.New(repo, sched, api.Options{
 		Name:          "inferd",
 		Version:       opts.Version,
@@ -212,7 +217,9 @@ func (d *Daemon) components() map[string]api.Component {
 		c.State = "degraded"
 	}
 	out["config"] = c
+	out["tracing"] = d.tracingComponent()
 	d.hardwareComponents(out)
+	d.budgetComponent(out)
 	return out
 }
 
@@ -344,6 +351,7 @@ func (d *Daemon) shutdown(hs *http.Server) error {
 		c.close(ctx)
 	}
 	d.repo.Close(ctx)
+	d.closeTracing(ctx)
 	d.log.Info("stopped", "drained_in", time.Since(start).Round(time.Millisecond))
 	return errors.Join(errs...)
 }

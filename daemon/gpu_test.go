@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -88,6 +89,27 @@ func TestCPUOnlyNodeWithGPUDiscovery(t *testing.T) {
 	}
 	if err := json.Unmarshal(health.Components["host"].Detail, &host); err != nil || health.Components["host"].State != "ok" || host.CPU.Threads < 1 {
 		t.Errorf("host component = %s %s (%v)", health.Components["host"].State, health.Components["host"].Detail, err)
+	}
+	// the core budget and what each ready version takes from it
+	var budget struct {
+		Cores  int `json:"cores"`
+		Models []struct {
+			Name, Source string
+			Instances    int `json:"instances"`
+			Threads      int `json:"intra_op_threads"`
+			Cores        int `json:"cores"`
+		} `json:"models"`
+	}
+	if err := json.Unmarshal(health.Components["scheduler"].Detail, &budget); err != nil || health.Components["scheduler"].State != "ok" {
+		t.Fatalf("scheduler component = %s %s (%v)", health.Components["scheduler"].State, health.Components["scheduler"].Detail, err)
+	}
+	if budget.Cores != runtime.GOMAXPROCS(0) || len(budget.Models) != 2 {
+		t.Errorf("scheduler component: %+v, want %d cores and the two ready versions", budget, runtime.GOMAXPROCS(0))
+	}
+	for _, m := range budget.Models {
+		if m.Name == "gpuonly" || m.Source == "" || m.Instances < 1 || m.Threads < 1 || m.Cores != m.Instances*m.Threads {
+			t.Errorf("scheduler component, %s: %+v", m.Name, m)
+		}
 	}
 	var models []struct {
 		Name, State, Reason string

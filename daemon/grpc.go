@@ -44,6 +44,7 @@ func (d *Daemon) setupGRPC(cfg *config.Config, inference *metrics.Inference) {
 			}
 			return nil
 		},
+		Trace: d.tracing.StartRPC,
 		Transport: grpcapi.Transport{
 			MaxMessageBytes:              g.MaxMessageBytes,
 			MaxConcurrentStreams:         uint32(g.MaxConcurrentStreams),

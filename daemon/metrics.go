@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -52,8 +53,9 @@ func registerCollectors(m *metrics.Metrics, repo *models.Repository, sched *sche
 			if err != nil {
 				continue // replaced since the index was read
 			}
-			out = append(out, metrics.TuningState{Model: e.Name, Version: e.Version, Instances: len(v.Sessions),
-				IntraOpThreads: v.Tuning.IntraOpThreads, BatchTarget: sched.Stats(v).BatchTarget})
+			snap := sched.Stats(v) // a queue not started yet has the instances the version loaded with
+			out = append(out, metrics.TuningState{Model: e.Name, Version: e.Version, Instances: cmp.Or(snap.Instances, len(v.Sessions)),
+				IntraOpThreads: v.Tuning.IntraOpThreads, BatchTarget: snap.BatchTarget})
 		}
 		return out
 	}))

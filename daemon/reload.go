@@ -101,10 +101,16 @@ func (d *Daemon) reloadLocked(ctx context.Context) (result string, restart []str
 	}
 	restart = config.RestartRequired(old.cfg, loaded)
 	next := newSettings(config.KeepRestartOnly(old.cfg, loaded))
+	// A new exporter is built before the swap and put in force after it (tracing.go).
+	traces, err := d.tracing.Build(d.tracingSettings(next.cfg))
+	if err != nil {
+		return "failed", restart, err
+	}
 	rewatch := d.watchers != nil && watchKey(next.cfg) != watchKey(old.cfg)
 	var rw *watch.Repo
 	if rewatch {
 		if rw, err = d.newModelWatcher(next.cfg); err != nil {
+			traces.Discard()
 			return "failed", restart, err
 		}
 	}
@@ -112,8 +118,10 @@ func (d *Daemon) reloadLocked(ctx context.Context) (result string, restart []str
 	d.setSettingsLocked(next)
 	if err := d.repo.Sync(ctx); err != nil {
 		d.setSettingsLocked(old)
+		traces.Discard()
 		return "failed", restart, fmt.Errorf("applying the configuration: %w", err)
 	}
+	d.tracing.Install(traces)
 	if applyPolicy != nil {
 		applyPolicy()
 	}

@@ -381,6 +381,11 @@ func liveProbes(clustered bool) map[string]probe {
 		"limits.max_json_depth":   overLimit("limits.max_json_depth", "3", body, "JSON nesting deeper than 3"),
 		"cluster.policy_file": {set: map[string]string{"cluster.policy_file": `"rollout.toml"`},
 			inert: "cluster mode is off"},
+		"tracing.endpoint":            tracingProbe(nil, "endpoint", "http://127.0.0.1:9/"),
+		"tracing.protocol":            tracingProbe(map[string]string{"tracing.protocol": `"grpc"`}, "protocol", `"grpc"`),
+		"tracing.sampling_ratio":      tracingProbe(map[string]string{"tracing.sampling_ratio": "0.25"}, "sampling_ratio", "0.25"),
+		"tracing.service_name":        tracingProbe(map[string]string{"tracing.service_name": `"edge-7"`}, "service_name", `"edge-7"`),
+		"tracing.resource_attributes": tracingProbe(map[string]string{"tracing.resource_attributes": `["rack=r7"]`}, "resource_attributes", `["rack=r7"]`),
 	}
 	if clustered {
 		ps["cluster.policy_file"] = probe{set: map[string]string{"cluster.policy_file": `"rollout.toml"`},
@@ -454,4 +459,42 @@ func eventually(t *testing.T, cond func() bool, what string) {
 			t.Fatalf("no %s within 10s", what)
 		}
 	}
+}
+
+// tracingProbe turns tracing on (an endpoint nobody answers; no request is sent) with set,
+// and sees /health's tracing component report field as want (JSON).
+func tracingProbe(set map[string]string, field, want string) probe {
+	keys := map[string]string{"tracing.endpoint": `"http://127.0.0.1:9/"`}
+	maps.Copy(keys, set)
+	if field == "endpoint" {
+		want = strconv.Quote(want)
+	}
+	return probe{set: keys,
+		before: func(t *testing.T, r *reloader) {
+			if got := r.tracingDetail(t, field); got != "" {
+				t.Errorf("tracing %s is %s before the reload", field, got)
+			}
+		},
+		check: func(t *testing.T, r *reloader) {
+			if got := r.tracingDetail(t, field); got != want {
+				t.Errorf("/health tracing %s = %s, want %s", field, got, want)
+			}
+		}}
+}
+
+// tracingDetail is one field of /health's tracing component ("" when tracing is off).
+func (r *reloader) tracingDetail(t *testing.T, field string) string {
+	t.Helper()
+	var h struct {
+		Components struct {
+			Tracing struct {
+				Detail map[string]json.RawMessage `json:"detail"`
+			} `json:"tracing"`
+		} `json:"components"`
+	}
+	body := get(t, r.h.url+"/health")
+	if err := json.Unmarshal([]byte(body), &h); err != nil {
+		t.Fatalf("/health: %v: %s", err, body)
+	}
+	return string(h.Components.Tracing.Detail[field])
 }

@@ -153,7 +153,7 @@ func (d *Daemon) denied(reason string) { d.metrics.AuthDenied.WithLabelValues(re
 // size limit, then the token check.
 func (d *Daemon) front(next http.Handler, cfg *config.Config) http.Handler {
 	limit := cfg.Server.MaxHeaderBytes
-	inner := d.sec.wrap(next, d.denied)
+	inner := d.sec.wrap(d.tracing.Wrap(next), d.denied)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if n := headerBytes(r); n > limit {
 			d.metrics.LimitRejections.WithLabelValues("max_header_bytes").Inc()

@@ -15,12 +15,14 @@ import (
 	"github.com/inferd/inferd/models"
 	"github.com/inferd/inferd/scheduler"
 	"github.com/inferd/inferd/tensor"
+	"github.com/inferd/inferd/tracing"
+	"github.com/inferd/inferd/tracing/span"
 )
 
 // ModelInfer runs one inference request. In cluster mode the response metadata names the node
 // that served it (MetadataServedBy).
 func (s *Server) ModelInfer(ctx context.Context, m *pb.ModelInferRequest) (*pb.ModelInferResponse, error) {
-	resp, node, err := s.infer1(ctx, m)
+	resp, node, err := s.infer1(ctx, "ModelInfer", m)
 	if node != "" {
 		_ = grpc.SetHeader(ctx, metadata.Pairs(MetadataServedBy, node))
 	}
@@ -31,11 +33,19 @@ func (s *Server) ModelInfer(ctx context.Context, m *pb.ModelInferRequest) (*pb.M
 // unary and the streaming RPC both come here. In cluster mode the router decides where it
 // runs, and node names the node that answered. Requests it ends before the scheduler admits
 // them are counted through Options.Refused.
-func (s *Server) infer1(ctx context.Context, m *pb.ModelInferRequest) (resp *pb.ModelInferResponse, node string, err error) {
+func (s *Server) infer1(ctx context.Context, method string, m *pb.ModelInferRequest) (resp *pb.ModelInferResponse, node string, err error) {
+	if s.opts.Trace != nil {
+		var end func(error)
+		if ctx, end = s.opts.Trace(ctx, method, m.GetModelName()); end != nil {
+			defer func() { end(err) }()
+		}
+	}
 	if s.stopping.Load() {
 		s.refused(ctx, m.GetModelName(), nil, errStopping)
 		return nil, "", errStopping
 	}
+	_, decode := span.Start(ctx, "decode")
+	defer decode.End()
 	if err := s.decodeError(ctx, m); err != nil {
 		s.refused(ctx, "", nil, err)
 		return nil, "", err
@@ -53,6 +63,8 @@ func (s *Server) infer1(ctx context.Context, m *pb.ModelInferRequest) (resp *pb.
 		s.refused(ctx, m.GetModelName(), nil, err)
 		return nil, "", err
 	}
+	decode.End()
+	sreq.Trace = tracing.Queue(ctx)
 	if rt := s.opts.Router(); rt != nil {
 		return s.route(ctx, rt, m, req, sreq)
 	}
@@ -69,10 +81,13 @@ func (s *Server) runLocal(ctx context.Context, m *pb.ModelInferRequest, version 
 	}
 	if res.Err != nil {
 		if codeOf(res.Err) == codes.Internal && ctx.Err() == nil {
-			s.log.Error("inference failed", "model", m.GetModelName(), "version", version, "id", m.GetId(), "err", res.Err)
+			s.log.ErrorContext(ctx, "inference failed", "model", m.GetModelName(), "version", version, "id", m.GetId(), "err", res.Err)
 		}
 		return nil, res.Err
 	}
+	tracing.SetVersion(ctx, res.Version.Label())
+	_, encode := span.Start(ctx, "encode")
+	defer encode.End()
 	return kservegrpc.EncodeResponse(res.Version.Model, res.Version.Label(), m.GetId(), res.Outputs), nil
 }
 

@@ -94,7 +94,12 @@ type Options struct {
 	// Router, when set, returns the cluster's router, or nil while the node is in no cluster
 	// (before it joined, or with the cluster off): then every request is served here. It is
 	// called for every inference request and must not block.
-	Router    func() Router
+	Router func() Router
+	// Trace, when set, starts the server span of one inference request (a unary call or one
+	// request of a stream; method names which) in ctx, its parent read from the call's
+	// metadata, and returns the context to serve it in and what ends the span with the
+	// request's error; end is nil when the request is not traced (tracing.Tracing.StartRPC).
+	Trace     func(ctx context.Context, method, model string) (_ context.Context, end func(error))
 	Transport Transport
 }
 

@@ -62,7 +62,7 @@ func (s *Server) ModelStreamInfer(stream pb.GRPCInferenceService_ModelStreamInfe
 	answer := func(m *pb.ModelInferRequest) {
 		defer func() { <-inFlight; wg.Done() }()
 		start := time.Now()
-		resp, node, err := s.infer1(ctx, m)
+		resp, node, err := s.infer1(ctx, "ModelStreamInfer", m)
 		code := codeOf(err)
 		service, method := splitMethod(pb.GRPCInferenceService_ModelStreamInfer_FullMethodName)
 		s.observe(service, method, code, time.Since(start))

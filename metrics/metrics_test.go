@@ -110,7 +110,10 @@ func fixture(t *testing.T) *Metrics {
 	tuning := NewTuning(func() []TuningState {
 		return []TuningState{{Model: "mlp", Version: "1", Instances: 2, IntraOpThreads: 1, BatchTarget: 32}, {Model: "ocr", Version: "3", Instances: 1, IntraOpThreads: 2}}
 	})
-	m.Registry.MustRegister(inf, states, tuning)
+	traces := NewTracing(func() TracingStats {
+		return TracingStats{Exported: 120, DroppedQueueFull: 7, DroppedExportFailed: 16}
+	})
+	m.Registry.MustRegister(inf, states, tuning, traces)
 	return m
 }
 

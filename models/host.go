@@ -130,7 +130,7 @@ func (r *Repository) watchHost(v *Version, log *slog.Logger) {
 // closeVersion closes v's sessions and ends its host (its worker exits, and all the memory
 // ONNX Runtime held goes back). Safe to call more than once.
 func closeVersion(v *Version) {
-	closeAll(v.Sessions)
+	closeAll(v.openSessions())
 	if v.host != nil {
 		_ = v.host.Close()
 	}

@@ -80,6 +80,26 @@ type TuningConfig struct {
 	MaxInstances int `toml:"max_instances" json:"max_instances,omitempty"`
 	// MaxCores caps instances × threads (0: the usable cores).
 	MaxCores int `toml:"max_cores" json:"max_cores,omitempty"`
+	// ScaleDownAfter is how long the load must leave an instance unneeded before it is closed
+	// (instances follow the load, between min_instances and the calibrated count); unset:
+	// DefaultScaleDownAfter; "0s" keeps the calibrated count.
+	ScaleDownAfter *Duration `toml:"scale_down_after" json:"scale_down_after,omitempty"`
+	// Weight is the model's share of the node's cores against other busy models (0: 1): busy
+	// models of weights 3 and 1 get core time 3 : 1.
+	Weight float64 `toml:"weight" json:"weight,omitempty"`
+}
+
+// DefaultScaleDownAfter is the quiet period after which an instance the load does not need is
+// closed, when model.toml sets none: long enough that a pause between bursts keeps the
+// instances, short enough that memory goes back within a minute of the load dropping.
+const DefaultScaleDownAfter = 30 * time.Second
+
+// scaleDownAfter is ScaleDownAfter with its default.
+func (t TuningConfig) scaleDownAfter() time.Duration {
+	if t.ScaleDownAfter == nil {
+		return DefaultScaleDownAfter
+	}
+	return time.Duration(*t.ScaleDownAfter)
 }
 
 // auto reports whether the tuner chooses for this model.
@@ -87,8 +107,8 @@ func (t TuningConfig) auto() bool { return t.Auto == nil || *t.Auto }
 
 func (t TuningConfig) validate(cores int) []error {
 	var errs []error
-	if t.CalibrationTime < 0 || t.LatencyBudget < 0 || t.MinInstances < 0 || t.MaxInstances < 0 || t.MaxCores < 0 {
-		errs = append(errs, errors.New("tuning: calibration_time, latency_budget, min_instances, max_instances and max_cores must not be negative"))
+	if t.CalibrationTime < 0 || t.LatencyBudget < 0 || t.MinInstances < 0 || t.MaxInstances < 0 || t.MaxCores < 0 || t.scaleDownAfter() < 0 || t.Weight < 0 {
+		errs = append(errs, errors.New("tuning: calibration_time, latency_budget, min_instances, max_instances, max_cores, scale_down_after and weight must not be negative"))
 	}
 	if t.MinInstances > 0 && t.MaxInstances > 0 && t.MinInstances > t.MaxInstances {
 		errs = append(errs, fmt.Errorf("tuning: min_instances %d is more than max_instances %d", t.MinInstances, t.MaxInstances))
@@ -339,6 +359,7 @@ func (c Config) schedulerPolicy() scheduler.Policy {
 		DefaultPriority:     b.DefaultPriority,
 		DefaultTimeout:      time.Duration(b.DefaultTimeout),
 		MaxRunTime:          time.Duration(c.Limits.MaxRunTime),
+		Weight:              c.Tuning.Weight,
 	}
 }
 

@@ -69,6 +69,9 @@ func TestReadConfig(t *testing.T) {
 		{name: "bad gpu list", content: "[instance]\ndevice = \"auto\"\ngpus = [-1, 2, 2]\ngpu_memory_bytes = -5\n",
 			errs: []string{"instance.gpus: -1 is not a GPU index", "GPU 2 listed twice", "gpu_memory_bytes -5"}},
 		{name: "two policies", content: "[version_policy]\nlatest = 2\nall = true\n", errs: []string{"only one of"}},
+		{name: "bad tuning", content: "[tuning]\nweight = -2.0\nscale_down_after = \"-1s\"\n", errs: []string{"scale_down_after and weight must not be negative"}},
+		{name: "tuning", content: "[tuning]\nweight = 3.0\nscale_down_after = \"0s\"\n",
+			want: Config{Instance: InstanceConfig{Count: 2, Device: "cpu"}, VersionPolicy: VersionPolicy{Latest: 1}}},
 		{name: "bad override dim", content: "[[inputs]]\nname = \"x\"\nshape = [0]\n", errs: []string{"dimension 0 must be positive"}},
 	}
 	for _, c := range cases {
@@ -165,5 +168,26 @@ func TestSchedulerPolicyMaxRunTime(t *testing.T) {
 				t.Errorf("MaxRunTime = %s, want %s", got, c.want)
 			}
 		})
+	}
+}
+
+// [tuning] weight and scale_down_after reach the scheduler's policy ("0s" keeps the count).
+func TestTuningKeysReachThePolicy(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, ConfigFile), []byte("[tuning]\nweight = 3.0\nscale_down_after = \"0s\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := readConfig(dir, Defaults{Instances: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := c.schedulerPolicy(); p.Weight != 3 {
+		t.Errorf("policy weight %v, want 3", p.Weight)
+	}
+	if d := c.Tuning.scaleDownAfter(); d != 0 {
+		t.Errorf("scale_down_after %s, want 0 (kept count)", d)
+	}
+	if d := (TuningConfig{}).scaleDownAfter(); d != DefaultScaleDownAfter {
+		t.Errorf("unset scale_down_after %s, want %s", d, DefaultScaleDownAfter)
 	}
 }

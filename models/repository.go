@@ -61,6 +61,8 @@ type Version struct {
 	// Tuning is how its configuration was chosen (tune.go).
 	Tuning Tuning
 
+	scale instanceSet // the instances opened and closed as the load moves (scale.go)
+
 	fingerprint string         // what it was loaded from: files and effective settings
 	baseline    map[int]uint64 // this process's GPU memory before the load, per GPU; loader only
 	retired     atomic.Bool    // no longer routable; requests that still hold it must re-resolve
@@ -94,6 +96,9 @@ func (v *Version) Policy() scheduler.Policy {
 		p.ServiceTimes, p.LatencyBudget = v.Tuning.service, v.Tuning.latencyBudget
 		if !v.Config.set.maxQueueDelay {
 			p.MaxQueueDelay = 0 // the tuned batcher's own bound, unless model.toml sets one
+		}
+		if v.scales() {
+			p.ScaleDownAfter, p.MinInstances = v.Config.Tuning.scaleDownAfter(), v.Config.Tuning.MinInstances
 		}
 	}
 	return p

@@ -216,6 +216,7 @@ func (r *Repository) openTunedLocked(ctx context.Context, v *Version, path strin
 		v.Sessions = append(v.Sessions, s)
 	}
 	v.Provider = v.Sessions[0].Provider()
+	v.scale.open = func(ctx context.Context) (engine.Session, error) { return open(ctx, d.Threads) }
 	log.Info("tuned", "instances", d.Instances, "intra_op_threads", d.Threads, "batch_target", d.BatchTarget,
 		"cached", cached, "calibration_ms", v.Tuning.CalibrationMillis, "reason", d.Reason)
 	return nil

@@ -3,6 +3,7 @@ package models_test
 import (
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -225,4 +226,67 @@ func loadFake(t *testing.T, sig engine.Signature, fn enginetest.Func, modelTOML 
 		t.Fatalf("the version does not serve: %v", err)
 	}
 	return v, rt
+}
+
+// A calibrated version's instance count follows the load: Grow opens a session that runs in the
+// chosen configuration, Shrink closes one (the loaded ones too), and once the version is closed
+// nothing more opens. A version served as written is fixed.
+func TestCalibratedVersionScales(t *testing.T) {
+	dir, state := t.TempDir(), t.TempDir()
+	testutil.WriteFile(t, dir, "wide/1/model.onnx", testmodels.Wide(64, 256, 16))
+	testutil.WriteFile(t, dir, "wide/model.toml", []byte("max_batch_size = 16\n[tuning]\nscale_down_after = \"10s\"\nmin_instances = 1\n"))
+	testutil.WriteFile(t, dir, "fixed/1/model.onnx", testmodels.Wide(64, 256, 16))
+	testutil.WriteFile(t, dir, "fixed/model.toml", []byte("max_batch_size = 16\n[tuning]\nauto = false\n"))
+	r := models.New(dir, newRuntime(t), models.Defaults{Instances: 1, Cores: 2, MaxBatchSize: 64, CalibrationTime: time.Second}, quiet)
+	r.SetTuning(models.TuningEnv{Store: tuning.NewStore(state), Hardware: "test", Runtime: "test"})
+	if err := r.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close(context.Background())
+	v, err := r.Resolve("wide", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := v.Policy(); p.ScaleDownAfter != 10*time.Second || p.MinInstances != 1 {
+		t.Errorf("policy scale_down_after %s, min_instances %d; want 10s, 1", p.ScaleDownAfter, p.MinInstances)
+	}
+	s, err := v.Grow(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := tensor.Tensor{Name: "input", DataType: tensor.FP32, Shape: []int64{2, 64}, Data: make([]byte, 512)}
+	if _, err := s.Run(context.Background(), []tensor.Tensor{in}, nil); err != nil {
+		t.Errorf("a grown instance does not run: %v", err)
+	}
+	v.Shrink(s)
+	if _, err := s.Run(context.Background(), []tensor.Tensor{in}, nil); !errors.Is(err, engine.ErrClosed) {
+		t.Errorf("a shrunk instance runs: %v", err)
+	}
+	first := v.Sessions[0]
+	v.Shrink(first)
+	if _, err := first.Run(context.Background(), []tensor.Tensor{in}, nil); !errors.Is(err, engine.ErrClosed) {
+		t.Errorf("a loaded instance that was shrunk runs: %v", err)
+	}
+
+	fixed, err := r.Resolve("fixed", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := fixed.Policy(); p.ScaleDownAfter != 0 {
+		t.Errorf("a version served as written scales: %+v", p)
+	}
+	if _, err := fixed.Grow(context.Background()); err == nil {
+		t.Error("a version served as written grew")
+	}
+
+	// unloading closes what is open, and no Grow opens anything afterwards
+	if err := os.RemoveAll(filepath.Join(dir, "wide")); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Grow(context.Background()); err == nil {
+		t.Error("an unloaded version grew")
+	}
 }

@@ -25,7 +25,7 @@ const peakWindow = 2
 
 // notePeakLocked records the rows in flight seen up to a dispatch.
 func (q *queue) notePeakLocked() {
-	n := peakWindow*len(q.instances) + 1
+	n := peakWindow*q.activeLocked() + 1
 	if len(q.peaks) < n {
 		q.peaks = append(q.peaks, q.peak)
 		return
@@ -57,7 +57,7 @@ func (q *queue) service(rows int64) time.Duration {
 
 // batchTargetLocked is the batch size aimed for now, up to limit (q.limit).
 func (q *queue) batchTargetLocked(limit int64) int64 {
-	n := int64(len(q.instances))
+	n := int64(q.activeLocked())
 	return min(max((q.inFlightLocked()+n-1)/n, 1), limit)
 }
 

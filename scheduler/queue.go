@@ -25,16 +25,21 @@ type queue struct {
 	policy Policy
 	log    *slog.Logger
 	stats  *Stats
-	cores  *cores // the node's core budget, shared with every queue
+	cores  *cores   // the node's core budget, shared with every queue
+	acct   *account // this queue's share of it (Policy.Weight)
 	// abort stops, once, the runs in flight and those to come, when a drain has run out of time.
 	abort func()
 	// runTimeout is the cause of a run stopped by policy.MaxRunTime (it wraps ErrRunTimeout).
 	runTimeout error
 	workers    sync.WaitGroup
 
-	instances []*instance
+	instances []*instance // guarded by mu once the queue runs: autoscaling changes them
+	started   int         // instances started so far (instance.index)
+	scale     scaling     // scale.go
 	// limit is the most rows one batch may hold (batchLimit).
 	limit int64
+	// model and version name the target's series, for traces (BatchInfo).
+	model, version string
 
 	mu       sync.Mutex
 	levels   [][]*pending  // FIFO per priority level; levels[0] is priority 1
@@ -55,7 +60,13 @@ type queue struct {
 // instance is one session and the state its worker and direct runs share under queue.mu.
 type instance struct {
 	sess engine.Session
-	busy bool // running a batch, taken by its worker or by a caller (queue.push)
+	// index numbers the queue's instances in the order they started (traces name it); one
+	// that autoscaling adds takes the next number
+	index int
+	busy  bool // running a batch, taken by its worker or by a caller (queue.push)
+	// retiring: autoscaling told it to go (scale.go); it takes no batch, and its worker exits
+	// once it is free
+	retiring bool
 	// ctx is the context of the instance's runs; while a batch runs, gen is its run's
 	// generation of ctx and live counts the requests of the batch whose callers still wait
 	// (whose contexts have not ended): the last to leave stops the run.
@@ -105,6 +116,7 @@ func startQueue(t Target, log *slog.Logger, budget *cores) (*queue, error) {
 		policy:   p,
 		log:      log,
 		cores:    budget,
+		acct:     newAccount(p.Weight),
 		stats:    newStats(),
 		levels:   make([][]*pending, p.PriorityLevels),
 		changed:  make(chan struct{}),
@@ -112,17 +124,28 @@ func startQueue(t Target, log *slog.Logger, budget *cores) (*queue, error) {
 	}
 	q.abort = sync.OnceFunc(q.stopRuns)
 	q.limit = q.batchLimit()
+	if named, ok := t.(Series); ok {
+		q.model, q.version = named.Series()
+	}
 	if p.MaxRunTime > 0 {
 		q.runTimeout = fmt.Errorf("%w %s", ErrRunTimeout, p.MaxRunTime)
 	}
 	for _, s := range sessions {
-		inst := &instance{sess: s, ctx: newRunContext()}
-		q.instances = append(q.instances, inst)
-		q.workers.Add(1)
-		go q.work(inst)
+		q.startWorkerLocked(&instance{sess: s, ctx: newRunContext()})
 	}
+	q.startScaling(t)
 	go func() { q.workers.Wait(); close(q.finished) }()
 	return q, nil
+}
+
+// startWorkerLocked adds inst to the queue's instances and starts its worker. Before the queue
+// is published, or with mu held.
+func (q *queue) startWorkerLocked(inst *instance) {
+	inst.index = q.started
+	q.started++
+	q.instances = append(q.instances, inst)
+	q.workers.Add(1)
+	go q.work(inst)
 }
 
 // changedLocked wakes every worker waiting for the queue to change.
@@ -137,6 +160,7 @@ func (q *queue) snapshot() Snapshot {
 	q.mu.Lock()
 	snap.Pending = q.waiting
 	snap.InFlight = q.waiting + q.runningN
+	snap.Instances = q.activeLocked()
 	if q.policy.ServiceTimes != nil {
 		snap.BatchTarget = int(q.batchTargetLocked(q.limit))
 	}
@@ -253,11 +277,12 @@ func (q *queue) push(p *pending) (*instance, error) {
 	q.waiting++
 	q.rows += p.rows
 	q.peak = max(q.peak, q.rows+q.running)
+	q.noteInFlightLocked()
 	if !p.deadline.IsZero() {
 		q.timed++
 	}
 	if q.waiting == 1 {
-		if i := slices.IndexFunc(q.instances, func(inst *instance) bool { return !inst.busy }); i >= 0 {
+		if i := slices.IndexFunc(q.instances, func(inst *instance) bool { return !inst.busy && !inst.retiring }); i >= 0 {
 			if batch, ready, _ := q.formLocked(p.arrived); ready && len(batch) == 1 {
 				q.takeLocked(batch, q.instances[i])
 				return q.instances[i], nil
@@ -339,11 +364,15 @@ func (q *queue) expireLocked(now time.Time) {
 }
 
 // next blocks until inst is free and a batch is ready, and takes the batch out of the queue for
-// inst. It returns nil when the queue is closing and empty and inst is free.
+// inst. It returns nil when the queue is closing and empty and inst is free, and when inst is
+// free and retiring.
 func (q *queue) next(inst *instance) []*pending {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	for {
+		if inst.retiring && !inst.busy {
+			return nil
+		}
 		now := time.Now()
 		q.expireLocked(now)
 		// inst is busy while a caller runs on it (push); the caller's release wakes this
@@ -479,6 +508,9 @@ func (q *queue) work(inst *instance) {
 	for {
 		batch := q.next(inst)
 		if batch == nil {
+			if inst.retiring { // set under mu before next saw it, and never unset
+				q.retire(inst)
+			}
 			return
 		}
 		q.run(inst, batch, false)
@@ -491,8 +523,13 @@ func (q *queue) work(inst *instance) {
 func (q *queue) run(inst *instance, batch []*pending, direct bool) {
 	// The cores first: waiting for them is queueing, not compute. A run stopped meanwhile
 	// (every caller left) goes to the session with its context ended and fails at once.
-	held, _ := q.cores.acquire(q.policy.Threads, inst.ctx.Done())
+	held, _ := q.cores.acquire(q.acct, q.policy.Threads, inst.ctx.Done())
 	start := time.Now()
+	var rows int64
+	for _, p := range batch {
+		rows += p.rows
+	}
+	bt := q.traceBatch(inst, batch, rows, start)
 	// inst.gen is inst's to read: it changes only when inst is taken for a run.
 	var timer *time.Timer
 	if q.runTimeout != nil {
@@ -503,7 +540,7 @@ func (q *queue) run(inst *instance, batch []*pending, direct bool) {
 	gathered := time.Now()
 	outputs, err := inst.sess.Run(inst.ctx, inputs, batch[0].req.Outputs)
 	ran := time.Now()
-	q.cores.release(held)
+	q.cores.release(q.acct, held, ran.Sub(start))
 	if timer != nil {
 		timer.Stop()
 	}
@@ -524,12 +561,11 @@ func (q *queue) run(inst *instance, batch []*pending, direct bool) {
 		parts, err = split(batch, outputs)
 	}
 	end := time.Now()
+	if bt != nil {
+		bt.End(err)
+	}
 	// The books are closed before anyone hears back: a client that sends its next request, or
 	// reads the statistics, as soon as it has its answer sees this batch finished.
-	var rows int64
-	for _, p := range batch {
-		rows += p.rows
-	}
 	q.mu.Lock()
 	q.running -= rows
 	q.runningN -= len(batch)
@@ -636,6 +672,7 @@ func (q *queue) close(ctx context.Context) error {
 	q.mu.Lock()
 	if !q.closing {
 		q.closing = true
+		q.stopScalingLocked()
 		q.changedLocked()
 	}
 	q.mu.Unlock()

@@ -88,6 +88,16 @@ type Policy struct {
 	// threads); each run takes that many from the core budget (SetCores) while it runs. 0 takes
 	// none (a run on a GPU).
 	Threads int
+	// ScaleDownAfter lets the instance count follow the load (scale.go), for a target that
+	// implements Scaler and a policy with ServiceTimes: instances that the rows in flight do
+	// not keep busy go, one per ScaleDownAfter, down to MinInstances (at least 1), and come back,
+	// up to the count the target started with, as soon as the load needs them. 0 keeps the
+	// count.
+	ScaleDownAfter time.Duration
+	MinInstances   int
+	// Weight is the version's share of the core budget against other busy versions (cores.go):
+	// two busy versions of weights 3 and 1 get core time 3 : 1. Not positive means 1.
+	Weight float64
 }
 
 // Request is one inference request, validated against the target's signature.
@@ -99,6 +109,8 @@ type Request struct {
 	Priority int
 	// Timeout bounds the time in the queue; 0 = the policy's default.
 	Timeout time.Duration
+	// Trace, when set, follows the request through the queue and its batch (trace.go).
+	Trace Trace
 }
 
 // Errors of Infer; the API maps them to statuses with errors.Is.
@@ -148,6 +160,9 @@ func New(log *slog.Logger) *Scheduler {
 // most n cores busy (each takes its Policy.Threads while it runs, and waits its turn when they
 // are taken). 0, the default, sets no budget.
 func (s *Scheduler) SetCores(n int) { s.cores.setTotal(n) }
+
+// Cores reports the node-wide core budget and its use now.
+func (s *Scheduler) Cores() CoreBudget { return s.cores.budget() }
 
 // queueFor returns t's queue, starting it (and its workers) on first use.
 func (s *Scheduler) queueFor(t Target) (*queue, error) {

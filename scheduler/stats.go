@@ -99,6 +99,8 @@ type Snapshot struct {
 	// BatchTarget is the batch size the tuned batcher aims for now (batch.go); 0 for a policy
 	// without service times.
 	BatchTarget int
+	// Instances is how many instances take batches now (autoscaling moves it: scale.go).
+	Instances int
 }
 
 // add sums o into s: counts, durations and histograms add up, batch stats merge by size, the
@@ -130,6 +132,7 @@ func (s *Snapshot) add(o *Snapshot) {
 		}
 	}
 	s.Pending += o.Pending
+	s.Instances += o.Instances
 	for i, n := range o.Outcomes {
 		s.Outcomes[i] += n
 	}

@@ -11,7 +11,12 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/inferd/inferd/kserve/kservehttp"
+	"github.com/inferd/inferd/tracing/span"
 )
 
 // maxCapture bounds a 503 body held back for a possible retry; error bodies are a few hundred
@@ -124,15 +129,21 @@ func (lw *localWriter) Flush() {
 func (lw *localWriter) Unwrap() http.ResponseWriter { return lw.w }
 
 // tryPeer forwards the request to a peer and relays its answer, except a failure that another
-// node may repair (no response, or a 503 while a retry may follow).
-func (rt *Router) tryPeer(w http.ResponseWriter, r *http.Request, c candidate, body *kservehttp.Body, retryable bool) outcome {
+// node may repair (no response, or a 503 while a retry may follow). try counts the tries of
+// the request before this one. A traced request's try is a client span (forwardSpan), whose
+// trace context goes to the peer.
+func (rt *Router) tryPeer(w http.ResponseWriter, r *http.Request, c candidate, body *kservehttp.Body, retryable bool, try int) (o outcome) {
 	p := c.peer
 	p.retarget(c.addr)
 	p.forwarded.Add(1)
 	p.inFlight.Add(1)
 	defer p.inFlight.Add(-1)
 
-	ctx, cancel := context.WithCancelCause(r.Context())
+	tctx, sp := span.StartClient(r.Context(), "forward")
+	if sp.IsRecording() {
+		defer func() { endForward(sp, c, try, o) }()
+	}
+	ctx, cancel := context.WithCancelCause(tctx)
 	defer cancel(nil)
 	var timer *time.Timer
 	if d := rt.opts.PerTryTimeout; d > 0 {
@@ -158,6 +169,9 @@ func (rt *Router) tryPeer(w http.ResponseWriter, r *http.Request, c candidate, b
 			err = cause
 		}
 		return rt.peerFailed(p, c, err)
+	}
+	if sp.IsRecording() {
+		sp.SetAttributes(attribute.Int("http.response.status_code", resp.StatusCode))
 	}
 	if resp.StatusCode == http.StatusServiceUnavailable {
 		rt.recordFailure(p, c, errPeer503)
@@ -214,6 +228,7 @@ func (rt *Router) outgoing(ctx context.Context, r *http.Request, c candidate, bo
 	}
 	removeHopByHop(out.Header)
 	out.Header.Del("Expect")
+	span.Inject(ctx, out.Header)
 	out.Header.Set(rt.opts.ForwardedByHeader, rt.opts.Node)
 	// Inference is safe to repeat: a nil Idempotency-Key (never sent) lets the transport resend
 	// on a pooled connection the peer closed, instead of failing the try.
@@ -288,3 +303,18 @@ func removeHopByHop(h http.Header) {
 }
 
 func timeFromNanos(n int64) time.Time { return time.Unix(0, n) }
+
+// endForward closes the client span of a try on a peer: the peer chosen, the try's number
+// (http.request.resend_count, 0 for the first try of the request) and how it ended.
+func endForward(sp trace.Span, c candidate, try int, o outcome) {
+	sp.SetAttributes(attribute.String("inferd.peer", c.name), attribute.String("server.address", c.addr),
+		attribute.String("inferd.model", c.model), attribute.Int("http.request.resend_count", try))
+	switch {
+	case o.err != nil:
+		sp.RecordError(o.err)
+		sp.SetStatus(codes.Error, o.err.Error())
+	case !o.done:
+		sp.SetStatus(codes.Error, http.StatusText(o.status))
+	}
+	sp.End()
+}

@@ -190,7 +190,7 @@ func (rt *Router) serve(w http.ResponseWriter, r *http.Request, p *plan, local h
 			if !rt.budget.withdraw() {
 				p.tried = p.tried[:len(p.tried)-1]
 				rt.exhausted.Add(1)
-				rt.log.Debug("retry budget exhausted", "model", p.model, "node", c.name)
+				rt.log.DebugContext(ctx, "retry budget exhausted", "model", p.model, "node", c.name)
 				break
 			}
 			rt.retries.Add(1)
@@ -213,13 +213,13 @@ func (rt *Router) serve(w http.ResponseWriter, r *http.Request, p *plan, local h
 		if c.local {
 			o = rt.tryLocal(w, r, c, body, buffered, retryable, local)
 		} else {
-			o = rt.tryPeer(w, r, c, body, retryable)
+			o = rt.tryPeer(w, r, c, body, retryable, tries)
 		}
 		if o.done {
 			return
 		}
 		last = o
-		rt.log.Debug("try failed", "model", p.model, "node", c.name, "status", o.status, "err", o.err)
+		rt.log.DebugContext(ctx, "try failed", "model", p.model, "node", c.name, "status", o.status, "err", o.err)
 	}
 	if tries == 0 {
 		rt.serveUnplaced(w, r, p, local)
@@ -273,6 +273,9 @@ func (rt *Router) relayFailure(w http.ResponseWriter, r *http.Request, p *plan, 
 	writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("model %q: %v (tried %s): %v",
 		p.model, ErrNoNode, strings.Join(p.tried, ", "), o.err))
 }
+
+// ParseInferPath is parseInferPath for other packages (tracing names its spans by it).
+func ParseInferPath(escaped string) (model, version string, ok bool) { return parseInferPath(escaped) }
 
 // parseInferPath matches /v2/models/{m}/infer and /v2/models/{m}/versions/{v}/infer in the
 // escaped path, segment by segment as net/http's ServeMux does.

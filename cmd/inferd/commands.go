@@ -21,6 +21,7 @@ import (
 	"github.com/inferd/inferd/engine/ort"
 	"github.com/inferd/inferd/gpu"
 	"github.com/inferd/inferd/internal/buildinfo"
+	"github.com/inferd/inferd/logging"
 )
 
 // defaultConfigPath is where the packages install the configuration.
@@ -142,13 +143,13 @@ func newLogger(w io.Writer, c config.Log, level *slog.LevelVar) *slog.Logger {
 	_ = l.UnmarshalText([]byte(c.Level)) // validated by config
 	level.Set(l)
 	if log, ok := journalLogger(w, level); ok {
-		return log
+		return slog.New(logging.TraceContext(log.Handler()))
 	}
 	opts := &slog.HandlerOptions{Level: level}
 	if c.Format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
+		return slog.New(logging.TraceContext(slog.NewJSONHandler(w, opts)))
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	return slog.New(logging.TraceContext(slog.NewTextHandler(w, opts)))
 }
 
 func validateCommand(env []string) *cobra.Command {

@@ -24,6 +24,12 @@ var errFrame = errors.New("worker protocol error")
 // goroutine at a time, writes are serialized by wmu, and shutdown wakes a blocked reader.
 type conn struct {
 	fd int
+	// fdMu is held shared by every system call on fd and exclusively by the close that
+	// releases it: a descriptor number is reused by the next socket opened, so no call may
+	// reach fd once it is closed (a late read would take another worker's frames). closed is
+	// guarded by it.
+	fdMu   sync.RWMutex
+	closed bool
 
 	wmu  sync.Mutex
 	wbuf []byte
@@ -87,6 +93,10 @@ func (c *conn) write(fds []int, build func(e *encoder)) error {
 	if len(fds) > 0 {
 		oob = unix.UnixRights(fds...)
 	}
+	if !c.use() {
+		return fmt.Errorf("send: %w", unix.EBADF)
+	}
+	defer c.fdMu.RUnlock()
 	for len(b) > 0 || oob != nil {
 		n, err := unix.SendmsgN(c.fd, b, oob, nil, unix.MSG_NOSIGNAL)
 		if err == unix.EINTR {
@@ -153,6 +163,10 @@ func (c *conn) recv() (n, oobn int, err error) {
 		n, err = c.mem.recv(c.rbuf[c.rend:])
 		return n, 0, err
 	}
+	if !c.use() {
+		return 0, 0, unix.EBADF
+	}
+	defer c.fdMu.RUnlock()
 	if c.spin > 0 {
 		deadline := time.Now().Add(c.spin)
 		for {
@@ -203,7 +217,22 @@ func (c *conn) shutdown() {
 		c.mem.shutdown()
 		return
 	}
+	if !c.use() {
+		return
+	}
+	defer c.fdMu.RUnlock()
 	_ = unix.Shutdown(c.fd, unix.SHUT_RDWR)
+}
+
+// use takes fdMu shared for a system call on fd, unless fd is closed (then it reports false
+// and holds nothing).
+func (c *conn) use() bool {
+	c.fdMu.RLock()
+	if c.closed {
+		c.fdMu.RUnlock()
+		return false
+	}
+	return true
 }
 
 // release closes this process's descriptor without shutting the socket down: for an end that
@@ -212,16 +241,23 @@ func (c *conn) release() {
 	if c.mem != nil {
 		return // the fake worker holds the other end itself
 	}
-	c.closeOnce.Do(func() { _ = unix.Close(c.fd) })
+	c.closeOnce.Do(c.closeFD)
 }
 
-// close shuts the connection down and releases the descriptor. The caller makes sure no
-// goroutine still reads or writes it (a descriptor number can be reused at once).
+// close shuts the connection down, which wakes a reader or writer blocked on it, and releases
+// the descriptor once no call uses it any more; later calls fail as on a closed socket.
 func (c *conn) close() {
 	c.closeOnce.Do(func() {
 		c.shutdown()
 		if c.mem == nil {
-			_ = unix.Close(c.fd)
+			c.closeFD()
 		}
 	})
+}
+
+func (c *conn) closeFD() {
+	c.fdMu.Lock()
+	defer c.fdMu.Unlock()
+	c.closed = true
+	_ = unix.Close(c.fd)
 }

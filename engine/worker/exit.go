@@ -25,6 +25,14 @@ func classify(st *os.ProcessState, waitErr error, killed string, stderr, heads [
 	}
 	ws, _ := st.Sys().(syscall.WaitStatus)
 	oom := mentionsOutOfMemory(stderr)
+	// A crash at the memory limit is taken for what it is: an allocation that failed and was
+	// not checked (the Go runtime's own collector dereferences what it could not map, native
+	// code too). The peak resident memory says whether the worker was there.
+	peak := peakRSS(st)
+	atLimit := limit > 0 && float64(peak) >= nearLimit*float64(limit)
+	crashed := func(name string) exitInfo {
+		return exitInfo{reason: fmt.Sprintf("%s (killed by %s with %s resident at its peak)", outOfMemory(limit), name, placement.Bytes(peak)), class: engine.ExitOOM}
+	}
 	switch {
 	case ws.Signaled():
 		sig := ws.Signal()
@@ -34,6 +42,9 @@ func classify(st *os.ProcessState, waitErr error, killed string, stderr, heads [
 		}
 		if oom {
 			return exitInfo{reason: outOfMemory(limit) + " (then " + name + ")", class: engine.ExitOOM}
+		}
+		if atLimit && sig != syscall.SIGKILL {
+			return crashed(name)
 		}
 		if sig == syscall.SIGKILL {
 			// Not sent by the daemon: the kernel's OOM killer (a cgroup limit) or an operator.
@@ -47,6 +58,9 @@ func classify(st *os.ProcessState, waitErr error, killed string, stderr, heads [
 		if sig := crashSignal(heads); sig != "" {
 			// The Go runtime caught a signal raised in native code, printed its report and
 			// exited 2: the process died of that signal in all but name.
+			if atLimit {
+				return crashed(sig)
+			}
 			return exitInfo{reason: "killed by " + sig + " (in native code)", class: engine.ExitSignal}
 		}
 		reason := fmt.Sprintf("exited with status %d", ws.ExitStatus())
@@ -60,6 +74,21 @@ func classify(st *os.ProcessState, waitErr error, killed string, stderr, heads [
 		return exitInfo{reason: ee.Error(), class: engine.ExitError}
 	}
 	return exitInfo{reason: st.String(), class: engine.ExitError}
+}
+
+// nearLimit is the share of the memory limit that a worker's peak resident memory must reach
+// for a crash to be taken for a failed allocation. The limit (RLIMIT_DATA) counts private
+// writable mappings, resident or not (thread stacks, reserved arenas): a worker that runs out
+// at 512 MiB has about 425 MiB resident at its peak (0.83 of it; TestOutOfMemoryIsReportedAsSuch),
+// and one that crashes far from it 30 to 40 MiB.
+const nearLimit = 0.7
+
+// peakRSS is the most memory the worker had resident, in bytes; 0 when unknown.
+func peakRSS(st *os.ProcessState) uint64 {
+	if ru, ok := st.SysUsage().(*syscall.Rusage); ok && ru.Maxrss > 0 {
+		return uint64(ru.Maxrss) << 10 // kilobytes on Linux
+	}
+	return 0
 }
 
 func outOfMemory(limit int64) string {

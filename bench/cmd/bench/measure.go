@@ -80,6 +80,7 @@ type modelRep struct {
 	// requests in flight): the baseline of the out-of-the-box targets.
 	rawFill rawRun
 	tuning  tuningInfo // what calibration chose for the batched server
+	scale   scaleRep   // the MLP's batched server when the load drops to one client
 	budget  serverRun  // the MLP with [tuning] latency_budget, at the high concurrency
 	// grpcRaw is the batched server over gRPC unary calls with raw contents (1 and the high
 	// concurrency), grpcStream one ModelStreamInfer stream with the high concurrency in flight
@@ -560,6 +561,7 @@ func (b *bench) measureModel(ctx context.Context, m *modelResult, rep int) model
 		if spec.gemm {
 			r.grpcRaw = b.loadGRPC(ctx, s, tag("inferd-batched-grpc-raw"), spec.key, spec.shape, "binary", both, false)
 			r.grpcStream = b.loadGRPC(ctx, s, tag("inferd-batched-grpc-stream"), spec.key, spec.shape, "binary", high, true)
+			r.scale = b.measureScaleDown(ctx, s, spec, tag)
 		}
 		b.stopServer(s)
 	}

@@ -402,6 +402,11 @@ func (res *results) markdown(o options) string {
 			p("| %s | p99 with latency_budget %s, binary, c=%d | %s [%s] | ≤ %s | %s |\n", m.spec.key, latencyBudget, o.high, ms(t.p99)+" ms", t.runs, ms(latencyBudget)+" ms", t.verdict)
 		}
 	}
+	for _, m := range res.models {
+		if rows, ok := m.scaleTargets(); ok {
+			p("%s\n", strings.Join(rows, "\n"))
+		}
+	}
 	var dis []string
 	for _, m := range res.models {
 		for i, r := range m.reps {
@@ -738,6 +743,13 @@ func (res *results) summary(o options) string {
 	for _, m := range res.models {
 		if t, ok := m.budgetTarget(o.high); ok {
 			fmt.Fprintf(&w, "%-8s %-40s %-10s %-10s %s\n", m.spec.key, "p99 ms with latency_budget "+latencyBudget.String(), ms(t.p99), "≤ "+ms(latencyBudget), strings.ReplaceAll(t.verdict, "**", ""))
+		}
+	}
+	for _, m := range res.models {
+		if rows, ok := m.scaleTargets(); ok {
+			for _, row := range rows {
+				fmt.Fprintf(&w, "%s\n", strings.ReplaceAll(row, "**", ""))
+			}
 		}
 	}
 	for _, m := range res.models {
