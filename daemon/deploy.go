@@ -106,7 +106,8 @@ func (l deployLoader) State(model, version string) (string, string, bool) {
 }
 
 // undeployGuard says why a version may not be removed now: a rollout or a split still sends
-// it traffic, or it is the model's only version ready on any node (unless force).
+// it traffic, or it is ready somewhere and the model's only version ready on any node (unless
+// force).
 func (c *clustered) undeployGuard(model, version string, force bool) string {
 	for _, st := range c.rollouts.Status() {
 		if st.Model != model {
@@ -135,6 +136,7 @@ func (c *clustered) undeployGuard(model, version string, force bool) string {
 	if c.deploy != nil {
 		removed = c.deploy.Removed(model) // being removed: not serving for long
 	}
+	servesIt := false
 	for _, m := range c.node.Members() {
 		if m.Liveness != cluster.LivenessAlive {
 			continue
@@ -143,7 +145,11 @@ func (c *clustered) undeployGuard(model, version string, force bool) string {
 			if v != version && !removed[v] {
 				return ""
 			}
+			servesIt = servesIt || v == version
 		}
+	}
+	if !servesIt {
+		return "" // ready nowhere (a deploy that failed): nothing serves it to protect
 	}
 	return fmt.Sprintf("version %s is the only version of %s ready on any node: undeploy --force removes it anyway", version, model)
 }

@@ -392,6 +392,16 @@ func TestDeployWavesAndRefusals(t *testing.T) {
 	if err != nil || d.Phase != "failed" || d.state("n1") != "waiting" {
 		t.Errorf("n1's view of the stopped deploy: %+v %v", d, err)
 	}
+	// Ready nowhere, the failed version needs no --force to go.
+	if out, err := c.run("undeploy", "--server", c.nodes[0].url(), "--token", admin, "bad", "1"); err != nil {
+		t.Errorf("undeploy of the failed version: %v\n%s", err, out)
+	}
+	testutil.Eventually(t, 20*time.Second, func() string {
+		if _, err := os.Stat(filepath.Join(c.dirs[1], "models", "bad")); !os.IsNotExist(err) {
+			return "n2 still has the failed version"
+		}
+		return ""
+	})
 
 	out, err = c.run("deploy", "--server", c.nodes[1].url(), "--token", admin, "m", "1", good)
 	t.Logf("good version, n3 without space:\n%s", out)
