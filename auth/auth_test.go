@@ -164,6 +164,12 @@ func TestMiddleware(t *testing.T) {
 		{"GET", "/v2/cluster/members", "Bearer " + inferTok, http.StatusTeapot},
 		{"POST", "/v2/cluster/rollouts/mlp/abort", "Bearer " + inferTok, http.StatusForbidden},
 		{"POST", "/v2/cluster/rollouts/mlp/abort", "Bearer " + adminTok, http.StatusTeapot},
+		{"POST", "/v2/cluster/deployments/mlp/2", "Bearer " + inferTok, http.StatusForbidden},
+		{"POST", "/v2/cluster/deployments/mlp/2", "Bearer " + adminTok, http.StatusTeapot},
+		{"DELETE", "/v2/cluster/deployments/mlp/2", "Bearer " + inferTok, http.StatusForbidden},
+		{"GET", "/v2/cluster/deployments", "", http.StatusUnauthorized},
+		{"GET", "/v2/cluster/deploy/peer/00", "", http.StatusTeapot},
+		{"POST", "/v2/cluster/deploy/peer/00", "", http.StatusUnauthorized},
 	}
 	for _, c := range cases {
 		req := httptest.NewRequest(c.method, c.path, nil)
@@ -190,8 +196,8 @@ func TestMiddleware(t *testing.T) {
 			t.Errorf("%s %s: 401 without WWW-Authenticate", c.method, c.path)
 		}
 	}
-	if denials["missing"] != 4 || denials["invalid"] != 1 || denials["scope"] != 2 {
-		t.Errorf("denials = %v, want missing 4, invalid 1, scope 2", denials)
+	if denials["missing"] != 6 || denials["invalid"] != 1 || denials["scope"] != 4 {
+		t.Errorf("denials = %v, want missing 6, invalid 1, scope 4", denials)
 	}
 }
 

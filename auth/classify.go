@@ -13,6 +13,10 @@ type Policy struct {
 	Metrics Scope
 }
 
+// PeerChunks is the path prefix of the chunks deployments move between members
+// (cluster/deploy.PathPeer).
+const PeerChunks = "/v2/cluster/deploy/peer/"
+
 // Classify returns the classifier of inferd's routes under the policy: probes are open unless
 // protected; the dashboard's page and assets are open; requests that change what the node serves (repository load and unload, rollout
 // control, any other non-GET under /v2/cluster) need admin; everything else needs infer.
@@ -32,6 +36,10 @@ func Classify(p Policy) Classifier {
 			return Open
 		case strings.HasPrefix(path, "/v2/repository/models/"):
 			return Admin
+		case strings.HasPrefix(path, PeerChunks) && (r.Method == http.MethodGet || r.Method == http.MethodHead):
+			// Peers fetching a deployment carry no client token: the endpoint admits members
+			// only (by address, over the cluster's TLS) and serves content-addressed chunks.
+			return Open
 		case strings.HasPrefix(path, "/v2/cluster/") && r.Method != http.MethodGet && r.Method != http.MethodHead:
 			return Admin
 		}

@@ -143,6 +143,11 @@ type Cluster struct {
 	PerTryTimeout time.Duration `toml:"per_try_timeout" check:"min=1ms" doc:"how long one try of a forwarded request may wait for response headers before another node is tried"`
 	MaxRetries    int           `toml:"max_retries" check:"min=0" doc:"other nodes tried after a failed try, within the request's deadline and the retry budget"`
 	LeaveTimeout  time.Duration `toml:"leave_timeout" check:"min=0" doc:"on shutdown, how long to advertise draining before the listener closes, so peers stop routing here first"`
+	// Deploy (inferd deploy, docs/cluster.md) stores versions under server.state_dir/deploy.
+	DeployMaxBytes     int64 `toml:"deploy_max_bytes" check:"min=1" doc:"largest model version inferd deploy accepts, in bytes (all its files)"`
+	DeployReserveBytes int64 `toml:"deploy_reserve_bytes" check:"min=0" doc:"free bytes a deploy leaves on the state directory's disk; a node refuses a version that would go below"`
+	DeployBandwidth    int64 `toml:"deploy_bandwidth" check:"min=0" doc:"bytes per second this node sends to, and receives from, peers for deployments, each way; 0 = no limit"`
+	DeployTransfers    int   `toml:"deploy_transfers" check:"min=1" doc:"chunks this node fetches from peers at once"`
 }
 
 // Auth configures bearer-token access control.
@@ -295,7 +300,10 @@ func Default() Config {
 			MaxRetries:    2,
 			// A few gossip rounds (200ms each) plus a probe interval: peers have heard
 			// "draining" before the listener stops taking requests.
-			LeaveTimeout: 2 * time.Second,
+			LeaveTimeout:       2 * time.Second,
+			DeployMaxBytes:     16 << 30,
+			DeployReserveBytes: 1 << 30,
+			DeployTransfers:    4,
 		},
 		Tracing: defaultTracing(),
 	}

@@ -540,8 +540,8 @@ func TestKeys(t *testing.T) {
 	for k := range want {
 		t.Errorf("key %s missing from Keys()", k)
 	}
-	if len(keys) != 75 {
-		t.Errorf("len(Keys()) = %d, want 75", len(keys))
+	if len(keys) != 79 { // 75 + the four cluster.deploy_* keys
+		t.Errorf("len(Keys()) = %d, want 79", len(keys))
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 
 	"github.com/inferd/inferd/cluster"
 	"github.com/inferd/inferd/cluster/admin"
+	"github.com/inferd/inferd/cluster/deploy"
 	"github.com/inferd/inferd/cluster/policy"
 	"github.com/inferd/inferd/cluster/rollout"
 	"github.com/inferd/inferd/cluster/route"
@@ -35,6 +36,7 @@ type clustered struct {
 	// policyData is the routing.toml in force, to tell a changed file on reload; written at
 	// start and then only under the daemon's reloadMu.
 	policyData []byte
+	deploy     *deploy.Service // nil without server.state_dir
 	stop       context.CancelFunc
 	done       sync.WaitGroup
 }
@@ -115,8 +117,22 @@ func (d *Daemon) startCluster(ctx context.Context, cfg *config.Config, httpAddr 
 		MaxRetries: retries(cc.MaxRetries), TLS: clientTLS,
 	}, log.With("part", "route"))
 
+	deployH, deploySvc, err := d.startDeploy(cfg, c, advertiseHTTP, clientTLS, log)
+	if err != nil {
+		_ = node.Shutdown()
+		return nil, nil, fmt.Errorf("deploy: %w", err)
+	}
+	c.deploy = deploySvc
+
 	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	c.stop = stop
+	if deploySvc != nil {
+		c.done.Add(1)
+		go func() {
+			defer c.done.Done()
+			_ = deploySvc.Run(runCtx)
+		}()
+	}
 	c.done.Add(3)
 	go func() {
 		defer c.done.Done()
@@ -147,6 +163,7 @@ func (d *Daemon) startCluster(ctx context.Context, cfg *config.Config, httpAddr 
 	}()
 
 	mux := http.NewServeMux()
+	deployH.Register(mux)
 	admin.Server{Node: node, Router: c.router, Rollouts: c.rollouts}.Register(mux)
 	mux.Handle("/", c.router)
 	log.Info("cluster node started", "name", name, "gossip", node.GossipAddr(), "http", advertiseHTTP, "encrypted", key != nil)

@@ -39,6 +39,7 @@ func newRootCommand(stdout, stderr io.Writer, env []string) *cobra.Command {
 	root.AddCommand(serveCommand(env), validateCommand(env), versionCommand(env), devicesCommand(env), perfCommand(env))
 	root.AddCommand(membersCommand(env), rolloutCommand(env), keygenCommand(), workerCommand(env))
 	root.AddCommand(statusCommand(env))
+	root.AddCommand(deployCommand(env), undeployCommand(env))
 	return root
 }
 
