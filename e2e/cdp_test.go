@@ -14,10 +14,13 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/net/websocket"
+
+	"github.com/inferd/inferd/internal/testutil"
 )
 
 // A small client of the Chrome DevTools Protocol (JSON messages over a websocket), enough to
@@ -48,6 +51,10 @@ func startChromium(t *testing.T) *browser {
 		"--no-first-run", "--no-default-browser-check", "--disable-background-networking", "--disable-component-update",
 		"--disable-sync", "--disable-extensions", "--disable-default-apps", "--metrics-recording-only",
 		"--window-size=1400,1100", "about:blank")
+	// its own process group: the cleanup ends every process chromium started (renderers,
+	// zygotes, the crash handler), which otherwise keep writing the profile directory while
+	// the test's TempDir is removed
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -56,8 +63,13 @@ func startChromium(t *testing.T) *browser {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
+		pgid := cmd.Process.Pid
+		_ = syscall.Kill(-pgid, syscall.SIGKILL)
 		_ = cmd.Wait()
+		// the others are not this process's children: wait until the group is empty
+		testutil.WaitFor(t, 10*time.Second, "chromium's processes gone", func() bool {
+			return syscall.Kill(-pgid, 0) != nil
+		})
 	})
 	addr := make(chan string, 1)
 	go func() {
