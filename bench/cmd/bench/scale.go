@@ -114,6 +114,8 @@ func (m *modelResult) scaleTargets() (rows []string, ok bool) {
 	var notes []string
 	for i, r := range m.reps {
 		switch {
+		case r.scale == (scaleRep{}):
+			continue // not measured for this model
 		case r.scale.err != nil:
 			notes = append(notes, fmt.Sprintf("rep %d: %v", i+1, r.scale.err))
 		case r.scale.before < 2:
