@@ -8,7 +8,7 @@
 #
 # usage: ab-shared.sh OLD_BIN NEW_BIN [ROUNDS (2)] [DURATION per measurement (8s)]
 set -euo pipefail
-old=$1 new=$2 rounds=${3:-2} dur=${4:-8s}
+old=$(realpath "$1") new=$(realpath "$2") rounds=${3:-2} dur=${4:-8s}
 src=build/bench/servers/shared
 [ -d "$src" ] || { echo "ab-shared: $src is missing: run make bench first" >&2; exit 1; }
 lib=$(pwd)/build/onnxruntime/libonnxruntime.so.1
