@@ -97,6 +97,8 @@ type Runtime struct {
 
 	// inputCopies counts inputs its sessions copied before handing them to ORT (InputCopies).
 	inputCopies atomic.Uint64
+
+	inspected inspected // signatures read lately, by file identity (inspected.go)
 }
 
 var _ engine.Runtime = (*Runtime)(nil)

@@ -51,7 +51,7 @@ func (r *Runtime) Open(ctx context.Context, path string, opts engine.Options) (e
 	if err := r.hold(); err != nil {
 		return nil, err
 	}
-	s, err := open(path, opts)
+	s, err := r.open(path, opts)
 	if err != nil {
 		releaseEnv()
 		return nil, err
@@ -62,7 +62,7 @@ func (r *Runtime) Open(ctx context.Context, path string, opts engine.Options) (e
 	return s, nil
 }
 
-func open(path string, opts engine.Options) (*Session, error) {
+func (r *Runtime) open(path string, opts engine.Options) (*Session, error) {
 	provider := opts.Provider
 	if provider == "" {
 		provider = engine.ProviderCPU
@@ -72,7 +72,7 @@ func open(path string, opts engine.Options) (*Session, error) {
 	}
 	// The signature comes from a separate CPU session: the binding reads names and types only
 	// from a file, and a model that does not load on the CPU is the model's fault, not the GPU's.
-	sig, io, err := inspect(path)
+	sig, io, err := r.inspected.get(path)
 	if err != nil {
 		return nil, err
 	}

@@ -39,7 +39,8 @@ var ortTypes = func() map[tensor.DataType]onnx.TensorElementDataType {
 	return m
 }()
 
-// Inspect reads the signature of the model at path with a throwaway, unoptimized session. A
+// Inspect reads the signature of the model at path with a throwaway, unoptimized session (once
+// per file: Open of the same file reuses it, see inspected.go). A
 // missing, unreadable or corrupt file, an input or output that is not a tensor, or one this
 // engine cannot carry (see the package doc) is an error wrapping engine.ErrInvalidModel.
 func (r *Runtime) Inspect(_ context.Context, path string) (engine.Signature, error) {
@@ -47,7 +48,7 @@ func (r *Runtime) Inspect(_ context.Context, path string) (engine.Signature, err
 		return engine.Signature{}, err
 	}
 	defer releaseEnv()
-	sig, _, err := inspect(path)
+	sig, _, err := r.inspected.get(path)
 	return sig, err
 }
 
