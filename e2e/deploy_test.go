@@ -18,6 +18,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -681,59 +682,97 @@ func latest(m map[string]time.Duration) time.Duration {
 	return l
 }
 
+// fiveNodeReps is how many times TestDeployFiveNodes measures one node alone and then five:
+// the machine is shared, so each figure is the median of the repetitions, each printed.
+const fiveNodeReps = 3
+
 // TestDeployFiveNodes measures the ~100 MB MLP's deploy from one node to five, every node
 // limited to 25 MB/s each way (deploy_bandwidth), against one node fetching it alone from
-// the same origin (then undeployed, so the five fetch it afresh): the origin must send at most
-// twice the version's size, and every node must hold it installed within twice the time the
-// one node took. The times to READY are printed beside: on this test's shared cores five
-// daemons load the model at once, which a real cluster of five machines does not.
+// the same origin (each version undeployed before the next, so every fetch starts afresh),
+// fiveNodeReps times, alternating: the origin must send at most twice the version's size every
+// time, and in the median every node must hold it installed, and be READY, within twice the
+// time the one node took to fetch it alone. The version's model.toml pins its configuration
+// (wideDir): what is measured is the transfer, the install and the load; on this test's shared
+// cores the five loads run at once, which five machines would do in parallel.
 func TestDeployFiveNodes(t *testing.T) {
 	c := newDeployCluster(t, 5, "deploy_bandwidth = 25000000\n")
 	c.startAll()
 	src, size := wideDir(t)
 	origin := c.nodes[0]
-
-	soloInstalled, soloReady, solo := c.timedDeploy(t, origin, "--nodes", "n2", "mlp", "1", src)
-	soloSent := origin.counter(t, "inferd_deploy_served_bytes_total")
-	if out, err := c.run("undeploy", "--server", origin.url(), "--force", "mlp", "1"); err != nil {
-		t.Fatalf("undeploy: %v\n%s", err, out)
-	}
-	testutil.Eventually(t, 30*time.Second, func() string {
-		for i, n := range c.nodes {
-			if blobs, _ := os.ReadDir(filepath.Join(c.dirs[i], "state", "deploy", "blobs")); len(blobs) != 0 {
-				return fmt.Sprintf("%s still holds %d blobs", n.name, len(blobs))
-			}
+	undeploy := func(version string) {
+		t.Helper()
+		if out, err := c.run("undeploy", "--server", origin.url(), "--force", "mlp", version); err != nil {
+			t.Fatalf("undeploy: %v\n%s", err, out)
 		}
-		return ""
-	})
+		testutil.Eventually(t, 30*time.Second, func() string {
+			for i, n := range c.nodes {
+				if blobs, _ := os.ReadDir(filepath.Join(c.dirs[i], "state", "deploy", "blobs")); len(blobs) != 0 {
+					return fmt.Sprintf("%s still holds %d blobs", n.name, len(blobs))
+				}
+			}
+			return ""
+		})
+	}
+	served := func() float64 { return origin.counter(t, "inferd_deploy_served_bytes_total") }
+	var fetchRatios, readyRatios []float64
+	for rep := range fiveNodeReps {
+		soloVersion, fiveVersion := strconv.Itoa(2*rep+1), strconv.Itoa(2*rep+2)
+		soloInstalled, soloReady, solo := c.timedDeploy(t, origin, "--nodes", "n2", "mlp", soloVersion, src)
+		undeploy(soloVersion)
 
-	installed, ready, five := c.timedDeploy(t, origin, "mlp", "2", src)
-	sent := origin.counter(t, "inferd_deploy_served_bytes_total") - soloSent
-	var peers float64
-	for _, n := range c.nodes[1:] {
-		peers += n.counter(t, "inferd_deploy_served_bytes_total")
+		before := served()
+		peersBefore := 0.0
+		for _, n := range c.nodes[1:] {
+			peersBefore += n.counter(t, "inferd_deploy_served_bytes_total")
+		}
+		installed, ready, five := c.timedDeploy(t, origin, "mlp", fiveVersion, src)
+		sent := served() - before
+		peers := -peersBefore
+		for _, n := range c.nodes[1:] {
+			peers += n.counter(t, "inferd_deploy_served_bytes_total")
+		}
+		for i := range c.nodes {
+			c.sameFiles(t, i, "mlp", fiveVersion, src)
+		}
+		if len(installed) != 5 || len(ready) != 5 || soloInstalled["n2"] == 0 || soloReady["n2"] == 0 {
+			t.Fatalf("not every node was seen installed and ready: %v %v (one node: %v %v)", installed, ready, soloInstalled, soloReady)
+		}
+		soloFetch, fiveFetch, fiveReady := soloInstalled["n2"], latest(installed), latest(ready)
+		fetchRatios = append(fetchRatios, fiveFetch.Seconds()/soloFetch.Seconds())
+		readyRatios = append(readyRatios, fiveReady.Seconds()/soloFetch.Seconds())
+		t.Logf("repetition %d, five nodes at 25 MB/s per node, version %s: the origin sent %s (%.2f× the version), the peers %s to each other; "+
+			"every node installed (fetched and verified) after %s vs one node alone %s: %.2f×; every node READY after %s: %.2f× one node's fetch "+
+			"(one node READY after %s); commands %s and %s",
+			rep+1, mib(float64(size)), mib(sent), sent/float64(size), mib(peers),
+			fiveFetch.Round(10*time.Millisecond), soloFetch.Round(10*time.Millisecond), fetchRatios[rep],
+			fiveReady.Round(10*time.Millisecond), readyRatios[rep], soloReady["n2"].Round(10*time.Millisecond),
+			five.Round(10*time.Millisecond), solo.Round(10*time.Millisecond))
+		if sent > 2*float64(size) {
+			t.Errorf("repetition %d: the origin sent %s, over twice the version's %s", rep+1, mib(sent), mib(float64(size)))
+		}
+		undeploy(fiveVersion)
 	}
-	for i := range c.nodes {
-		c.sameFiles(t, i, "mlp", "2", src)
+	fetch, readyAt := medianOf(fetchRatios), medianOf(readyRatios)
+	t.Logf("five nodes vs one node's fetch alone, median of %d: every node installed %.2f× %v, every node READY %.2f× %v (targets ≤ 2×)",
+		fiveNodeReps, fetch, fetchRatios, readyAt, readyRatios)
+	if fetch > 2 {
+		t.Errorf("the five nodes held the version after %.2f× (median) the time one node took to fetch it alone, over 2×", fetch)
 	}
-	if len(installed) != 5 || len(ready) != 5 || soloInstalled["n2"] == 0 || soloReady["n2"] == 0 {
-		t.Fatalf("not every node was seen installed and ready: %v %v (one node: %v %v)", installed, ready, soloInstalled, soloReady)
+	if readyAt > 2 {
+		t.Errorf("the five nodes were READY after %.2f× (median) the time one node took to fetch the version alone, over 2×", readyAt)
 	}
-	soloFetch, fiveFetch := soloInstalled["n2"], latest(installed)
-	t.Logf("deploy to five nodes at 25 MB/s per node, version %s: the origin sent %s (%.2f× the version), the peers %s to each other; "+
-		"every node installed (fetched and verified) after %s vs one node alone %s: %.2f×; every node READY after %s vs one node %s: %.2f×; commands %s and %s",
-		mib(float64(size)), mib(sent), sent/float64(size), mib(peers),
-		fiveFetch.Round(10*time.Millisecond), soloFetch.Round(10*time.Millisecond), fiveFetch.Seconds()/soloFetch.Seconds(),
-		latest(ready).Round(10*time.Millisecond), soloReady["n2"].Round(10*time.Millisecond), latest(ready).Seconds()/soloReady["n2"].Seconds(),
-		five.Round(10*time.Millisecond), solo.Round(10*time.Millisecond))
-	if sent > 2*float64(size) {
-		t.Errorf("the origin sent %s, over twice the version's %s", mib(sent), mib(float64(size)))
+}
+
+// medianOf is the median of xs (the mean of the middle two for an even count).
+func medianOf(xs []float64) float64 {
+	s := slices.Sorted(slices.Values(xs))
+	if len(s) == 0 {
+		return 0
 	}
-	if fiveFetch > 2*soloFetch {
-		t.Errorf("the five nodes held the version after %s, over twice the %s one node took alone", fiveFetch, soloFetch)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
 	}
-	// READY everywhere is logged above, not asserted: five loads share this machine's cores
-	// (1.6-2.2x of one node's under other load), which five machines would not (issue 18 open)
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 // TestDeployRolloutUnderLoad keeps four clients on model m while version 1 serves, version 2

@@ -26,9 +26,9 @@ const noHolderWait = 50 * time.Millisecond
 
 // fetch brings every chunk of the deployment into the store, from the members that hold it:
 // other fetchers first (their progress bitmaps are gossiped), the origin and the nodes that
-// are done when no other has it. Chunks are taken in a random order, so that concurrent
-// fetchers hold different chunks early and serve each other. A chunk whose hash does not
-// match is counted and fetched again from another holder.
+// are done when no other has it. From those, each fetcher takes its own share first (see
+// peerView), so that concurrent fetchers hold different chunks early and serve each other. A
+// chunk whose hash does not match is counted and fetched again from another holder.
 func (s *Service) fetch(ctx context.Context, key string, d *Deployment, p *progress) error {
 	m := &d.Manifest
 	chunks := m.Chunks()
@@ -107,6 +107,8 @@ func (s *Service) fetch(ctx context.Context, key string, d *Deployment, p *progr
 	if sc.remaining() > 0 {
 		return ctx.Err()
 	}
+	tmpT := time.Now()
+	defer func() { s.log.Info("TMP complete", "took", time.Since(tmpT)) }()
 	for _, f := range m.Files {
 		if s.cfg.Store.HasBlob(f.SHA256) {
 			continue
@@ -133,8 +135,9 @@ func (s *Service) mark(key string, p *progress, i int, n int64, publish bool) {
 
 // schedule hands a fetch's chunks to its workers: a chunk that another fetching node holds
 // first (the fetchers serve each other), else one from a node that is done (the origin) but,
-// while other nodes fetch too, only one such transfer at a time, so that the origin's bandwidth goes to different chunks
-// on different nodes and every chunk leaves it about once.
+// while other nodes fetch too, only one such transfer at a time per node that is done, so that
+// the origin's bandwidth goes to different chunks on different nodes and every chunk leaves it
+// about once, while the nodes that finished early lend their bandwidth to the last ones.
 type schedule struct {
 	mu       sync.Mutex
 	pending  map[int]bool // not held, not in flight
@@ -150,6 +153,8 @@ func (sc *schedule) next(v peerView) (i int, fromDone, ok, finished bool) {
 	if sc.left == 0 {
 		return 0, false, false, true
 	}
+	// From the nodes that are done: the lowest chunk of this fetcher's own share (which no other
+	// fetcher asks them for), else the highest of another's, the one its owner reaches last.
 	fallback, mine := -1, -1
 	for c := range sc.pending { // map order: random enough for chunks to spread
 		if v.fetchingHas(c) {
@@ -157,16 +162,16 @@ func (sc *schedule) next(v peerView) (i int, fromDone, ok, finished bool) {
 			return c, false, true, false
 		}
 		if v.doneCount > 0 {
-			fallback = c
-			if v.of > 0 && c%v.of == v.rank {
+			fallback = max(fallback, c)
+			if v.of > 0 && c%v.of == v.rank && (mine < 0 || c < mine) {
 				mine = c
 			}
 		}
 	}
 	if mine >= 0 {
-		fallback = mine // the share of the origin's chunks no other fetcher asks it for
+		fallback = mine
 	}
-	if fallback < 0 || sc.fromDone > 0 && len(v.fetching) > 0 {
+	if fallback < 0 || sc.fromDone >= v.doneCount && len(v.fetching) > 0 {
 		return 0, false, false, false
 	}
 	delete(sc.pending, fallback)
@@ -225,14 +230,18 @@ func (s *Service) peers(d *Deployment) peerView {
 		}
 		ns, ok := st[m.Name]
 		switch {
-		case !ok:
-		case ns.State == StateStored || ns.State == StateInstalled || ns.State == StateReady:
+		case ok && (ns.State == StateStored || ns.State == StateInstalled || ns.State == StateReady):
 			v.doneCount++
-		case ns.State == StateFetching || ns.State == StateFailed:
+		case ok && (ns.State == StateFetching || ns.State == StateFailed):
 			v.fetching = append(v.fetching, decodeBitmap(ns.Have))
 			if ns.State == StateFetching {
 				names = append(names, m.Name)
 			}
+		case d.releasedTo(m.Name):
+			// Released but not yet seen fetching (its status is still on its way): it is
+			// about to ask the same nodes, so it has a share and counts as a fetcher.
+			v.fetching = append(v.fetching, nil)
+			names = append(names, m.Name)
 		}
 	}
 	slices.Sort(names)

@@ -248,7 +248,8 @@ func TestNeedOf(t *testing.T) {
 }
 
 // The schedule takes a chunk another fetcher holds first; from the nodes that are done only
-// one chunk at a time while others fetch too, and the chunks of its own rank first.
+// one chunk at a time per such node while others fetch too, the chunks of its own rank first
+// in order, then those of other ranks from the end.
 func TestSchedule(t *testing.T) {
 	newSchedule := func(chunks ...int) *schedule {
 		sc := &schedule{pending: map[int]bool{}, left: len(chunks)}
@@ -265,8 +266,8 @@ func TestSchedule(t *testing.T) {
 		t.Fatalf("first pick = %d (from done %v, ok %v), want chunk 5 from the fetching peer", i, fromDone, ok)
 	}
 	i, fromDone, ok, _ := sc.next(v)
-	if !ok || !fromDone || i%2 != 1 {
-		t.Fatalf("second pick = %d (from done %v, ok %v), want an odd chunk (rank 1 of 2) from the origin", i, fromDone, ok)
+	if !ok || !fromDone || i != 1 {
+		t.Fatalf("second pick = %d (from done %v, ok %v), want chunk 1 from the origin: the lowest of rank 1 of 2", i, fromDone, ok)
 	}
 	if _, _, ok, _ := sc.next(v); ok {
 		t.Fatal("a second transfer from the origin while another node fetches")
@@ -274,6 +275,21 @@ func TestSchedule(t *testing.T) {
 	sc.done(i, true, false) // failed: back among the pending
 	if j, fromDone, ok, _ := sc.next(v); !ok || !fromDone || j%2 != 1 {
 		t.Fatalf("after a failed transfer: %d %v %v", j, fromDone, ok)
+	}
+	// With two nodes done, two transfers from them at once.
+	two := newSchedule(0, 1, 2, 3)
+	for range 2 {
+		if _, fromDone, ok, _ := two.next(peerView{fetching: []bitmap{newBitmap(4)}, doneCount: 2, rank: 0, of: 2}); !ok || !fromDone {
+			t.Fatal("held to one transfer from two nodes that are done")
+		}
+	}
+	if _, _, ok, _ := two.next(peerView{fetching: []bitmap{newBitmap(4)}, doneCount: 2, rank: 0, of: 2}); ok {
+		t.Fatal("a third transfer from two nodes that are done while another node fetches")
+	}
+	// Its own share done, a fetcher takes the highest chunk of another's share.
+	rest := newSchedule(1, 3, 5)
+	if c, _, ok, _ := rest.next(peerView{fetching: []bitmap{newBitmap(8)}, doneCount: 1, rank: 0, of: 2}); !ok || c != 5 {
+		t.Fatalf("with its share done a fetcher took chunk %d (ok %v), want 5", c, ok)
 	}
 	// Alone, a fetcher may take several chunks from the origin at once.
 	alone := newSchedule(0, 1, 2)
