@@ -107,8 +107,6 @@ func (s *Service) fetch(ctx context.Context, key string, d *Deployment, p *progr
 	if sc.remaining() > 0 {
 		return ctx.Err()
 	}
-	tmpT := time.Now()
-	defer func() { s.log.Info("TMP complete", "took", time.Since(tmpT)) }()
 	for _, f := range m.Files {
 		if s.cfg.Store.HasBlob(f.SHA256) {
 			continue
