@@ -286,6 +286,58 @@ func TestRawInputsZeroCopy(t *testing.T) {
 	}
 }
 
+// A tensor large enough to travel in many HTTP/2 frames, and for its output to go to the
+// transport as a piece of its own, comes back byte for byte, unary and streamed.
+func TestLargeTensorRoundTrip(t *testing.T) {
+	dir := t.TempDir()
+	id, err := testmodels.Identity(tensor.FP32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.WriteFile(t, dir, "id/1/model.onnx", id)
+	s := serve(t, dir, nil)
+	c := s.client(t)
+	ctx := ctxT(t)
+	const n = 300_001 // an odd size, past every frame and piece boundary
+	data := make([]byte, 4*n)
+	for i := range data {
+		data[i] = byte(i*7 + i>>9)
+	}
+	in := tensor.Tensor{Name: "in", DataType: tensor.FP32, Shape: []int64{1, n}, Data: data}
+	req, err := kservegrpc.EncodeRequest(&kserve.InferRequest{Inputs: []kserve.Input{{Tensor: in}}}, "id", "", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := c.ModelInfer(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.RawOutputContents) != 1 || !bytes.Equal(resp.RawOutputContents[0], data) {
+		t.Errorf("unary: the output is not the input")
+	}
+	st, err := c.ModelStreamInfer(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		req.Id = strings.Repeat("s", i)
+		if err := st.Send(req); err != nil {
+			t.Fatal(err)
+		}
+		r, err := st.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := r.GetInferResponse()
+		if r.ErrorMessage != "" || got.GetId() != req.Id || len(got.GetRawOutputContents()) != 1 || !bytes.Equal(got.RawOutputContents[0], data) {
+			t.Errorf("stream %d: error %q, id %q: the output is not the input", i, r.ErrorMessage, got.GetId())
+		}
+	}
+	if err := st.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // Health: the server and each model, Check, List and Watch, through a shutdown.
 func TestHealth(t *testing.T) {
 	var ready atomic.Bool

@@ -18,7 +18,6 @@ import (
 	"time"
 
 	"github.com/inferd/inferd/kserve"
-	pb "github.com/inferd/inferd/kserve/kservepb"
 	"github.com/inferd/inferd/tensor"
 )
 
@@ -339,7 +338,7 @@ func (r *runner) step(ctx context.Context, n int) (Step, error) {
 	for i := range senders {
 		s := r.newSender(perSender)
 		if stream != nil {
-			s.stream, s.streamReq, s.index = stream, r.grpc.streamRequest(), i
+			s.stream, s.index = stream, i
 		}
 		senders[i] = s
 		if sched != nil {
@@ -480,12 +479,12 @@ type sender struct {
 	headerLen   string // Inference-Header-Content-Length, empty for an all-JSON body
 	maxSamples  int
 	grpc        *grpcTarget // set: send ModelInfer calls instead
-	stream      *grpcStream // set: send on this step's stream, streamReq with ids from index
-	streamReq   *pb.ModelInferRequest
+	stream      *grpcStream // set: send on this step's stream, with ids from index
 	index       int
 	seq         uint64
 
 	buf      bytes.Buffer
+	reply    reply // a gRPC response's bytes
 	checked  bool
 	lat      []time.Duration
 	ok       int64
@@ -566,11 +565,10 @@ func (s *sender) record(kind, msg string, latency time.Duration) {
 func (s *sender) send(ctx context.Context) (kind, msg string) {
 	if s.stream != nil {
 		s.seq++
-		s.streamReq.Id = streamID(s.index, s.seq)
-		return s.stream.send(ctx, s.streamReq, &s.checked)
+		return s.stream.send(ctx, streamID(s.index, s.seq), &s.checked)
 	}
 	if s.grpc != nil {
-		return s.grpc.send(ctx, &s.checked)
+		return s.grpc.send(ctx, &s.reply, &s.checked)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.url, bytes.NewReader(s.body))
 	if err != nil {

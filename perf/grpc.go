@@ -7,7 +7,10 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/encoding"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/inferd/inferd/kserve"
@@ -15,12 +18,13 @@ import (
 	pb "github.com/inferd/inferd/kserve/kservepb"
 )
 
-// grpcTarget sends the measured requests as ModelInfer calls over one connection.
+// grpcTarget sends the measured requests as ModelInfer calls over one connection. The request
+// is encoded once, as the HTTP body is, and sent as those bytes (wireCodec): what is measured
+// is the server and the transport, not this process's protobuf runtime.
 type grpcTarget struct {
 	cc      *grpc.ClientConn
 	client  pb.GRPCInferenceServiceClient
-	req     *pb.ModelInferRequest
-	body    []byte // the request's wire form, for the report's request size
+	body    []byte // the request's wire form, without an id
 	format  string
 	timeout time.Duration // bounds one call
 }
@@ -45,23 +49,38 @@ func dialGRPC(cfg Config, req *kserve.InferRequest) (*grpcTarget, error) {
 	if len(m.RawInputContents) > 0 {
 		format = "grpc raw"
 	}
-	return &grpcTarget{cc: cc, client: pb.NewGRPCInferenceServiceClient(cc), req: m, body: body, format: format, timeout: cfg.RequestTimeout}, nil
+	return &grpcTarget{cc: cc, client: pb.NewGRPCInferenceServiceClient(cc), body: body, format: format, timeout: cfg.RequestTimeout}, nil
 }
 
 func (g *grpcTarget) close() { _ = g.cc.Close() }
 
-// send makes one call. kind is "" on success, else the status code's Go name ("Unavailable") or
-// "invalid response"; the first answer is checked (checked says it was).
-func (g *grpcTarget) send(ctx context.Context, checked *bool) (kind, msg string) {
+// withID is the request with this id: the encoded body and the id field after it (a field
+// may come in any order, and the body has no id).
+func (g *grpcTarget) withID(id string) encoded {
+	f := protowire.AppendTag(nil, fieldRequestID, protowire.BytesType)
+	return encoded{g.body, protowire.AppendString(f, id)}
+}
+
+// fieldRequestID is ModelInferRequest.id's field number.
+const fieldRequestID = 3
+
+// send makes one call, its response's bytes kept in rep. kind is "" on success, else the
+// status code's Go name ("Unavailable") or "invalid response"; the first answer is decoded and
+// checked (checked says it was).
+func (g *grpcTarget) send(ctx context.Context, rep *reply, checked *bool) (kind, msg string) {
 	ctx, cancel := context.WithTimeout(ctx, g.timeout)
 	defer cancel()
-	resp, err := g.client.ModelInfer(ctx, g.req)
+	err := g.cc.Invoke(ctx, pb.GRPCInferenceService_ModelInfer_FullMethodName, encoded{g.body}, rep, grpc.ForceCodecV2(wireCodec{}))
 	if err != nil {
 		st, _ := status.FromError(err)
 		return st.Code().String(), st.Message()
 	}
 	if !*checked {
-		outs, err := kservegrpc.DecodeResponse(resp)
+		var resp pb.ModelInferResponse
+		if err := proto.Unmarshal(rep.buf, &resp); err != nil {
+			return "invalid response", err.Error()
+		}
+		outs, err := kservegrpc.DecodeResponse(&resp)
 		if err != nil {
 			return "invalid response", err.Error()
 		}
@@ -72,3 +91,42 @@ func (g *grpcTarget) send(ctx context.Context, checked *bool) (kind, msg string)
 	}
 	return "", ""
 }
+
+// wireCodec is the protobuf codec, except for a request already encoded (sent as its bytes,
+// not copied) and a reply (its bytes copied into a buffer reused from call to call, as the
+// HTTP sender reads its bodies, rather than decoded).
+type wireCodec struct{}
+
+// encoded is a message's wire form in pieces, sent one after the other.
+type encoded [][]byte
+
+// reply is a response's wire form.
+type reply struct{ buf []byte }
+
+func (wireCodec) Marshal(v any) (mem.BufferSlice, error) {
+	e, ok := v.(encoded)
+	if !ok {
+		return encoding.GetCodecV2("proto").Marshal(v)
+	}
+	out := make(mem.BufferSlice, len(e))
+	for i, p := range e {
+		out[i] = mem.SliceBuffer(p)
+	}
+	return out, nil
+}
+
+func (wireCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	r, ok := v.(*reply)
+	if !ok {
+		return encoding.GetCodecV2("proto").Unmarshal(data, v)
+	}
+	n := data.Len()
+	if cap(r.buf) < n {
+		r.buf = make([]byte, n)
+	}
+	r.buf = r.buf[:n]
+	data.CopyTo(r.buf)
+	return nil
+}
+
+func (wireCodec) Name() string { return "proto" }

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -66,7 +67,7 @@ func (g *grpcStream) conn() (*streamConn, error) {
 		}
 	}
 	ctx, cancel := context.WithCancel(g.ctx)
-	stream, err := g.target.client.ModelStreamInfer(ctx)
+	stream, err := g.target.client.ModelStreamInfer(ctx, grpc.ForceCodecV2(wireCodec{}))
 	if err != nil {
 		cancel()
 		return nil, err
@@ -126,24 +127,25 @@ func (g *grpcStream) close() int {
 	return g.opened
 }
 
-// send sends m (whose id is the caller's, unique on the stream) and waits for its response.
+// send sends the request with this id (the caller's, unique on the stream) and waits for its
+// response.
 // kind is "" on success, else the status code's Go name ("InvalidArgument": from the error
 // response's error_code, or the stream's status when it ended) or "invalid response".
-func (g *grpcStream) send(ctx context.Context, m *pb.ModelInferRequest, checked *bool) (kind, msg string) {
+func (g *grpcStream) send(ctx context.Context, id string, checked *bool) (kind, msg string) {
 	c, err := g.conn()
 	if err != nil {
 		return statusKind(err)
 	}
 	ch := make(chan *pb.ModelStreamInferResponse, 1)
 	c.waitMu.Lock()
-	c.waiters[m.Id] = ch
+	c.waiters[id] = ch
 	c.waitMu.Unlock()
 	c.sendMu.Lock()
-	err = c.stream.Send(m)
+	err = c.stream.SendMsg(g.target.withID(id))
 	c.sendMu.Unlock()
 	if err != nil {
 		// Send's error is io.EOF when the stream ended; its status comes from Recv.
-		c.forget(m.Id)
+		c.forget(id)
 		<-c.done
 		return statusKind(c.err)
 	}
@@ -153,13 +155,13 @@ func (g *grpcStream) send(ctx context.Context, m *pb.ModelInferRequest, checked 
 	select {
 	case r = <-ch:
 	case <-c.done:
-		c.forget(m.Id)
+		c.forget(id)
 		return statusKind(c.err)
 	case <-timer.C:
-		c.forget(m.Id)
+		c.forget(id)
 		return codes.DeadlineExceeded.String(), fmt.Sprintf("no response on the stream within %s", g.timeout)
 	case <-ctx.Done():
-		c.forget(m.Id)
+		c.forget(id)
 		return statusKind(ctx.Err())
 	}
 	if r.ErrorMessage != "" {
@@ -195,17 +197,6 @@ func streamErrorKind(r *pb.ModelStreamInferResponse) string {
 		}
 	}
 	return "stream error"
-}
-
-// streamRequest is a sender's own copy of the request's header, sharing the inputs' data, so
-// that each sender sets its request's id before each send (Send encodes the message before it
-// returns).
-func (g *grpcTarget) streamRequest() *pb.ModelInferRequest {
-	m := g.req
-	return &pb.ModelInferRequest{
-		ModelName: m.ModelName, ModelVersion: m.ModelVersion, Parameters: m.Parameters,
-		Inputs: m.Inputs, Outputs: m.Outputs, RawInputContents: m.RawInputContents,
-	}
 }
 
 // streamID is the id of a sender's seq-th request: unique on the stream.

@@ -12,8 +12,8 @@
 //     (fp32_contents for FP32, int_contents for INT8, INT16 and INT32, ...), every other field
 //     empty, and as many as the shape holds. FP16 and BF16 travel raw only, as the protocol says.
 //   - Raw data is used where it lies. A raw input's Data is the message's own byte slice, not a
-//     copy; the protobuf runtime allocates each bytes field afresh, 8-byte aligned, so ONNX
-//     Runtime can take it without copying it again. A raw entry must be exactly as long as the
+//     copy; a server that decodes with UnmarshalRequest and places the entries aligned (as
+//     grpcapi's codec does) lets ONNX Runtime take them without copying. A raw entry must be exactly as long as the
 //     shape and datatype need; BOOL bytes must be 0 or 1; BYTES elements are each a 4-byte
 //     little-endian length and that many bytes, filling the entry exactly. A typed BYTES
 //     element aliases its bytes_contents entry.
@@ -22,7 +22,8 @@
 //   - Parameters decode to bool, int64, uint64, string or float64 by their oneof; one with no
 //     value set decodes to nil (and fails where a value is needed, as priority and timeout do).
 //   - Responses always carry their outputs in raw_output_contents, as Triton's do: fixed-size
-//     outputs as their own bytes (not copied), BYTES length-prefixed.
+//     outputs as their own bytes (not copied; MarshalResponse hands them to the transport as
+//     they are), BYTES length-prefixed.
 //
 // Every error wraps kserve.ErrInvalidRequest and names the input and what is wrong; a request
 // over a limit is a *kserve.LimitError naming the limit's key, shape errors wrap tensor.ErrShape
