@@ -17,12 +17,13 @@
 //   - A Tensor refuses an empty shape, so rank-0 inputs are fed as Scalar values, and rank-0
 //     outputs are pre-allocated with NewEmptyScalar (letting Run allocate one fails the whole
 //     run and leaks the outputs after it).
-//   - Run copies outputs it allocates into Go memory, but for element types without a Go
-//     counterpart (FP16, BF16) it copies one byte per element instead of two, and the run fails.
-//     FP16/BF16 outputs are therefore pre-allocated, which needs their shape before the run: a
-//     fixed dimension is taken as declared, and a symbolic one ("batch") from the input
-//     dimension of the same name, read from the ONNX file because the binding reports symbolic
-//     dimensions as -1 without their names. A model with an FP16/BF16 output dimension that no
+//   - Run copies outputs it allocates into Go memory (RunInto avoids that copy for outputs
+//     whose shape is planned, writing them into memory the caller gives), but for element types
+//     without a Go counterpart (FP16, BF16) it copies one byte per element instead of two, and
+//     the run fails. FP16/BF16 outputs are therefore pre-allocated, which needs their shape
+//     before the run: a fixed dimension is taken as declared, and a symbolic one ("batch") from
+//     the input dimension of the same name, read from the ONNX file because the binding reports
+//     symbolic dimensions as -1 without their names. A model with an FP16/BF16 output dimension that no
 //     input names is refused when inspected or opened; a model whose names lie gets a clean
 //     run error from ORT, which checks pre-allocated shapes.
 //   - String tensors go through C strings, so a BYTES element containing a NUL byte would be

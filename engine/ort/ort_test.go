@@ -848,3 +848,57 @@ func TestRunStoppedByContext(t *testing.T) {
 		t.Errorf("Run after stopped runs = %v, want %v", got, want)
 	}
 }
+
+// RunInto: ORT writes each planned output that was asked for into the memory place gives; one
+// not asked for, and one place declines, are ORT's; a model whose dimension names lie is run
+// again without placing, correctly, and is not placed again.
+func TestRunIntoPlacesOutputs(t *testing.T) {
+	rt := newRuntime(t)
+	s := openModel(t, rt, "multi", testmodels.MultiIO()).(*ort.Session)
+	x := tensor.FromFloat32s("x", []int64{2, 3}, []float32{1, 2, 3, 4, 5, 6})
+	ys := []int64{1, 1, 1, 9, 9, 9}
+	y := tensor.Tensor{Name: "y", DataType: tensor.Int64, Shape: []int64{2, 3}, Data: le(ys)}
+	var asked []string
+	bufs := map[string][]byte{}
+	place := func(name string, n int) []byte {
+		asked = append(asked, name)
+		if name == "wide" {
+			return nil // declined: ORT allocates it
+		}
+		bufs[name] = make([]byte, n)
+		return bufs[name]
+	}
+	out, err := s.RunInto(t.Context(), []tensor.Tensor{x, y}, []string{"twice", "sum", "wide"}, place)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(asked, []string{"sum", "twice", "wide"}) {
+		t.Errorf("placed %v, want the outputs asked for (not greater), in signature order", asked)
+	}
+	sum, twice, _, wide := testmodels.MultiIOForward([]float32{1, 2, 3, 4, 5, 6}, ys)
+	if !bytes.Equal(out[0].Data, le(twice)) || !bytes.Equal(out[1].Data, le(sum)) || !bytes.Equal(out[2].Data, le(wide)) {
+		t.Errorf("outputs %v", out)
+	}
+	if unsafe.SliceData(out[0].Data) != unsafe.SliceData(bufs["twice"]) || unsafe.SliceData(out[1].Data) != unsafe.SliceData(bufs["sum"]) {
+		t.Error("a placed output is not in the memory place gave")
+	}
+
+	a, b := onnxgen.P("a"), onnxgen.P("b")
+	liar := openModel(t, rt, "swapped32", onnxgen.Marshal(onnxgen.Graph{
+		Name:    "swapped",
+		Nodes:   []onnxgen.Node{{OpType: "Identity", Name: "id", Inputs: []string{"in"}, Outputs: []string{"out"}}},
+		Inputs:  []onnxgen.ValueInfo{{Name: "in", ElemType: onnxgen.Float, Shape: []onnxgen.Dim{a, b}}},
+		Outputs: []onnxgen.ValueInfo{{Name: "out", ElemType: onnxgen.Float, Shape: []onnxgen.Dim{b, a}}},
+	})).(*ort.Session)
+	in := tensor.FromFloat32s("in", []int64{2, 3}, []float32{1, 2, 3, 4, 5, 6})
+	for i := range 2 {
+		asked = asked[:0]
+		out, err := liar.RunInto(t.Context(), []tensor.Tensor{in}, nil, place)
+		if err != nil || !slices.Equal(out[0].Shape, in.Shape) || !bytes.Equal(out[0].Data, in.Data) {
+			t.Errorf("run %d of a lying model: %v, %v", i, out, err)
+		}
+		if want := max(1-i, 0); len(asked) != want {
+			t.Errorf("run %d of a lying model placed %d outputs, want %d", i, len(asked), want)
+		}
+	}
+}

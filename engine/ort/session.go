@@ -35,6 +35,9 @@ type Session struct {
 	mu      sync.Mutex
 	sess    *onnx.DynamicAdvancedSession // nil once closed
 	runOpts *onnx.RunOptions
+	// unplaceable is set once a run failed into planned output memory and succeeded without:
+	// the model's declared output dimensions do not hold.
+	unplaceable bool
 }
 
 var _ engine.Session = (*Session)(nil)
@@ -208,7 +211,18 @@ func (s *Session) Close() error {
 // two nodes and between the iterations of a Loop) and Run returns an error that wraps both
 // ctx.Err() and context.Cause(ctx), not engine.ErrRun: the run was stopped, it did not fail. The
 // session serves the next Run as usual.
-func (s *Session) Run(ctx context.Context, inputs []tensor.Tensor, names []string) (out []tensor.Tensor, err error) {
+func (s *Session) Run(ctx context.Context, inputs []tensor.Tensor, names []string) ([]tensor.Tensor, error) {
+	return s.RunInto(ctx, inputs, names, nil)
+}
+
+// RunInto is Run with the outputs written where place says: for each output named whose size
+// is known before the run (see outputPlans), place(name, n) gives n bytes, aligned for the
+// element type, that ORT writes the output into and that the output tensor's Data then is;
+// place may give nil to leave that output to ORT. An output ORT allocates is copied into Go
+// memory as with Run. A model whose declared dimensions lie about what it produces fails a
+// run into planned memory: the run is made again with ORT allocating, and this session places
+// nothing from then on.
+func (s *Session) RunInto(ctx context.Context, inputs []tensor.Tensor, names []string, place func(output string, n int) []byte) (out []tensor.Tensor, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.sess == nil {
@@ -244,12 +258,34 @@ func (s *Session) Run(ctx context.Context, inputs []tensor.Tensor, names []strin
 			return nil, fmt.Errorf("%w: %w", engine.ErrRun, err)
 		}
 	}
+	if s.unplaceable {
+		place = nil
+	}
+	placedAny := false
 	for i, spec := range s.sig.Outputs {
-		if outs[i], err = preallocate(spec, s.io.outputShapes[i], ordered); err != nil {
+		p := place
+		if p != nil && !slices.Contains(picked, i) {
+			p = nil // ORT allocates what nobody asked for
+		}
+		var placed bool
+		if outs[i], placed, err = preallocate(spec, s.io.outputShapes[i], ordered, p); err != nil {
 			return nil, fmt.Errorf("%w: output %q: %w", engine.ErrRun, spec.Name, err)
 		}
+		placedAny = placedAny || placed
 	}
 	runErr := s.runLocked(ctx, in, outs)
+	if runErr != nil && placedAny && ctx.Err() == nil {
+		// Perhaps the plan was wrong; try once more as Run would have.
+		for i, spec := range s.sig.Outputs {
+			destroy(outs[i])
+			if outs[i], _, err = preallocate(spec, s.io.outputShapes[i], ordered, nil); err != nil {
+				return nil, fmt.Errorf("%w: output %q: %w", engine.ErrRun, spec.Name, err)
+			}
+		}
+		if runErr = s.runLocked(ctx, in, outs); runErr == nil {
+			s.unplaceable = true
+		}
+	}
 	// The inputs' Go memory is read by ORT during the run; keep it reachable until here.
 	runtime.KeepAlive(ordered)
 	if runErr != nil {

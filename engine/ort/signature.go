@@ -53,7 +53,8 @@ func (r *Runtime) Inspect(_ context.Context, path string) (engine.Signature, err
 }
 
 // modelIO is what inspect learns beyond the signature: the ORT names in session order, and for
-// each FP16/BF16 output with symbolic dimensions, where its shape comes from (nil otherwise).
+// each output whose shape can be known before a run, where each dimension comes from (nil
+// otherwise; see outputPlans).
 type modelIO struct {
 	inputNames, outputNames []string
 	outputShapes            [][]dimSource
@@ -103,7 +104,7 @@ func inspect(path string) (engine.Signature, modelIO, error) {
 		sig.Outputs = append(sig.Outputs, spec)
 		io.outputNames = append(io.outputNames, out.Name)
 	}
-	if io.outputShapes, err = halfOutputShapes(path, sig); err != nil {
+	if io.outputShapes, err = outputPlans(path, sig); err != nil {
 		return engine.Signature{}, modelIO{}, fmt.Errorf("%w: %s: %w", engine.ErrInvalidModel, path, err)
 	}
 	if len(sig.Inputs) == 0 || len(sig.Outputs) == 0 {
@@ -140,35 +141,47 @@ func specOf(info onnx.InputOutputInfo, input bool) (tensor.Spec, error) {
 	return spec, nil
 }
 
-// halfOutputShapes plans the shapes of FP16 and BF16 outputs, which Run pre-allocates because
-// onnxruntime_go truncates the ones it allocates. A symbolic dimension takes the size of an
-// input dimension of the same name; an output with a dimension that no input names cannot be
-// served.
-func halfOutputShapes(path string, sig engine.Signature) ([][]dimSource, error) {
+// outputPlans plans the shapes of outputs before the run, so that Run can pre-allocate them: a
+// fixed dimension is taken as declared, a symbolic one ("batch") from the input dimension of
+// the same name. FP16 and BF16 outputs need a plan, because onnxruntime_go truncates the ones
+// it allocates: one with a dimension that no input names cannot be served. Every other
+// fixed-size output of rank one or more gets a plan where one can be made (nil where not: ORT
+// allocates it), so that ORT writes it where the caller wants it rather than into memory the
+// binding then copies.
+func outputPlans(path string, sig engine.Signature) ([][]dimSource, error) {
 	plans := make([][]dimSource, len(sig.Outputs))
 	var gd *graphDims
+	var gdErr error
+outputs:
 	for i, out := range sig.Outputs {
-		if out.DataType != tensor.FP16 && out.DataType != tensor.BF16 {
+		if out.DataType == tensor.Bytes || len(out.Shape) == 0 {
 			continue
 		}
+		half := out.DataType == tensor.FP16 || out.DataType == tensor.BF16
 		plan := make([]dimSource, len(out.Shape))
 		for d, size := range out.Shape {
 			plan[d] = dimSource{size: size, input: -1}
 			if size >= 0 {
 				continue
 			}
-			if gd == nil {
+			if gd == nil && gdErr == nil {
 				g, err := readGraphDims(path)
-				if err != nil {
-					return nil, fmt.Errorf("reading dimension names: %w", err)
+				gd, gdErr = &g, err
+			}
+			if gdErr != nil {
+				if half {
+					return nil, fmt.Errorf("reading dimension names: %w", gdErr)
 				}
-				gd = &g
+				continue outputs
 			}
 			src, ok := namedInputDim(sig, *gd, gd.outputs[out.Name], d)
 			if !ok {
-				return nil, fmt.Errorf("output %q: %s with dimension %d of %s not named after an input dimension "+
-					"is not supported by onnxruntime_go (it truncates 16-bit float outputs it allocates)",
-					out.Name, out.DataType, d, tensor.FormatShape(out.Shape))
+				if half {
+					return nil, fmt.Errorf("output %q: %s with dimension %d of %s not named after an input dimension "+
+						"is not supported by onnxruntime_go (it truncates 16-bit float outputs it allocates)",
+						out.Name, out.DataType, d, tensor.FormatShape(out.Shape))
+				}
+				continue outputs
 			}
 			plan[d] = src
 		}

@@ -104,20 +104,23 @@ func scalarOf[T onnx.TensorData](b []byte) (onnx.Value, error) {
 	return s, nil
 }
 
-// preallocate returns the output value Run must not allocate itself, or nil for the others
-// (whose shape is only known after the run): rank-0 outputs, which the binding cannot build,
-// and FP16/BF16 outputs, which it truncates. plan gives the latter's shape from the inputs'.
-// inspect refused the cases neither can handle.
-func preallocate(spec tensor.Spec, plan []dimSource, inputs []*tensor.Tensor) (onnx.Value, error) {
+// preallocate returns the output value Run must not allocate itself, or nil for those ORT
+// allocates: rank-0 outputs, which the binding cannot build, are empty scalars; FP16/BF16
+// outputs, which it truncates, go where plan says (inspect refused the ones without a plan),
+// in Go memory; with place, the other planned outputs go into the memory place gives, unless
+// it gives none. placed says the value is place's.
+func preallocate(spec tensor.Spec, plan []dimSource, inputs []*tensor.Tensor, place func(string, int) []byte) (v onnx.Value, placed bool, err error) {
 	if len(spec.Shape) == 0 {
 		k, ok := kinds[spec.DataType]
 		if !ok {
-			return nil, fmt.Errorf("rank-0 %s is not supported", spec.DataType)
+			return nil, false, fmt.Errorf("rank-0 %s is not supported", spec.DataType)
 		}
-		return k.emptyScalar()
+		v, err := k.emptyScalar()
+		return v, false, err
 	}
-	if plan == nil {
-		return nil, nil
+	half := spec.DataType == tensor.FP16 || spec.DataType == tensor.BF16
+	if plan == nil || (!half && place == nil) {
+		return nil, false, nil
 	}
 	shape := make([]int64, len(plan))
 	for i, src := range plan {
@@ -127,15 +130,26 @@ func preallocate(spec tensor.Spec, plan []dimSource, inputs []*tensor.Tensor) (o
 		}
 	}
 	n, err := tensor.Elements(shape)
-	if err != nil || n == 0 {
-		return nil, fmt.Errorf("cannot pre-allocate %s %s", spec.DataType, tensor.FormatShape(shape))
+	size := int(n) * spec.DataType.Size()
+	var data []byte
+	switch {
+	case err != nil || n == 0 || size/spec.DataType.Size() != int(n):
+		if !half {
+			return nil, false, nil
+		}
+		return nil, false, fmt.Errorf("cannot pre-allocate %s %s", spec.DataType, tensor.FormatShape(shape))
+	case !half:
+		if data = place(spec.Name, size); data == nil {
+			return nil, false, nil
+		}
+	default:
+		data = alignedBytes(size)
 	}
-	v, err := onnx.NewCustomDataTensor(onnx.Shape(shape), alignedBytes(int(n)*spec.DataType.Size()),
-		onnx.TensorElementDataType(ortTypes[spec.DataType]))
+	v, err = onnx.NewCustomDataTensor(onnx.Shape(shape), data, onnx.TensorElementDataType(ortTypes[spec.DataType]))
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	return v, nil
+	return v, !half, nil
 }
 
 func emptyScalar[T onnx.TensorData]() (onnx.Value, error) {

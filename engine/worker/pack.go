@@ -3,25 +3,65 @@ package worker
 import (
 	"encoding/binary"
 	"fmt"
+	"unsafe"
 
 	"github.com/inferd/inferd/tensor"
 )
 
+// outputPlace gives a run's outputs memory in the arena before the run, from next on, so that
+// ONNX Runtime writes them there itself and pack has nothing to copy.
+type outputPlace struct {
+	a      *arena
+	next   int
+	placed []region
+}
+
+// region is an output's memory handed out by outputPlace.
+type region struct {
+	data     *byte
+	off, len int
+}
+
+// place gives n aligned bytes of the arena, growing it as needed; nil when it may not grow
+// that far (the output is then ORT's, and pack reports the arena full).
+func (p *outputPlace) place(_ string, n int) []byte {
+	off := alignUp(p.next)
+	if p.a.ensure(off+n) != nil {
+		return nil
+	}
+	p.next = off + n
+	b := p.a.mem[off : off+n : off+n]
+	p.placed = append(p.placed, region{data: unsafe.SliceData(b), off: off, len: n})
+	return b
+}
+
 // pack lays tensors into the arena from offset start, each at an aligned offset, growing the
-// arena as needed, and returns their slots.
-func pack(a *arena, start int, ts []tensor.Tensor, slots []slot) ([]slot, error) {
+// arena as needed, and returns their slots. A tensor whose data is memory outputPlace gave
+// (in placed) already lies in the arena: its slot is that memory's, and nothing is copied.
+// (The arena may have been mapped again since the memory was given; the old mapping, retired
+// until the next run, shows the same pages.)
+func pack(a *arena, start int, ts []tensor.Tensor, slots []slot, placed []region) ([]slot, error) {
 	slots = slots[:0]
 	end := start
+	inPlace := make([]bool, len(ts))
 	for i := range ts {
-		off := alignUp(end)
 		n := tensorBytes(&ts[i])
-		slots = append(slots, slot{name: ts[i].Name, dtype: ts[i].DataType, shape: ts[i].Shape, off: off, len: n})
-		end = off + n
+		s := slot{name: ts[i].Name, dtype: ts[i].DataType, shape: ts[i].Shape, len: n}
+		if p, ok := placedAt(placed, &ts[i]); ok {
+			s.off, inPlace[i] = p.off, true
+		} else {
+			s.off = alignUp(end)
+			end = s.off + n
+		}
+		slots = append(slots, s)
 	}
 	if err := a.ensure(end); err != nil {
 		return nil, err
 	}
 	for i := range ts {
+		if inPlace[i] {
+			continue
+		}
 		dst := a.mem[slots[i].off : slots[i].off+slots[i].len]
 		if ts[i].DataType != tensor.Bytes {
 			copy(dst, ts[i].Data)
@@ -34,6 +74,19 @@ func pack(a *arena, start int, ts []tensor.Tensor, slots []slot) ([]slot, error)
 		}
 	}
 	return slots, nil
+}
+
+// placedAt finds the placed memory that is t's data, all of it.
+func placedAt(placed []region, t *tensor.Tensor) (region, bool) {
+	if t.DataType == tensor.Bytes || len(t.Data) == 0 {
+		return region{}, false
+	}
+	for _, p := range placed {
+		if p.data == unsafe.SliceData(t.Data) && p.len == len(t.Data) {
+			return p, true
+		}
+	}
+	return region{}, false
 }
 
 func tensorBytes(t *tensor.Tensor) int {

@@ -206,6 +206,7 @@ func (s *server) serveSession(ctx context.Context, ss *served) {
 	}()
 	var in, out []slot
 	var names []string
+	var pl outputPlace
 	for {
 		p, fds, err := ss.conn.read()
 		closeFDs(fds)
@@ -229,9 +230,10 @@ func (s *server) serveSession(ctx context.Context, ss *served) {
 			s.log.Warn("worker: session frame", "err", d.err)
 			return
 		}
-		outs, err := s.run(ctx, ss, seq, size, in, names)
+		pl = outputPlace{a: ss.arena, next: alignUp(slotsEnd(in)), placed: pl.placed[:0]}
+		outs, err := s.run(ctx, ss, seq, size, in, names, &pl)
 		if err == nil {
-			out, err = pack(ss.arena, alignUp(slotsEnd(in)), outs, out)
+			out, err = pack(ss.arena, pl.next, outs, out, pl.placed)
 		}
 		if werr := ss.conn.write(nil, func(e *encoder) {
 			e.u8(kindRunReply)
@@ -247,7 +249,7 @@ func (s *server) serveSession(ctx context.Context, ss *served) {
 	}
 }
 
-func (s *server) run(ctx context.Context, ss *served, seq uint64, size int, in []slot, names []string) ([]tensor.Tensor, error) {
+func (s *server) run(ctx context.Context, ss *served, seq uint64, size int, in []slot, names []string, pl *outputPlace) ([]tensor.Tensor, error) {
 	ss.arena.dropRetired()
 	if err := ss.arena.atLeast(size); err != nil {
 		return nil, err
@@ -269,7 +271,15 @@ func (s *server) run(ctx context.Context, ss *served, seq uint64, size int, in [
 		ss.cancel = nil
 		ss.mu.Unlock()
 	}()
+	if r, ok := ss.sess.(intoRunner); ok {
+		return r.RunInto(runCtx, inputs, names, pl.place)
+	}
 	return ss.sess.Run(runCtx, inputs, names)
+}
+
+// intoRunner is a session that writes outputs into memory it is given (ort.Session).
+type intoRunner interface {
+	RunInto(ctx context.Context, inputs []tensor.Tensor, names []string, place func(output string, n int) []byte) ([]tensor.Tensor, error)
 }
 
 func slotsEnd(ss []slot) int {

@@ -166,7 +166,7 @@ func (s *session) Run(ctx context.Context, inputs []tensor.Tensor, names []strin
 		r.conn.spin = 0
 	}
 	r.arena.dropRetired()
-	s.in, err = pack(r.arena, 0, inputs, s.in)
+	s.in, err = pack(r.arena, 0, inputs, s.in, nil)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", engine.ErrRun, err)
 	}
