@@ -184,31 +184,58 @@ func (s *session) Run(ctx context.Context, inputs []tensor.Tensor, names []strin
 	}); err != nil {
 		return nil, died(r.proc, err)
 	}
-	var killerMu sync.Mutex
-	var killer *time.Timer
+	var watch cancelWatch
 	stop := context.AfterFunc(ctx, func() {
+		// Read now: the caller may reuse ctx for its next run once this one returns.
+		why := fmt.Sprintf("run did not stop within %s of its cancellation (%v)", s.host.iso.grace(), context.Cause(ctx))
 		_ = r.proc.send(kindCancel, func(e *encoder) {
 			e.uint(r.id)
 			e.uint(seq)
 		})
-		killerMu.Lock()
-		killer = time.AfterFunc(s.host.iso.grace(), func() {
-			r.proc.kill(fmt.Sprintf("run did not stop within %s of its cancellation (%v)", s.host.iso.grace(), context.Cause(ctx)))
-		})
-		killerMu.Unlock()
+		watch.arm(s.host.iso.grace(), func() { r.proc.kill(why) })
 	})
 	outs, err := s.await(r, seq)
-	if !stop() {
-		killerMu.Lock()
-		if killer != nil {
-			killer.Stop()
-		}
-		killerMu.Unlock()
-	}
+	stop()
+	watch.finish()
 	if err != nil && ctx.Err() != nil && !errors.Is(err, engine.ErrWorker) {
 		return nil, fmt.Errorf("%w: %w", engine.ErrRun, context.Cause(ctx))
 	}
 	return outs, err
+}
+
+// cancelWatch kills a worker whose cancelled run has not answered within the grace period.
+// The run may answer while its cancellation is still being sent: arming after finish does
+// nothing, so that a watch armed late cannot kill the worker during a later run.
+type cancelWatch struct {
+	mu       sync.Mutex
+	finished bool
+	timer    *time.Timer
+}
+
+// arm calls kill after grace unless finish is called first (or was already).
+func (w *cancelWatch) arm(grace time.Duration, kill func()) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.finished {
+		return
+	}
+	w.timer = time.AfterFunc(grace, func() {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if !w.finished {
+			kill()
+		}
+	})
+}
+
+// finish says the run answered.
+func (w *cancelWatch) finish() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.finished = true
+	if w.timer != nil {
+		w.timer.Stop()
+	}
 }
 
 // await reads the reply to run seq.
